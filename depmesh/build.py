@@ -1,0 +1,45 @@
+"""Mesh spec -> one Dagster ``Definitions``: the assets, their storage and the jobs."""
+
+from __future__ import annotations
+
+import warnings
+
+from dagster import (
+    AssetSelection,
+    BetaWarning,
+    Definitions,
+    colored_console_logger,
+    define_asset_job,
+    in_process_executor,
+)
+
+
+from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
+from depmesh.assets.factory import IO_MANAGER_KEY, RUNTIME_KEY
+from depmesh.catalog import MeshSpec
+from depmesh.progress import PROGRESS_LOGGER, progress_logger
+
+# Output(data_version=...) is how Dagster learns a node's content version; it is
+# marked beta, and a warning per materialization would drown the run's log.
+warnings.filterwarnings("ignore", category=BetaWarning, message=".*data_version.*")
+
+MESH_JOB = "mesh_job"
+
+
+def build_definitions(
+    mesh: MeshSpec, *, runtime: MeshRuntime | None = None, io_manager: MeshIOManager | None = None
+) -> Definitions:
+    assets = build_assets(mesh)
+    mesh_job = define_asset_job(
+        MESH_JOB,
+        selection=AssetSelection.all(),
+        description=f"Materialize the whole {mesh.name} mesh: datasets, features, models, scores, consumers.",
+        tags={"depmesh/mesh": mesh.name},
+    )
+    return Definitions(
+        assets=assets,
+        jobs=[mesh_job],
+        resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime()},
+        executor=in_process_executor,
+        loggers={"console": colored_console_logger, PROGRESS_LOGGER: progress_logger},
+    )

@@ -1,0 +1,436 @@
+"""Load a catalog file into a validated MeshSpec.
+
+Validation collects every problem it can find and raises one CatalogError
+that lists them all, each naming the file, the line, the node and the field.
+Nothing is returned (and so nothing is registered) when any problem exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from depmesh import graph
+from depmesh.catalog.spec import (
+    CRITICALITY_WEIGHTS,
+    DTYPES,
+    KINDS,
+    ColumnSpec,
+    ContractSpec,
+    MeshSpec,
+    ModelSpec,
+    NodeSpec,
+    TimeSplit,
+)
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+SEMVER_RE = re.compile(r"^\d+\.\d+\.\d+$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+TOP_KEYS = {"mesh", "version", "description", "nodes"}
+NODE_KEYS = {
+    "name", "kind", "owner", "description", "inputs", "tags", "criticality",
+    "compute", "params", "contract", "model",
+}
+MODEL_KEYS = {"trainer", "target", "params", "seed", "split"}
+SPLIT_KEYS = {"time_column", "train_until", "evaluate_until"}
+CONTRACT_KEYS = {"version", "columns", "row_count"}
+COLUMN_KEYS = {"dtype", "nullable", "unique", "min", "max", "allowed", "description"}
+ROW_COUNT_KEYS = {"min", "max"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    node: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        parts = [where]
+        if self.node:
+            parts.append(f"node {self.node}")
+        if self.field:
+            parts.append(f"field {self.field}")
+        return ": ".join(parts) + ": " + self.message
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        head = f"{len(problems)} problem(s) in catalog" if len(problems) > 1 else "invalid catalog"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# --- YAML with line numbers and duplicate-key detection -----------------------------
+
+
+class _LineDict(dict):
+    line: int | None = None
+
+
+class _LineList(list):
+    line: int | None = None
+
+
+class _Loader(yaml.SafeLoader):
+    problems: list[tuple[int, str]]
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
+    loader.flatten_mapping(node)
+    out = _LineDict()
+    out.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            loader.problems.append((key_node.start_mark.line + 1, f"duplicate key {key!r}"))
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _LineList:
+    out = _LineList(loader.construct_object(child, deep=True) for child in node.value)
+    out.line = node.start_mark.line + 1
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+# --- validation ---------------------------------------------------------------------
+
+
+class _Checker:
+    """Collects problems for one file while building the spec."""
+
+    def __init__(self, path: Path):
+        self.file = path.name
+        self.problems: list[Problem] = []
+
+    def add(self, message: str, *, node: str | None = None, field: str | None = None, at: Any = None) -> None:
+        self.problems.append(Problem(self.file, getattr(at, "line", None), node, field, message))
+
+    def keys(self, data: Mapping, allowed: set[str], *, node: str | None, prefix: str) -> None:
+        for key in data:
+            if key not in allowed:
+                hint = ", ".join(sorted(allowed))
+                self.add(f"unknown key {key!r} (allowed: {hint})", node=node, field=f"{prefix}{key}", at=data)
+
+    def typed(self, value: Any, kind: type | tuple[type, ...], what: str, *, node: str | None, field: str, at: Any) -> bool:
+        # bool is an int subclass in Python; a YAML `true` is never a valid number here.
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)))
+        if not ok:
+            self.add(f"expected {what}, got {type(value).__name__} {value!r}", node=node, field=field, at=at)
+        return ok
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def resolve_entrypoint(ref: str) -> Callable[..., Any]:
+    """Import ``module:function`` and return the callable (raises on failure)."""
+    module_name, _, attr = ref.partition(":")
+    module = importlib.import_module(module_name)
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise TypeError(f"{ref} is a {_type_name(fn)}, not a function")
+    return fn
+
+
+def _check_entrypoint(c: _Checker, ref: Any, *, node: str, field: str, at: Any) -> str | None:
+    if not c.typed(ref, str, "a 'module:function' string", node=node, field=field, at=at):
+        return None
+    if not ENTRYPOINT_RE.match(ref):
+        c.add(f"{ref!r} is not of the form 'package.module:function'", node=node, field=field, at=at)
+        return None
+    try:
+        resolve_entrypoint(ref)
+    except Exception as exc:  # any import failure is the user's to see, named
+        c.add(f"cannot import {ref!r}: {type(exc).__name__}: {exc}", node=node, field=field, at=at)
+        return None
+    return ref
+
+
+def _as_date(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _number(c: _Checker, value: Any, *, node: str, field: str, at: Any) -> float | None:
+    if value is None:
+        return None
+    if c.typed(value, (int, float), "a number", node=node, field=field, at=at):
+        return value
+    return None
+
+
+def _parse_contract(c: _Checker, raw: Any, node: str) -> ContractSpec | None:
+    if not c.typed(raw, dict, "a mapping", node=node, field="contract", at=raw):
+        return None
+    c.keys(raw, CONTRACT_KEYS, node=node, prefix="contract.")
+    version = str(raw.get("version", "1.0.0"))
+    if not SEMVER_RE.match(version):
+        c.add(f"{version!r} is not a semantic version like 1.2.0", node=node, field="contract.version", at=raw)
+    min_rows = max_rows = None
+    rc = raw.get("row_count")
+    if rc is not None and c.typed(rc, dict, "a mapping with min and/or max", node=node, field="contract.row_count", at=raw):
+        c.keys(rc, ROW_COUNT_KEYS, node=node, prefix="contract.row_count.")
+        for key in ("min", "max"):
+            if key in rc and c.typed(rc[key], int, "a whole number", node=node, field=f"contract.row_count.{key}", at=rc):
+                if rc[key] < 0:
+                    c.add(f"must not be negative, got {rc[key]}", node=node, field=f"contract.row_count.{key}", at=rc)
+        min_rows, max_rows = rc.get("min"), rc.get("max")
+        if isinstance(min_rows, int) and isinstance(max_rows, int) and min_rows > max_rows:
+            c.add(f"min ({min_rows}) is greater than max ({max_rows})", node=node, field="contract.row_count", at=rc)
+    columns: list[ColumnSpec] = []
+    raw_cols = raw.get("columns", {})
+    if c.typed(raw_cols, dict, "a mapping of column name -> spec", node=node, field="contract.columns", at=raw):
+        for col, spec in raw_cols.items():
+            f = f"contract.columns.{col}"
+            if not c.typed(spec, dict, "a mapping with at least 'dtype'", node=node, field=f, at=raw_cols):
+                continue
+            c.keys(spec, COLUMN_KEYS, node=node, prefix=f + ".")
+            dtype = spec.get("dtype")
+            if dtype is None:
+                c.add("missing required key 'dtype'", node=node, field=f + ".dtype", at=spec)
+            elif dtype not in DTYPES:
+                c.add(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})", node=node, field=f + ".dtype", at=spec)
+            nullable = spec.get("nullable", True)
+            unique = spec.get("unique", False)
+            c.typed(nullable, bool, "true or false", node=node, field=f + ".nullable", at=spec)
+            c.typed(unique, bool, "true or false", node=node, field=f + ".unique", at=spec)
+            lo = _number(c, spec.get("min"), node=node, field=f + ".min", at=spec)
+            hi = _number(c, spec.get("max"), node=node, field=f + ".max", at=spec)
+            if lo is not None and hi is not None and lo > hi:
+                c.add(f"min ({lo}) is greater than max ({hi})", node=node, field=f, at=spec)
+            allowed = spec.get("allowed")
+            if allowed is not None and c.typed(allowed, list, "a list of values", node=node, field=f + ".allowed", at=spec):
+                if not allowed:
+                    c.add("an empty list allows no value at all", node=node, field=f + ".allowed", at=spec)
+                allowed = tuple(allowed)
+            else:
+                allowed = None
+            columns.append(
+                ColumnSpec(
+                    name=str(col), dtype=str(dtype), nullable=bool(nullable), unique=bool(unique),
+                    min=lo, max=hi, allowed=allowed, description=str(spec.get("description", "")),
+                )
+            )
+    return ContractSpec(version=version, columns=tuple(columns), min_rows=min_rows, max_rows=max_rows)
+
+
+def _parse_model(c: _Checker, raw: Any, node: str) -> ModelSpec | None:
+    if not c.typed(raw, dict, "a mapping", node=node, field="model", at=raw):
+        return None
+    c.keys(raw, MODEL_KEYS, node=node, prefix="model.")
+    ok = True
+    for key in ("trainer", "split"):
+        if key not in raw:
+            c.add(f"missing required key {key!r}", node=node, field=f"model.{key}", at=raw)
+            ok = False
+    trainer = _check_entrypoint(c, raw["trainer"], node=node, field="model.trainer", at=raw) if "trainer" in raw else None
+    target = raw.get("target")
+    if target is not None and not c.typed(target, str, "a column name", node=node, field="model.target", at=raw):
+        ok = False
+    seed = raw.get("seed", 0)
+    if not c.typed(seed, int, "a whole number", node=node, field="model.seed", at=raw):
+        ok = False
+    params = raw.get("params", {})
+    if not c.typed(params, dict, "a mapping", node=node, field="model.params", at=raw):
+        ok = False
+    split = None
+    rs = raw.get("split")
+    if rs is not None and c.typed(rs, dict, "a mapping", node=node, field="model.split", at=raw):
+        c.keys(rs, SPLIT_KEYS, node=node, prefix="model.split.")
+        dates = {}
+        for key in ("train_until", "evaluate_until"):
+            d = _as_date(rs.get(key))
+            if d is None:
+                c.add(f"expected a date like 2013-10-01, got {rs.get(key)!r}", node=node, field=f"model.split.{key}", at=rs)
+            dates[key] = d
+        tc = rs.get("time_column")
+        if not c.typed(tc, str, "a column name", node=node, field="model.split.time_column", at=rs):
+            tc = None
+        if all(dates.values()) and dates["train_until"] >= dates["evaluate_until"]:
+            c.add("train_until must be before evaluate_until", node=node, field="model.split", at=rs)
+        elif all(dates.values()) and tc:
+            split = TimeSplit(time_column=tc, **dates)
+    if not (ok and trainer and split):
+        return None
+    return ModelSpec(trainer=trainer, target=target, split=split, seed=seed, params=dict(params))
+
+
+def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
+    if not isinstance(raw, dict):
+        c.add(f"expected a mapping, got {_type_name(raw)} {raw!r}", field=f"nodes[{index}]", at=raw)
+        return None
+    name = raw.get("name")
+    label = name if isinstance(name, str) else f"nodes[{index}]"
+    if name is None:
+        c.add("missing required key 'name'", node=label, field="name", at=raw)
+    elif c.typed(name, str, "a string", node=label, field="name", at=raw) and not NAME_RE.match(name):
+        c.add(f"{name!r} is not a valid asset name (segments of letters, digits and _, joined by /)",
+              node=label, field="name", at=raw)
+    c.keys(raw, NODE_KEYS, node=label, prefix="")
+    kind = raw.get("kind")
+    if kind is None:
+        c.add("missing required key 'kind'", node=label, field="kind", at=raw)
+    elif kind not in KINDS:
+        c.add(f"unknown kind {kind!r} (known: {', '.join(KINDS)})", node=label, field="kind", at=raw)
+    owner = raw.get("owner")
+    if owner is None:
+        c.add("missing required key 'owner'", node=label, field="owner", at=raw)
+    elif c.typed(owner, str, "a team name or an email", node=label, field="owner", at=raw):
+        if not EMAIL_RE.match(owner) and not owner.startswith("team:"):
+            owner = "team:" + owner
+    inputs = raw.get("inputs", [])
+    if c.typed(inputs, list, "a list of node names", node=label, field="inputs", at=raw):
+        for i, item in enumerate(inputs):
+            c.typed(item, str, "a node name", node=label, field=f"inputs[{i}]", at=inputs)
+        seen: set[str] = set()
+        for item in inputs:
+            if item in seen:
+                c.add(f"input {item!r} is listed twice", node=label, field="inputs", at=inputs)
+            seen.add(item)
+    else:
+        inputs = []
+    tags = raw.get("tags", {})
+    if c.typed(tags, dict, "a mapping of string -> string", node=label, field="tags", at=raw):
+        for k, v in tags.items():
+            if not isinstance(v, str) or not isinstance(k, str):
+                c.add(f"tag {k!r}: expected a string value, got {_type_name(v)} {v!r}", node=label, field=f"tags.{k}", at=tags)
+    else:
+        tags = {}
+    criticality = raw.get("criticality", "medium")
+    if criticality not in CRITICALITY_WEIGHTS:
+        c.add(f"unknown criticality {criticality!r} (known: {', '.join(CRITICALITY_WEIGHTS)})",
+              node=label, field="criticality", at=raw)
+    description = raw.get("description", "")
+    c.typed(description, str, "a string", node=label, field="description", at=raw)
+    params = raw.get("params", {})
+    if not c.typed(params, dict, "a mapping", node=label, field="params", at=raw):
+        params = {}
+
+    compute = model = None
+    if kind == "model":
+        if "compute" in raw:
+            c.add("a model is built by model.trainer, not compute", node=label, field="compute", at=raw)
+        if "model" not in raw:
+            c.add("missing required key 'model' (trainer, split, and target unless it clusters)", node=label, field="model", at=raw)
+        else:
+            model = _parse_model(c, raw["model"], label)
+        if not inputs:
+            c.add("a model needs at least one input to train on", node=label, field="inputs", at=raw)
+    elif kind in KINDS:
+        if "model" in raw:
+            c.add(f"only model nodes take a 'model' section, this node is a {kind}", node=label, field="model", at=raw)
+        if "compute" not in raw:
+            c.add("missing required key 'compute' ('module:function' that builds the table)",
+                  node=label, field="compute", at=raw)
+        else:
+            compute = _check_entrypoint(c, raw["compute"], node=label, field="compute", at=raw)
+    contract = _parse_contract(c, raw["contract"], label) if "contract" in raw else None
+
+    if not isinstance(name, str) or kind not in KINDS or not isinstance(owner, str):
+        return None
+    return NodeSpec(
+        name=name, kind=kind, owner=owner, description=description if isinstance(description, str) else "",
+        inputs=tuple(i for i in inputs if isinstance(i, str)), tags={str(k): str(v) for k, v in tags.items()},
+        criticality=criticality if criticality in CRITICALITY_WEIGHTS else "medium",
+        compute=compute, params=dict(params), contract=contract, model=model, line=getattr(raw, "line", None),
+    )
+
+
+def parse_catalog(text: str, path: Path) -> MeshSpec:
+    """Validate catalog ``text`` (read from ``path``) into a MeshSpec."""
+    c = _Checker(path)
+    loader = _Loader(text)
+    loader.problems = []
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise CatalogError([Problem(c.file, line, None, None, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    finally:
+        loader.dispose()
+    for line, msg in loader.problems:
+        c.problems.append(Problem(c.file, line, None, None, msg))
+    if not isinstance(data, dict):
+        c.add(f"expected a mapping with 'mesh' and 'nodes' at the top, got {_type_name(data)}")
+        raise CatalogError(c.problems)
+    c.keys(data, TOP_KEYS, node=None, prefix="")
+    mesh_name = data.get("mesh")
+    if mesh_name is None:
+        c.add("missing required key 'mesh' (the mesh's name)", field="mesh", at=data)
+    else:
+        c.typed(mesh_name, str, "a string", node=None, field="mesh", at=data)
+    raw_nodes = data.get("nodes")
+    nodes: list[NodeSpec] = []
+    if raw_nodes is None:
+        c.add("missing required key 'nodes'", field="nodes", at=data)
+    elif c.typed(raw_nodes, list, "a list of nodes", node=None, field="nodes", at=data):
+        if not raw_nodes:
+            c.add("a mesh needs at least one node", field="nodes", at=raw_nodes)
+        first_line: dict[str, int | None] = {}
+        for i, raw in enumerate(raw_nodes):
+            spec = _parse_node(c, raw, i)
+            if spec is None:
+                continue
+            if spec.name in first_line:
+                c.add(f"duplicate node name (first declared at line {first_line[spec.name]})",
+                      node=spec.name, field="name", at=raw)
+                continue
+            first_line[spec.name] = spec.line
+            nodes.append(spec)
+
+    known = {n.name for n in nodes}
+    for n in nodes:
+        for item in n.inputs:
+            if item == n.name:
+                c.add("a node cannot be its own input", node=n.name, field="inputs", at=n)
+            elif item not in known:
+                c.add(f"input {item!r} is not declared in this catalog", node=n.name, field="inputs", at=n)
+    cycle = graph.find_cycle({n.name: [i for i in n.inputs if i != n.name] for n in nodes})
+    if cycle:
+        c.add("dependency cycle (each feeds the next): " + " -> ".join(reversed(cycle)), node=cycle[0], field="inputs",
+              at=next(n for n in nodes if n.name == cycle[0]))
+    if c.problems:
+        raise CatalogError(c.problems)
+    return MeshSpec(
+        name=mesh_name, path=path, nodes=tuple(nodes),
+        version=str(data.get("version", "1.0.0")), description=str(data.get("description", "")),
+    )
+
+
+def load_catalog(path: str | Path) -> MeshSpec:
+    """Read and validate the catalog file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError([Problem(str(path), None, None, None, f"cannot read catalog: {exc.strerror}")]) from None
+    return parse_catalog(text, path)

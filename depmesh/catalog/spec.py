@@ -1,0 +1,135 @@
+"""The typed mesh spec: what a validated catalog file becomes.
+
+Everything here is plain, frozen data. Nothing imports Dagster, pandas or the
+trainers: the spec is the contract between the catalog loader and everything
+built from it (graph, assets, contracts, registry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+# Each kind of node and the Dagster group (domain) its assets land in.
+KIND_GROUPS: dict[str, str] = {
+    "dataset": "ingestion",
+    "features": "features",
+    "model": "training",
+    "scores": "scoring",
+    "consumer": "consumers",
+}
+KINDS = tuple(KIND_GROUPS)
+
+# Criticality levels and the weight each carries in blast-radius scores.
+CRITICALITY_WEIGHTS: dict[str, int] = {"low": 1, "medium": 2, "high": 4, "critical": 8}
+
+# Column dtypes a contract may name, and the pandas dtype kinds each accepts.
+DTYPES: dict[str, tuple[str, ...]] = {
+    "int64": ("int64", "Int64"),
+    "int32": ("int32", "Int32"),
+    "float64": ("float64", "Float64"),
+    "float32": ("float32", "Float32"),
+    "string": ("str", "string", "object"),
+    "bool": ("bool", "boolean"),
+    "datetime": ("datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"),
+    "datetime_tz": ("datetime64[ns, UTC]", "datetime64[us, UTC]", "datetime64[ms, UTC]", "datetime64[s, UTC]"),
+    "category": ("category",),
+}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    dtype: str
+    nullable: bool = True
+    unique: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[Any, ...] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ContractSpec:
+    version: str = "1.0.0"
+    columns: tuple[ColumnSpec, ...] = ()
+    min_rows: int | None = None
+    max_rows: int | None = None
+
+    def column(self, name: str) -> ColumnSpec | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """A fixed time split: train before ``train_until``, evaluate on
+    [train_until, evaluate_until), score from ``evaluate_until`` on. The
+    evaluation window never moves between versions, so metrics compare."""
+
+    time_column: str
+    train_until: date
+    evaluate_until: date
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    trainer: str
+    target: str | None
+    split: TimeSplit
+    seed: int = 0
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    kind: str
+    owner: str
+    description: str = ""
+    inputs: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    criticality: str = "medium"
+    compute: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    contract: ContractSpec | None = None
+    model: ModelSpec | None = None
+    line: int | None = None
+
+    @property
+    def key_path(self) -> list[str]:
+        return self.name.split("/")
+
+    @property
+    def group(self) -> str:
+        return KIND_GROUPS[self.kind]
+
+    @property
+    def entrypoint(self) -> str:
+        """The ``module:function`` that builds this node."""
+        return self.model.trainer if self.model else self.compute  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class MeshSpec:
+    name: str
+    path: Path
+    nodes: tuple[NodeSpec, ...]
+    version: str = "1.0.0"
+    description: str = ""
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"{self.path.name}: no node named {name!r}")
+
+    @property
+    def names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def inputs_map(self) -> dict[str, tuple[str, ...]]:
+        """Node name -> names of its inputs: the plain data graph functions take."""
+        return {n.name: n.inputs for n in self.nodes}

@@ -1,0 +1,139 @@
+"""`depmesh ...`: a thin command line over the library functions tests call."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from depmesh.catalog import CatalogError, MeshSpec, load_catalog
+from depmesh.examples import DEMO_CATALOG
+
+CATALOG_HELP = "Catalog file (default: $DEPMESH_CATALOG, else the flights demo mesh)."
+
+
+def _catalog_path(path: str | None) -> Path:
+    return Path(path or os.environ.get("DEPMESH_CATALOG") or DEMO_CATALOG)
+
+
+def _load(path: str | None) -> MeshSpec:
+    try:
+        return load_catalog(_catalog_path(path))
+    except CatalogError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
+def _table(rows: list[list[object]], headers: list[str]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=headers, tablefmt="simple")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """depmesh: map and control the dependencies between models that feed each other."""
+
+
+@main.command()
+@click.argument("catalog", required=False)
+def validate(catalog: str | None) -> None:
+    """Check a catalog; exit 0 when it is valid, 1 with every problem listed when not."""
+    mesh = _load(catalog)
+    counts: dict[str, int] = {}
+    for node in mesh.nodes:
+        counts[node.kind] = counts.get(node.kind, 0) + 1
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    click.echo(f"{mesh.path}: mesh {mesh.name!r} is valid: {len(mesh.nodes)} nodes ({summary})")
+
+
+@main.command()
+@click.argument("catalog", required=False)
+def show(catalog: str | None) -> None:
+    """List the mesh's nodes with kind, owner, criticality and inputs."""
+    from depmesh import graph
+
+    mesh = _load(catalog)
+    order = graph.topological_order(mesh.inputs_map())
+    rows = []
+    for name in order:
+        node = mesh.node(name)
+        rows.append([node.name, node.kind, node.owner.removeprefix("team:"), node.criticality,
+                     ", ".join(node.inputs) or "-"])
+    click.echo(f"mesh {mesh.name} ({mesh.path}): {len(rows)} nodes, in dependency order\n")
+    click.echo(_table(rows, ["node", "kind", "owner", "criticality", "inputs"]))
+
+
+def _summary_rows(result, mesh: MeshSpec) -> list[list[object]]:
+    from depmesh import graph
+
+    events = {"/".join(e.asset_key.path): e for e in result.get_asset_materialization_events()}
+    rows = []
+    for name in graph.topological_order(mesh.inputs_map()):
+        event = events.get(name)
+        if event is None:
+            rows.append([name, mesh.node(name).kind, "NOT BUILT", "", ""])
+            continue
+        md = event.materialization.metadata
+        value = lambda key: getattr(md.get(key), "value", None)  # noqa: E731
+        if mesh.node(name).kind == "model":
+            metrics = {k.split("/", 1)[1]: v.value for k, v in md.items() if k.startswith("metric/") and k != "metric/eval_rows"}
+            detail = ", ".join(f"{k}={v:.3g}" for k, v in list(metrics.items())[:4])
+            rows.append([name, "model", detail, value("model_version"), value("seconds")])
+        else:
+            rows.append([name, mesh.node(name).kind, f"{value('dagster/row_count'):,} rows", value("data_version"), value("seconds")])
+    return rows
+
+
+@main.command()
+@click.option("--catalog", help=CATALOG_HELP)
+@click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Fraction of the source rows to keep (deterministic slice); 1 = the full data.")
+@click.option("--home", type=click.Path(file_okay=False), help="Dagster instance folder (default: $DAGSTER_HOME, else ./.dagster_home).")
+def run(catalog: str | None, sample: float, home: str | None) -> None:
+    """Materialize the whole mesh on the Dagster instance and print what was built."""
+    from depmesh.assets import MeshRuntime
+    from depmesh.build import MESH_JOB, build_definitions
+    from depmesh.instance import get_instance, storage_kind
+    from depmesh.progress import PROGRESS_LOGGER
+
+    mesh = _load(catalog)
+    instance = get_instance(Path(home) if home else None)
+    defs = build_definitions(mesh, runtime=MeshRuntime(sample_fraction=sample))
+    click.echo(f"materializing mesh {mesh.name!r}: {len(mesh.nodes)} assets on {storage_kind(instance)} "
+               f"at {os.environ['DAGSTER_HOME']}", err=True)
+    started = time.perf_counter()
+    result = defs.resolve_job_def(MESH_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, run_config={"loggers": {PROGRESS_LOGGER: {}}},
+        tags={"depmesh/trigger": "cli"},
+    )
+    seconds = time.perf_counter() - started
+    click.echo("")
+    click.echo(_table(_summary_rows(result, mesh), ["node", "kind", "built", "version", "seconds"]))
+    status = "succeeded" if result.success else "FAILED"
+    click.echo(f"\nrun {result.run_id} {status} in {seconds:.1f}s")
+    click.echo(f"open the UI on this instance:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev"
+               "   (then http://127.0.0.1:3000), or simply: depmesh dev")
+    instance.dispose()
+    sys.exit(0 if result.success else 1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--home", type=click.Path(file_okay=False), help="Dagster instance folder (default: as `depmesh run`).")
+@click.pass_context
+def dev(ctx: click.Context, home: str | None) -> None:
+    """Start the Dagster UI and daemon (`dagster dev`) on the same instance `depmesh run` uses."""
+    from depmesh.instance import prepare_home
+
+    path = prepare_home(Path(home) if home else None)
+    env = {**os.environ, "DAGSTER_HOME": str(path)}
+    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "depmesh.definitions", *ctx.args]
+    click.echo(f"DAGSTER_HOME={path} {' '.join(cmd[2:])}", err=True)
+    os.execvpe(cmd[0], cmd, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Example meshes shipped with depmesh."""
+
+from pathlib import Path
+
+DEMO_CATALOG = Path(__file__).parent / "flights" / "catalog.yaml"

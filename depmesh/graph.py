@@ -1,0 +1,113 @@
+"""Pure graph functions over the mesh: plain mappings in, plain data out.
+
+The graph is given as ``inputs``: node -> the nodes it reads from. Every
+function here is iterative (no recursion), so a deep mesh costs memory in
+proportion to its size, not Python stack frames. Nothing here imports
+Dagster; the asset graph is built from the same mapping at the edge.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+
+Inputs = Mapping[str, Sequence[str]]
+
+
+def children_of(inputs: Inputs) -> dict[str, list[str]]:
+    """Invert ``inputs`` into node -> the nodes that read it (sorted)."""
+    children: dict[str, list[str]] = {name: [] for name in inputs}
+    for name, ins in inputs.items():
+        for parent in ins:
+            children.setdefault(parent, []).append(name)
+    for kids in children.values():
+        kids.sort()
+    return children
+
+
+def find_cycle(inputs: Inputs) -> list[str] | None:
+    """Return one dependency cycle as ``[a, b, ..., a]`` (each node reads
+    the next one), or None when the graph is acyclic.
+    Inputs naming unknown nodes are ignored here (the loader reports them)."""
+    white, grey, black = 0, 1, 2
+    colour = {name: white for name in inputs}
+    for start in sorted(inputs):
+        if colour[start] != white:
+            continue
+        colour[start] = grey
+        path = [start]
+        stack = [iter(sorted(inputs[start]))]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                colour[path.pop()] = black
+                continue
+            if nxt not in colour:
+                continue
+            if colour[nxt] == grey:
+                return path[path.index(nxt):] + [nxt]
+            if colour[nxt] == white:
+                colour[nxt] = grey
+                path.append(nxt)
+                stack.append(iter(sorted(inputs[nxt])))
+    return None
+
+
+def topological_order(inputs: Inputs) -> list[str]:
+    """Every node after all of its inputs; ties broken by name, so the order
+    is stable. Raises ValueError naming a cycle if there is one."""
+    indegree = {name: sum(1 for p in ins if p in inputs) for name, ins in inputs.items()}
+    children = children_of(inputs)
+    ready = [name for name, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        name = heapq.heappop(ready)
+        order.append(name)
+        for child in children.get(name, ()):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                heapq.heappush(ready, child)
+    if len(order) != len(indegree):
+        cycle = find_cycle(inputs) or []
+        raise ValueError("dependency cycle: " + " -> ".join(cycle))
+    return order
+
+
+def _bfs(adjacency: Mapping[str, Sequence[str]], starts: Iterable[str]) -> dict[str, int]:
+    depth: dict[str, int] = {}
+    queue = deque((s, 0) for s in starts)
+    seen = set(s for s, _ in queue)
+    while queue:
+        name, d = queue.popleft()
+        for nxt in adjacency.get(name, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                depth[nxt] = d + 1
+                queue.append((nxt, d + 1))
+    return depth
+
+
+def downstream(inputs: Inputs, nodes: str | Iterable[str]) -> dict[str, int]:
+    """Every node reachable downstream of ``nodes`` -> its shortest depth
+    (1 = reads the node directly). The start nodes themselves are excluded."""
+    starts = [nodes] if isinstance(nodes, str) else list(nodes)
+    found = _bfs(children_of(inputs), starts)
+    return {n: d for n, d in found.items() if n not in starts}
+
+
+def upstream(inputs: Inputs, nodes: str | Iterable[str]) -> dict[str, int]:
+    """Every node ``nodes`` read from, directly or not -> its shortest depth."""
+    starts = [nodes] if isinstance(nodes, str) else list(nodes)
+    found = _bfs(inputs, starts)
+    return {n: d for n, d in found.items() if n not in starts}
+
+
+def longest_chain(inputs: Inputs) -> int:
+    """The number of nodes on the longest dependency chain (1 for a lone node)."""
+    length: dict[str, int] = {}
+    for name in topological_order(inputs):
+        length[name] = 1 + max((length[p] for p in inputs[name] if p in length), default=0)
+    return max(length.values(), default=0)

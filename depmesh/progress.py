@@ -1,0 +1,51 @@
+"""A Dagster logger that prints one readable line per finished or failed step,
+so long runs on the command line show progress without Dagster's debug stream."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from dagster import logger
+
+PROGRESS_LOGGER = "depmesh_progress"
+
+
+class _ProgressHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.started = time.perf_counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        message = meta.get("orig_message") or record.getMessage()
+        step = meta.get("step_key") or ""
+        elapsed = time.perf_counter() - self.started
+        line = None
+        if event is not None and event.event_type_value in ("STEP_FAILURE", "ASSET_CHECK_EVALUATION"):
+            if event.event_type_value == "STEP_FAILURE":
+                line = f"FAILED {step}: {message}"
+            else:
+                data = event.event_specific_data
+                evaluation = getattr(data, "asset_check_evaluation", None) or data
+                passed = getattr(evaluation, "passed", None)
+                if passed is False:
+                    line = f"check failed {step}: {getattr(evaluation, 'check_name', '')}"
+        elif event is not None and event.event_type_value == "STEP_SKIPPED":
+            line = f"skipped {step}"
+        elif isinstance(message, str) and message.startswith("depmesh: "):
+            line = message[len("depmesh: "):]
+        if line:
+            print(f"[{elapsed:7.1f}s] {line}", file=sys.stderr, flush=True)
+
+
+@logger(description="One line per built asset, failed check and failed step (used by `depmesh run`).")
+def progress_logger(init_context) -> logging.Logger:
+    log = logging.getLogger(f"depmesh.progress.{init_context.run_id}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    if not log.handlers:
+        log.addHandler(_ProgressHandler())
+    return log
