@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
-
 from dagster import (
     AssetSelection,
-    BetaWarning,
     Definitions,
     colored_console_logger,
     define_asset_job,
@@ -18,10 +15,6 @@ from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
 from depmesh.assets.factory import IO_MANAGER_KEY, RUNTIME_KEY
 from depmesh.catalog import MeshSpec
 from depmesh.progress import PROGRESS_LOGGER, progress_logger
-
-# Output(data_version=...) is how Dagster learns a node's content version; it is
-# marked beta, and a warning per materialization would drown the run's log.
-warnings.filterwarnings("ignore", category=BetaWarning, message=".*data_version.*")
 
 MESH_JOB = "mesh_job"
 

@@ -50,14 +50,49 @@ def validate(catalog: str | None) -> None:
     click.echo(f"{mesh.path}: mesh {mesh.name!r} is valid: {len(mesh.nodes)} nodes ({summary})")
 
 
+def mermaid(mesh: MeshSpec) -> str:
+    """The mesh as a Mermaid flowchart (GitHub renders it), one class per kind."""
+    from depmesh import graph
+
+    ident = {name: name.replace("/", "_") for name in mesh.names}
+    shapes = {"dataset": ("[(", ")]"), "features": ("[", "]"), "model": ("{{", "}}"),
+              "scores": ("[/", "/]"), "consumer": ("([", "])")}
+    lines = ["flowchart LR"]
+    for name in graph.topological_order(mesh.inputs_map()):
+        node = mesh.node(name)
+        left, right = shapes[node.kind]
+        lines.append(f"  {ident[name]}{left}\"{name}\"{right}:::{node.kind}")
+    for node in mesh.nodes:
+        lines.extend(f"  {ident[parent]} --> {ident[node.name]}" for parent in node.inputs)
+    lines += [
+        "  classDef dataset fill:#e8f1fb,stroke:#4a78b0",
+        "  classDef features fill:#eef7ea,stroke:#5a9a45",
+        "  classDef model fill:#fdf0dc,stroke:#c98a1a",
+        "  classDef scores fill:#f3e9f7,stroke:#8a55a8",
+        "  classDef consumer fill:#fbe7e7,stroke:#b04a4a",
+    ]
+    return "\n".join(lines)
+
+
 @main.command()
 @click.argument("catalog", required=False)
-def show(catalog: str | None) -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "mermaid", "json"]), default="table", show_default=True)
+def show(catalog: str | None, fmt: str) -> None:
     """List the mesh's nodes with kind, owner, criticality and inputs."""
+    import json
+
     from depmesh import graph
 
     mesh = _load(catalog)
     order = graph.topological_order(mesh.inputs_map())
+    if fmt == "mermaid":
+        click.echo(mermaid(mesh))
+        return
+    if fmt == "json":
+        nodes = [{"name": n, "kind": mesh.node(n).kind, "owner": mesh.node(n).owner,
+                  "criticality": mesh.node(n).criticality, "inputs": list(mesh.node(n).inputs)} for n in order]
+        click.echo(json.dumps({"mesh": mesh.name, "nodes": nodes}, indent=2))
+        return
     rows = []
     for name in order:
         node = mesh.node(name)

@@ -5,9 +5,9 @@ node by hand. The asset graph's edges are exactly the catalog's inputs.
 """
 
 
-import logging
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetsDefinition,
+    BetaWarning,
     ConfigurableResource,
     DataVersion,
     MetadataValue,
@@ -109,6 +110,14 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def versioned_output(value: Any, version: str, metadata: dict[str, Any]) -> Output:
+    """Output carrying its content version as Dagster's DataVersion. The
+    parameter is marked beta; a warning per materialization would drown the log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        return Output(value, data_version=DataVersion(version), metadata=metadata)
+
+
 def input_version(value: Any) -> str:
     from depmesh.models import TrainedModel
 
@@ -128,7 +137,7 @@ def _table_output(df: Any, node: NodeSpec, seconds: float) -> Output:
         "seconds": round(seconds, 3),
         "preview": MetadataValue.md(df.head(5).to_markdown(index=False)),
     }
-    return Output(df, data_version=DataVersion(version), metadata=metadata)
+    return versioned_output(df, version, metadata)
 
 
 def _model_output(model: Any, node: NodeSpec, inputs: dict[str, Any], code: str, seconds: float) -> Output:
@@ -155,7 +164,7 @@ def _model_output(model: Any, node: NodeSpec, inputs: dict[str, Any], code: str,
     }
     for metric, value in model.metrics.items():
         metadata[f"metric/{metric}"] = float(value)
-    return Output(model, data_version=DataVersion(model.version), metadata=metadata)
+    return versioned_output(model, model.version, metadata)
 
 
 def build_asset(node: NodeSpec) -> AssetsDefinition:

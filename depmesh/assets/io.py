@@ -49,7 +49,9 @@ class MeshStore(IOManager):
             digest, path, size = self.artifacts.put(obj)
             pointer = {"artifact_hash": digest, "version": obj.version, "node": obj.node}
             atomic_write(self.pointer_path(key_path), json.dumps(pointer, indent=2).encode())
-            context.add_output_metadata({"artifact_path": str(path), "artifact_bytes": size})
+            context.add_output_metadata(
+                {"artifact_hash": digest, "artifact_path": str(path), "artifact_bytes": size}
+            )
         else:
             raise TypeError(
                 f"asset {'/'.join(key_path)}: expected a pandas DataFrame or a TrainedModel, "

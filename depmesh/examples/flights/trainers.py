@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from depmesh.examples.flights.transforms import WEATHER_COLUMNS, model_frame
+from depmesh.examples.flights.transforms import CONGESTION_COLUMNS, WEATHER_COLUMNS, model_frame
 from depmesh.models import TrainedModel, split_masks
 
 CATEGORICAL = ["carrier", "origin", "manufacturer_group"]
-NUMERIC = ["hour", "weekday", "distance", *WEATHER_COLUMNS, "plane_year", "seats", "engines"]
+NUMERIC = ["hour", "weekday", "distance", *WEATHER_COLUMNS, *CONGESTION_COLUMNS, "plane_year", "seats", "engines"]
 ROUTE_NUMERIC = ["route_air_time", "route_dep_delay", "route_arr_delay", "route_flights"]
 SEGMENT_FEATURES = ["route_distance", "route_air_time", "route_dep_delay", "route_arr_delay",
                     "route_flights", "dest_lat", "dest_lon"]

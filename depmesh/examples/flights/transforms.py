@@ -12,17 +12,33 @@ from depmesh.models import TrainedModel, split_masks
 WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 
+CONGESTION_COLUMNS = ["origin_delay_1h_before", "origin_delay_2h_before"]
+
+
+def _origin_congestion(flights: pd.DataFrame) -> pd.DataFrame:
+    """Mean departure delay at each origin one and two hours before each
+    scheduled hour: delays propagate, and this is known before departure."""
+    hourly = flights.groupby(["origin", "time_hour"], sort=True)["dep_delay"].mean().reset_index()
+    out = flights[["origin", "time_hour"]].drop_duplicates()
+    for lag, column in zip((1, 2), CONGESTION_COLUMNS, strict=True):
+        shifted = hourly.assign(time_hour=hourly["time_hour"] + pd.Timedelta(hours=lag))
+        out = out.merge(shifted.rename(columns={"dep_delay": column}), on=["origin", "time_hour"], how="left")
+    return out
+
+
 def flight_weather(inputs: dict[str, Any], ctx: Any) -> pd.DataFrame:
-    """Each flight joined with the weather at its origin airport and scheduled hour."""
+    """Each flight joined with the weather at its origin airport and scheduled
+    hour, and with the congestion at that origin in the hours before."""
     flights = inputs["raw/flights"]
     weather = inputs["raw/weather"][["origin", "time_hour", *WEATHER_COLUMNS]]
     df = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
+    df = df.merge(_origin_congestion(flights), on=["origin", "time_hour"], how="left", validate="many_to_one")
     out = pd.DataFrame(
         {
             "flight_id": df["flight_id"],
             "time_hour": df["time_hour"],
             "month": df["month"],
-            "weekday": df["time_hour"].dt.tz_convert("America/New_York").dt.weekday.astype("int64"),
+            "weekday": df["time_hour"].dt.tz_convert("America/New_York").dt.day_of_week.astype("int64"),
             "hour": df["hour"],
             "carrier": df["carrier"],
             "origin": df["origin"],
@@ -34,7 +50,7 @@ def flight_weather(inputs: dict[str, Any], ctx: Any) -> pd.DataFrame:
             "cancelled": df["dep_time"].isna(),
         }
     )
-    for col in WEATHER_COLUMNS:
+    for col in [*WEATHER_COLUMNS, *CONGESTION_COLUMNS]:
         out[col] = df[col].astype("float64")
     return out
 

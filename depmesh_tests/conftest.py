@@ -1,0 +1,93 @@
+"""Shared fixtures: the demo mesh, real Dagster instances, a real PostgreSQL database.
+
+PostgreSQL tests read DEPMESH_TEST_POSTGRES_URL (for example
+postgresql://postgres@127.0.0.1:5432/test). Outside CI they skip with that
+message when it is not set; with CI=true a missing server fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from depmesh.catalog import MeshSpec, load_catalog
+from depmesh.examples import DEMO_CATALOG
+
+POSTGRES_VAR = "DEPMESH_TEST_POSTGRES_URL"
+SAMPLE = 0.05  # tests run the real mesh on every 20th flight (about 17k rows)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def demo_mesh() -> MeshSpec:
+    return load_catalog(DEMO_CATALOG)
+
+
+def materialize_mesh(mesh: MeshSpec, instance, sample: float = SAMPLE, selection=None, tags=None):
+    """Run the mesh job (or a selection of it) on ``instance``; returns the result."""
+    from depmesh.assets import MeshRuntime
+    from depmesh.build import MESH_JOB, build_definitions
+
+    defs = build_definitions(mesh, runtime=MeshRuntime(sample_fraction=sample))
+    job = defs.resolve_job_def(MESH_JOB)
+    return job.execute_in_process(
+        instance=instance, raise_on_error=False, asset_selection=selection, tags=tags or {}
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    url = os.environ.get(POSTGRES_VAR)
+    if not url:
+        if in_ci():
+            pytest.fail(f"{POSTGRES_VAR} is not set, and CI needs the PostgreSQL tests to run")
+        pytest.skip(f"set {POSTGRES_VAR}=postgresql://postgres@127.0.0.1:5432/test to run the PostgreSQL tests")
+    import sqlalchemy as sa
+
+    try:
+        with sa.create_engine(url).connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except Exception as exc:
+        message = f"PostgreSQL at {POSTGRES_VAR}={url} is unreachable: {exc}"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str):
+    """A fresh, empty database on the server for this test session, dropped afterwards."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    name = f"depmesh_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+        ), {"n": name})
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture
+def write_catalog(tmp_path: Path):
+    """Write catalog text to a file named ``name`` and return its path."""
+
+    def _write(text: str, name: str = "mesh.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return _write

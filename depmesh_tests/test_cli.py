@@ -1,0 +1,73 @@
+"""The command line as a user runs it: a real process, a real instance folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from dagster import AssetKey, DagsterInstance
+
+
+def depmesh(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "depmesh.cli", *args], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, **(env or {})}, timeout=600,
+    )
+
+
+def test_run_materializes_the_mesh_and_prints_a_summary(tmp_path, demo_mesh):
+    home = tmp_path / "home"
+    out = depmesh("run", "--sample", "0.02", "--home", str(home))
+    assert out.returncode == 0, out.stderr[-3000:]
+    # progress on stderr, one line per built asset
+    for node in demo_mesh.nodes:
+        assert f"built {node.name} in" in out.stderr
+    # the summary names every node and where to open the UI
+    for node in demo_mesh.nodes:
+        assert node.name in out.stdout
+    assert "NOT BUILT" not in out.stdout
+    assert "succeeded" in out.stdout and f"DAGSTER_HOME={home}" in out.stdout
+    # the instance folder is a SQLite instance holding the materializations
+    assert (home / "dagster.yaml").exists()
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        assert "Sqlite" in type(instance.run_storage).__name__
+        assert instance.get_latest_materialization_event(AssetKey(["consumers", "ops_report"])) is not None
+    finally:
+        instance.dispose()
+
+
+def test_run_with_a_bad_catalog_fails_before_touching_the_instance(tmp_path, write_catalog):
+    bad = write_catalog("mesh: x\nnodes: []\n")
+    home = tmp_path / "home"
+    out = depmesh("run", "--catalog", str(bad), "--home", str(home))
+    assert out.returncode == 1
+    assert "a mesh needs at least one node" in out.stderr
+    assert not home.exists()
+
+
+def test_run_rejects_a_sample_outside_0_1(tmp_path):
+    out = depmesh("run", "--sample", "1.5", "--home", str(tmp_path / "h"))
+    assert out.returncode == 2
+    assert "--sample" in out.stderr
+
+
+def test_readme_graph_is_the_demo_catalog(demo_mesh):
+    from pathlib import Path
+
+    from depmesh.cli import mermaid
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "```mermaid\n" + mermaid(demo_mesh) + "\n```" in readme, "regenerate with: depmesh show --format mermaid"
+
+
+def test_readme_opens_with_the_run_and_test_commands():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    lines = (root / "README.md").read_text().split("```bash\n", 1)[1].splitlines()
+    assert "uv run --locked depmesh run" in lines[0]
+    assert "uv run --locked pytest" in lines[1]
+    test_command = lines[1].split("#")[0].strip()
+    assert test_command in (root / ".ci" / "run").read_text()

@@ -1,0 +1,71 @@
+"""The factory: the Dagster asset graph is exactly the catalog."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from dagster import AssetKey
+
+from depmesh.build import MESH_JOB, build_definitions
+from depmesh.catalog import KIND_GROUPS
+
+
+def test_asset_graph_edges_are_exactly_the_catalog_inputs(demo_mesh):
+    asset_graph = build_definitions(demo_mesh).resolve_asset_graph()
+    keys = {"/".join(k.path) for k in asset_graph.get_all_asset_keys()}
+    assert keys == set(demo_mesh.names)
+    for node in demo_mesh.nodes:
+        parents = {"/".join(k.path) for k in asset_graph.get(AssetKey(node.key_path)).parent_keys}
+        assert parents == set(node.inputs), node.name
+
+
+def test_assets_carry_group_owner_tags_code_version_and_schema(demo_mesh):
+    defs = build_definitions(demo_mesh)
+    for node in demo_mesh.nodes:
+        spec = defs.resolve_assets_def(AssetKey(node.key_path)).specs_by_key[AssetKey(node.key_path)]
+        assert spec.group_name == KIND_GROUPS[node.kind]
+        assert spec.owners == [node.owner]
+        assert spec.tags["depmesh/kind"] == node.kind
+        assert spec.code_version and len(spec.code_version) == 12
+        assert spec.description == node.description
+        if node.contract:
+            schema = spec.metadata["dagster/column_schema"]
+            assert [c.name for c in schema.columns] == [c.name for c in node.contract.columns]
+    flights = defs.resolve_assets_def(AssetKey(["raw", "flights"])).specs_by_key[AssetKey(["raw", "flights"])]
+    origin = next(c for c in flights.metadata["dagster/column_schema"].columns if c.name == "origin")
+    assert origin.constraints.nullable is False
+    assert "one of EWR, JFK, LGA" in origin.constraints.other
+    assert defs.resolve_job_def(MESH_JOB) is not None
+
+
+def test_code_version_changes_with_model_parameters(demo_mesh):
+    from dataclasses import replace
+
+    from depmesh.assets.factory import node_code_version
+
+    node = demo_mesh.node("models/dep_delay")
+    changed = replace(node, model=replace(node.model, params={**node.model.params, "max_iter": 10}))
+    assert node_code_version(node) != node_code_version(changed)
+    assert node_code_version(node) == node_code_version(replace(node, description="other words"))
+
+
+def test_loading_definitions_imports_neither_sklearn_nor_great_expectations():
+    code = textwrap.dedent("""
+        import sys
+        import depmesh.definitions
+        heavy = [m for m in ("sklearn", "great_expectations", "matplotlib") if m in sys.modules]
+        print(",".join(heavy))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_invalid_catalog_registers_nothing(write_catalog):
+    bad = write_catalog("mesh: x\nnodes:\n  - name: raw/a\n    kind: dataset\n")
+    code = "import depmesh.definitions"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "DEPMESH_CATALOG": str(bad)})
+    assert out.returncode != 0
+    assert "CatalogError" in out.stderr and "missing required key 'owner'" in out.stderr

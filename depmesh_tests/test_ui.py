@@ -1,0 +1,73 @@
+"""`dagster dev` from the repository root serves the whole demo mesh with its lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def dagster_dev(tmp_path):
+    port = free_port()
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.Popen(
+        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                data = graphql(port, QUERY)
+                if data.get("data", {}).get("assetNodes"):
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("dagster dev did not serve the mesh: " + proc.stderr.read().decode()[-3000:])
+            time.sleep(1)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_dagster_dev_shows_every_node_with_its_lineage(dagster_dev, demo_mesh):
+    nodes = graphql(dagster_dev, QUERY)["data"]["assetNodes"]
+    served = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+    assert set(served) == set(demo_mesh.names)
+    for node in demo_mesh.nodes:
+        deps = {"/".join(d["path"]) for d in served[node.name]["dependencyKeys"]}
+        assert deps == set(node.inputs), node.name
+        assert served[node.name]["groupName"] == node.group
