@@ -29,6 +29,7 @@ class TrainedModel:
     rows_trained: int = 0
     split: Any = None  # the TimeSplit it was trained and evaluated on
     positive_above: float | None = None  # classification: the label is target > this
+    sample_input: Any = None  # a few raw input rows, for latency measurements and gates
     version: str = ""  # set by the factory once the inputs' versions are known
 
     def with_upstream_predictions(self, frame: Any) -> Any:
@@ -68,6 +69,25 @@ class TrainedModel:
             out[name] = model.version
             out.update(model.lineage())
         return out
+
+
+def measure_latency(model: TrainedModel, rows: int = 30) -> dict[str, float]:
+    """p50/p95/p99 milliseconds of single-row predictions on the model's sample input."""
+    import time
+
+    import numpy as np
+
+    sample = model.sample_input
+    if sample is None or len(sample) == 0:
+        raise ValueError(f"model {model.node} carries no sample input to time predictions on")
+    timings = []
+    for i in range(min(rows, len(sample))):
+        row = sample.iloc[[i]]
+        started = time.perf_counter()
+        model.predict(row)
+        timings.append((time.perf_counter() - started) * 1000)
+    p50, p95, p99 = np.percentile(timings, [50, 95, 99])
+    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "calls": float(len(timings))}
 
 
 def summary(metrics: Mapping[str, float]) -> str:

@@ -28,6 +28,16 @@ from dagster import (
 )
 
 from depmesh.catalog import MeshSpec, NodeSpec, resolve_entrypoint
+from depmesh.contracts.checks import (
+    PROFILE_KEY,
+    SCHEMA_KEY,
+    check_specs,
+    contract_results,
+    input_contract_result,
+    run_contract,
+    schema_change_result,
+    schema_of,
+)
 from depmesh.versions import canonical_json, code_version, frame_version, model_version
 
 IO_MANAGER_KEY = "mesh_io"
@@ -43,6 +53,12 @@ class MeshRuntime(ConfigurableResource):
     """
 
     sample_fraction: float = 1.0
+    as_of: str = ""  # ISO time that record freshness is measured against; empty = now
+
+    def now(self) -> Any:
+        import pandas as pd
+
+        return pd.Timestamp(self.as_of, tz="UTC") if self.as_of else pd.Timestamp.now(tz="UTC")
 
 
 @dataclass
@@ -124,13 +140,11 @@ def input_version(value: Any) -> str:
     return value.version if isinstance(value, TrainedModel) else frame_version(value)
 
 
-def _table_output(df: Any, node: NodeSpec, seconds: float) -> Output:
-    import pandas as pd
-
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"node {node.name}: {node.compute} returned {type(df).__name__}, expected a pandas DataFrame")
+def _table_output(df: Any, node: NodeSpec, seconds: float, extra: dict[str, Any]) -> Output:
     version = frame_version(df)
     metadata: dict[str, Any] = {
+        **extra,
+        SCHEMA_KEY: MetadataValue.json(schema_of(df)),
         "dagster/row_count": len(df),
         "columns": len(df.columns),
         "data_version": version,
@@ -167,9 +181,42 @@ def _model_output(model: Any, node: NodeSpec, inputs: dict[str, Any], code: str,
     return versioned_output(model, model.version, metadata)
 
 
+def _previous_metadata(context: AssetExecutionContext, key: AssetKey) -> dict[str, Any] | None:
+    event = context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return None
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _check_table(context: AssetExecutionContext, node: NodeSpec, df: Any, runtime: "MeshRuntime"):
+    """Yield the table's check results; the last item yielded is True when the
+    output may be stored, False when a blocking contract failed."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"node {node.name}: {node.compute} returned {type(df).__name__}, expected a pandas DataFrame")
+    previous = _previous_metadata(context, asset_key(node.name))
+    extra: dict[str, Any] = {}
+    passed = True
+    if node.contract is not None:
+        report, prof = run_contract(node, df, previous, runtime.now())
+        yield from contract_results(node, report)
+        extra[PROFILE_KEY] = MetadataValue.json(prof)
+        if not report.passed("ERROR"):
+            passed = False
+            context.log.error(f"depmesh: {node.name} broke its contract, not stored: {report.describe_failures('ERROR')}")
+        for outcome in report.failed("WARN"):
+            context.log.warning(f"depmesh: {node.name} contract warning {outcome.id}: {outcome.description}")
+    yield schema_change_result(df, previous)
+    yield extra if passed else None
+
+
 def build_asset(node: NodeSpec) -> AssetsDefinition:
-    """One node -> one Dagster asset."""
+    """One node -> one Dagster asset, with its contract checks."""
     builder = resolve_entrypoint(node.entrypoint)
+    key = asset_key(node.name)
+    specs = check_specs(node, key)
+    blocking = any(spec.blocking for spec in specs)
     code = node_code_version(node)
     ins = {argument_name(name): AssetIn(key=asset_key(name)) for name in node.inputs}
     names = {argument_name(name): name for name in node.inputs}
@@ -182,8 +229,10 @@ def build_asset(node: NodeSpec) -> AssetsDefinition:
     tags = {**node.tags, "depmesh/kind": node.kind, "depmesh/criticality": node.criticality}
 
     @asset(
-        key=asset_key(node.name),
+        key=key,
         ins=ins,
+        check_specs=specs or None,
+        output_required=not blocking,
         group_name=node.group,
         owners=[node.owner],
         tags=tags,
@@ -194,19 +243,28 @@ def build_asset(node: NodeSpec) -> AssetsDefinition:
         io_manager_key=IO_MANAGER_KEY,
         required_resource_keys={RUNTIME_KEY},
     )
-    def _node_asset(context: AssetExecutionContext, **kwargs: Any) -> Output:
+    def _node_asset(context: AssetExecutionContext, **kwargs: Any):
         inputs = {names[arg]: value for arg, value in kwargs.items()}
         runtime: MeshRuntime = getattr(context.resources, RUNTIME_KEY)
+        if node.edges:
+            edge_result = input_contract_result(node, inputs)
+            yield edge_result
+            if not edge_result.passed:
+                context.log.error(f"depmesh: {node.name} not built, input contract failed: {edge_result.description}")
+                return
         ctx = NodeContext(node=node, sample_fraction=runtime.sample_fraction, log=context.log)
         started = time.perf_counter()
         result = builder(inputs, ctx)
         seconds = time.perf_counter() - started
         if node.kind == "model":
-            out = _model_output(result, node, inputs, code, seconds)
+            yield _model_output(result, node, inputs, code, seconds)
         else:
-            out = _table_output(result, node, seconds)
+            *check_results, extra = list(_check_table(context, node, result, runtime))
+            yield from check_results
+            if extra is None:
+                return
+            yield _table_output(result, node, seconds, extra)
         context.log.info(f"depmesh: built {node.name} in {seconds:.2f}s")
-        return out
 
     return _node_asset
 

@@ -4,10 +4,16 @@ from depmesh.catalog.load import CatalogError, Problem, load_catalog, parse_cata
 from depmesh.catalog.spec import (
     CRITICALITY_WEIGHTS,
     DTYPES,
+    EXTRA_EXPECTATIONS,
     KIND_GROUPS,
     KINDS,
+    SEVERITIES,
     ColumnSpec,
     ContractSpec,
+    DistributionSpec,
+    EdgeContract,
+    ExpectationSpec,
+    FreshnessSpec,
     MeshSpec,
     ModelSpec,
     NodeSpec,
@@ -15,7 +21,8 @@ from depmesh.catalog.spec import (
 )
 
 __all__ = [
-    "CRITICALITY_WEIGHTS", "DTYPES", "KIND_GROUPS", "KINDS", "CatalogError", "ColumnSpec", "ContractSpec",
+    "CRITICALITY_WEIGHTS", "DTYPES", "EXTRA_EXPECTATIONS", "KIND_GROUPS", "KINDS", "SEVERITIES", "CatalogError",
+    "ColumnSpec", "ContractSpec", "DistributionSpec", "EdgeContract", "ExpectationSpec", "FreshnessSpec",
     "MeshSpec", "ModelSpec", "NodeSpec", "Problem", "TimeSplit", "load_catalog", "parse_catalog",
     "resolve_entrypoint",
 ]

@@ -21,9 +21,15 @@ from depmesh import graph
 from depmesh.catalog.spec import (
     CRITICALITY_WEIGHTS,
     DTYPES,
+    EXTRA_EXPECTATIONS,
     KINDS,
+    SEVERITIES,
     ColumnSpec,
     ContractSpec,
+    DistributionSpec,
+    EdgeContract,
+    ExpectationSpec,
+    FreshnessSpec,
     MeshSpec,
     ModelSpec,
     NodeSpec,
@@ -42,9 +48,12 @@ NODE_KEYS = {
 }
 MODEL_KEYS = {"trainer", "target", "params", "seed", "split"}
 SPLIT_KEYS = {"time_column", "train_until", "evaluate_until"}
-CONTRACT_KEYS = {"version", "columns", "row_count"}
-COLUMN_KEYS = {"dtype", "nullable", "unique", "min", "max", "allowed", "description"}
-ROW_COUNT_KEYS = {"min", "max"}
+CONTRACT_KEYS = {"version", "severity", "columns", "row_count", "keys", "freshness", "distribution", "expectations"}
+COLUMN_KEYS = {"dtype", "nullable", "max_null_fraction", "unique", "min", "max", "allowed", "description", "severity"}
+ROW_COUNT_KEYS = {"min", "max", "severity"}
+FRESHNESS_KEYS = {"max_age", "column", "severity"}
+DISTRIBUTION_KEYS = {"column", "stat", "max_change", "quantiles", "value", "severity"}
+EDGE_KEYS = {"node", "columns", "latency_p95_ms"}
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,145 @@ def _number(c: _Checker, value: Any, *, node: str, field: str, at: Any) -> float
     return None
 
 
+def _severity(c: _Checker, raw: Mapping, default: str, *, node: str, field: str) -> str:
+    value = raw.get("severity", default)
+    if value not in SEVERITIES:
+        c.add(f"unknown severity {value!r} (known: {', '.join(SEVERITIES)})", node=node, field=field + "severity", at=raw)
+        return default
+    return value
+
+
+def _hours(value: Any) -> float | None:
+    """36, 36h, 90m, 2d -> hours; None when unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhd])\s*", str(value))
+    if not match:
+        return None
+    return float(match.group(1)) * {"m": 1 / 60, "h": 1, "d": 24}[match.group(2)]
+
+
+def _column_list(c: _Checker, value: Any, *, node: str, field: str, at: Any) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        c.add(f"expected a non-empty list of column names, got {value!r}", node=node, field=field, at=at)
+        return None
+    return tuple(value)
+
+
+def _parse_columns(c: _Checker, raw_cols: Any, node: str, default_sev: str, at: Any) -> list[ColumnSpec]:
+    columns: list[ColumnSpec] = []
+    if not c.typed(raw_cols, dict, "a mapping of column name -> spec", node=node, field="contract.columns", at=at):
+        return columns
+    for col, spec in raw_cols.items():
+        f = f"contract.columns.{col}"
+        if not c.typed(spec, dict, "a mapping with at least 'dtype'", node=node, field=f, at=raw_cols):
+            continue
+        c.keys(spec, COLUMN_KEYS, node=node, prefix=f + ".")
+        dtype = spec.get("dtype")
+        if dtype is None:
+            c.add("missing required key 'dtype'", node=node, field=f + ".dtype", at=spec)
+        elif dtype not in DTYPES:
+            c.add(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})", node=node, field=f + ".dtype", at=spec)
+        nullable = spec.get("nullable", True)
+        unique = spec.get("unique", False)
+        c.typed(nullable, bool, "true or false", node=node, field=f + ".nullable", at=spec)
+        c.typed(unique, bool, "true or false", node=node, field=f + ".unique", at=spec)
+        null_share = _number(c, spec.get("max_null_fraction"), node=node, field=f + ".max_null_fraction", at=spec)
+        if null_share is not None and not 0 <= null_share <= 1:
+            c.add(f"must be between 0 and 1, got {null_share}", node=node, field=f + ".max_null_fraction", at=spec)
+            null_share = None
+        if null_share is not None and nullable is False:
+            c.add("a column that may not be null takes no max_null_fraction", node=node,
+                  field=f + ".max_null_fraction", at=spec)
+        lo = _number(c, spec.get("min"), node=node, field=f + ".min", at=spec)
+        hi = _number(c, spec.get("max"), node=node, field=f + ".max", at=spec)
+        if lo is not None and hi is not None and lo > hi:
+            c.add(f"min ({lo}) is greater than max ({hi})", node=node, field=f, at=spec)
+        allowed = spec.get("allowed")
+        if allowed is not None and c.typed(allowed, list, "a list of values", node=node, field=f + ".allowed", at=spec):
+            if not allowed:
+                c.add("an empty list allows no value at all", node=node, field=f + ".allowed", at=spec)
+            allowed = tuple(allowed)
+        else:
+            allowed = None
+        columns.append(
+            ColumnSpec(
+                name=str(col), dtype=str(dtype), nullable=bool(nullable), unique=bool(unique),
+                min=lo, max=hi, allowed=allowed, description=str(spec.get("description", "")),
+                severity=_severity(c, spec, default_sev, node=node, field=f + "."), max_null_fraction=null_share,
+            )
+        )
+    return columns
+
+
+def _parse_distribution(c: _Checker, raw: Any, node: str, default_sev: str) -> list[DistributionSpec]:
+    out: list[DistributionSpec] = []
+    if not c.typed(raw, list, "a list of distribution bounds", node=node, field="contract.distribution", at=raw):
+        return out
+    for i, item in enumerate(raw):
+        f = f"contract.distribution[{i}]"
+        if not c.typed(item, dict, "a mapping with column, stat and max_change", node=node, field=f, at=raw):
+            continue
+        c.keys(item, DISTRIBUTION_KEYS, node=node, prefix=f + ".")
+        column, stat, change = item.get("column"), item.get("stat"), item.get("max_change")
+        ok = c.typed(column, str, "a column name", node=node, field=f + ".column", at=item)
+        if stat not in ("mean", "quantiles", "share"):
+            c.add(f"unknown stat {stat!r} (known: mean, quantiles, share)", node=node, field=f + ".stat", at=item)
+            ok = False
+        if not c.typed(change, (int, float), "a number", node=node, field=f + ".max_change", at=item):
+            ok = False
+        elif change < 0:
+            c.add(f"must not be negative, got {change}", node=node, field=f + ".max_change", at=item)
+            ok = False
+        quantiles = item.get("quantiles", [0.1, 0.5, 0.9] if stat == "quantiles" else [])
+        if stat == "quantiles" and (
+            not isinstance(quantiles, list) or not quantiles
+            or not all(isinstance(q, (int, float)) and not isinstance(q, bool) and 0 <= q <= 1 for q in quantiles)
+        ):
+            c.add(f"expected a list of quantiles between 0 and 1, got {quantiles!r}", node=node,
+                  field=f + ".quantiles", at=item)
+            ok = False
+        if stat == "share" and "value" not in item:
+            c.add("a share bound needs the category 'value' whose share it bounds", node=node, field=f + ".value", at=item)
+            ok = False
+        if ok:
+            out.append(DistributionSpec(
+                column=column, stat=stat, max_change=float(change), quantiles=tuple(float(q) for q in quantiles),
+                value=item.get("value"), severity=_severity(c, item, default_sev, node=node, field=f + "."),
+            ))
+    return out
+
+
+def _parse_expectations(c: _Checker, raw: Any, node: str, default_sev: str) -> list[ExpectationSpec]:
+    out: list[ExpectationSpec] = []
+    if not c.typed(raw, list, "a list of expectations", node=node, field="contract.expectations", at=raw):
+        return out
+    for i, item in enumerate(raw):
+        f = f"contract.expectations[{i}]"
+        if not c.typed(item, dict, "a mapping with 'type' and its arguments", node=node, field=f, at=raw):
+            continue
+        kind = item.get("type")
+        if kind not in EXTRA_EXPECTATIONS:
+            c.add(f"unknown expectation {kind!r} (known: {', '.join(sorted(EXTRA_EXPECTATIONS))}; columns, "
+                  "ranges, sets, uniqueness, row counts, freshness and distributions have their own keys)",
+                  node=node, field=f + ".type", at=item)
+            continue
+        kwargs = {k: v for k, v in item.items() if k not in ("type", "severity")}
+        missing = [k for k in EXTRA_EXPECTATIONS[kind] if k not in kwargs]
+        if missing:
+            c.add(f"{kind} needs {', '.join(missing)}", node=node, field=f, at=item)
+            continue
+        if "min_value" in kwargs and "max_value" in kwargs and isinstance(kwargs["min_value"], (int, float)) \
+                and isinstance(kwargs["max_value"], (int, float)) and kwargs["min_value"] > kwargs["max_value"]:
+            c.add(f"min_value ({kwargs['min_value']}) is greater than max_value ({kwargs['max_value']})",
+                  node=node, field=f, at=item)
+            continue
+        out.append(ExpectationSpec(type=kind, kwargs=kwargs, severity=_severity(c, item, default_sev, node=node, field=f + ".")))
+    return out
+
+
 def _parse_contract(c: _Checker, raw: Any, node: str) -> ContractSpec | None:
     if not c.typed(raw, dict, "a mapping", node=node, field="contract", at=raw):
         return None
@@ -194,7 +342,9 @@ def _parse_contract(c: _Checker, raw: Any, node: str) -> ContractSpec | None:
     version = str(raw.get("version", "1.0.0"))
     if not SEMVER_RE.match(version):
         c.add(f"{version!r} is not a semantic version like 1.2.0", node=node, field="contract.version", at=raw)
+    default_sev = _severity(c, raw, "ERROR", node=node, field="contract.")
     min_rows = max_rows = None
+    rc_sev = default_sev
     rc = raw.get("row_count")
     if rc is not None and c.typed(rc, dict, "a mapping with min and/or max", node=node, field="contract.row_count", at=raw):
         c.keys(rc, ROW_COUNT_KEYS, node=node, prefix="contract.row_count.")
@@ -205,41 +355,55 @@ def _parse_contract(c: _Checker, raw: Any, node: str) -> ContractSpec | None:
         min_rows, max_rows = rc.get("min"), rc.get("max")
         if isinstance(min_rows, int) and isinstance(max_rows, int) and min_rows > max_rows:
             c.add(f"min ({min_rows}) is greater than max ({max_rows})", node=node, field="contract.row_count", at=rc)
-    columns: list[ColumnSpec] = []
-    raw_cols = raw.get("columns", {})
-    if c.typed(raw_cols, dict, "a mapping of column name -> spec", node=node, field="contract.columns", at=raw):
-        for col, spec in raw_cols.items():
-            f = f"contract.columns.{col}"
-            if not c.typed(spec, dict, "a mapping with at least 'dtype'", node=node, field=f, at=raw_cols):
-                continue
-            c.keys(spec, COLUMN_KEYS, node=node, prefix=f + ".")
-            dtype = spec.get("dtype")
-            if dtype is None:
-                c.add("missing required key 'dtype'", node=node, field=f + ".dtype", at=spec)
-            elif dtype not in DTYPES:
-                c.add(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})", node=node, field=f + ".dtype", at=spec)
-            nullable = spec.get("nullable", True)
-            unique = spec.get("unique", False)
-            c.typed(nullable, bool, "true or false", node=node, field=f + ".nullable", at=spec)
-            c.typed(unique, bool, "true or false", node=node, field=f + ".unique", at=spec)
-            lo = _number(c, spec.get("min"), node=node, field=f + ".min", at=spec)
-            hi = _number(c, spec.get("max"), node=node, field=f + ".max", at=spec)
-            if lo is not None and hi is not None and lo > hi:
-                c.add(f"min ({lo}) is greater than max ({hi})", node=node, field=f, at=spec)
-            allowed = spec.get("allowed")
-            if allowed is not None and c.typed(allowed, list, "a list of values", node=node, field=f + ".allowed", at=spec):
-                if not allowed:
-                    c.add("an empty list allows no value at all", node=node, field=f + ".allowed", at=spec)
-                allowed = tuple(allowed)
-            else:
-                allowed = None
-            columns.append(
-                ColumnSpec(
-                    name=str(col), dtype=str(dtype), nullable=bool(nullable), unique=bool(unique),
-                    min=lo, max=hi, allowed=allowed, description=str(spec.get("description", "")),
-                )
-            )
-    return ContractSpec(version=version, columns=tuple(columns), min_rows=min_rows, max_rows=max_rows)
+        rc_sev = _severity(c, rc, default_sev, node=node, field="contract.row_count.")
+    columns = _parse_columns(c, raw.get("columns", {}), node, default_sev, raw)
+    declared = {col.name for col in columns}
+
+    def known(column: str, field: str, at: Any) -> None:
+        if declared and column not in declared:
+            c.add(f"column {column!r} is not one of this node's contract columns ({', '.join(sorted(declared))})",
+                  node=node, field=field, at=at)
+
+    keys: list[tuple[str, ...]] = []
+    raw_keys = raw.get("keys", [])
+    keys_sev = default_sev
+    if isinstance(raw_keys, dict):
+        keys_sev = _severity(c, raw_keys, default_sev, node=node, field="contract.keys.")
+        raw_keys = raw_keys.get("columns", [])
+    if c.typed(raw_keys, list, "a list of compound keys (each a list of columns)", node=node, field="contract.keys", at=raw):
+        for i, key in enumerate(raw_keys):
+            cols = _column_list(c, key, node=node, field=f"contract.keys[{i}]", at=raw)
+            if cols:
+                for col in cols:
+                    known(col, f"contract.keys[{i}]", raw)
+                keys.append(cols)
+    freshness = None
+    fr = raw.get("freshness")
+    if fr is not None and c.typed(fr, dict, "a mapping with max_age (and column)", node=node, field="contract.freshness", at=raw):
+        c.keys(fr, FRESHNESS_KEYS, node=node, prefix="contract.freshness.")
+        hours = _hours(fr.get("max_age"))
+        if hours is None or hours <= 0:
+            c.add(f"expected a positive age like 36h, 90m or 2d, got {fr.get('max_age')!r}", node=node,
+                  field="contract.freshness.max_age", at=fr)
+        else:
+            column = fr.get("column")
+            if column is not None:
+                known(column, "contract.freshness.column", fr)
+            freshness = FreshnessSpec(max_age_hours=hours, column=column,
+                                      severity=_severity(c, fr, "WARN", node=node, field="contract.freshness."))
+    distribution = _parse_distribution(c, raw.get("distribution", []), node, default_sev)
+    for i, d in enumerate(distribution):
+        known(d.column, f"contract.distribution[{i}].column", raw)
+    expectations = _parse_expectations(c, raw.get("expectations", []), node, default_sev)
+    for i, e in enumerate(expectations):
+        for arg in ("column", "column_A", "column_B"):
+            if arg in e.kwargs:
+                known(str(e.kwargs[arg]), f"contract.expectations[{i}].{arg}", raw)
+    return ContractSpec(
+        version=version, columns=tuple(columns), min_rows=min_rows, max_rows=max_rows, row_count_severity=rc_sev,
+        keys=tuple(keys), keys_severity=keys_sev, freshness=freshness, distribution=tuple(distribution),
+        expectations=tuple(expectations),
+    )
 
 
 def _parse_model(c: _Checker, raw: Any, node: str) -> ModelSpec | None:
@@ -306,17 +470,24 @@ def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
     elif c.typed(owner, str, "a team name or an email", node=label, field="owner", at=raw):
         if not EMAIL_RE.match(owner) and not owner.startswith("team:"):
             owner = "team:" + owner
-    inputs = raw.get("inputs", [])
-    if c.typed(inputs, list, "a list of node names", node=label, field="inputs", at=raw):
-        for i, item in enumerate(inputs):
-            c.typed(item, str, "a node name", node=label, field=f"inputs[{i}]", at=inputs)
+    raw_inputs = raw.get("inputs", [])
+    inputs: list[str] = []
+    edges: dict[str, EdgeContract] = {}
+    if c.typed(raw_inputs, list, "a list of node names", node=label, field="inputs", at=raw):
+        for i, item in enumerate(raw_inputs):
+            if isinstance(item, dict):
+                edge = _parse_edge(c, item, label, f"inputs[{i}]")
+                if edge is not None:
+                    inputs.append(item["node"])
+                    edges[item["node"]] = edge
+            elif c.typed(item, str, "a node name, or a mapping with node, columns, latency_p95_ms",
+                         node=label, field=f"inputs[{i}]", at=raw_inputs):
+                inputs.append(item)
         seen: set[str] = set()
         for item in inputs:
             if item in seen:
-                c.add(f"input {item!r} is listed twice", node=label, field="inputs", at=inputs)
+                c.add(f"input {item!r} is listed twice", node=label, field="inputs", at=raw_inputs)
             seen.add(item)
-    else:
-        inputs = []
     tags = raw.get("tags", {})
     if c.typed(tags, dict, "a mapping of string -> string", node=label, field="tags", at=raw):
         for k, v in tags.items():
@@ -353,6 +524,8 @@ def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
         else:
             compute = _check_entrypoint(c, raw["compute"], node=label, field="compute", at=raw)
     contract = _parse_contract(c, raw["contract"], label) if "contract" in raw else None
+    if contract is not None and kind == "model":
+        c.add("a model's output is not a table, so it takes no table contract", node=label, field="contract", at=raw)
 
     if not isinstance(name, str) or kind not in KINDS or not isinstance(owner, str):
         return None
@@ -360,8 +533,25 @@ def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
         name=name, kind=kind, owner=owner, description=description if isinstance(description, str) else "",
         inputs=tuple(i for i in inputs if isinstance(i, str)), tags={str(k): str(v) for k, v in tags.items()},
         criticality=criticality if criticality in CRITICALITY_WEIGHTS else "medium",
-        compute=compute, params=dict(params), contract=contract, model=model, line=getattr(raw, "line", None),
+        compute=compute, params=dict(params), contract=contract, model=model, edges=edges,
+        line=getattr(raw, "line", None),
     )
+
+
+def _parse_edge(c: _Checker, item: Mapping, node: str, field: str) -> EdgeContract | None:
+    c.keys(item, EDGE_KEYS, node=node, prefix=field + ".")
+    if not c.typed(item.get("node"), str, "the input's node name", node=node, field=field + ".node", at=item):
+        return None
+    columns: tuple[str, ...] = ()
+    if "columns" in item:
+        columns = _column_list(c, item["columns"], node=node, field=field + ".columns", at=item) or ()
+    latency = item.get("latency_p95_ms")
+    if latency is not None and (not c.typed(latency, (int, float), "a number of milliseconds", node=node,
+                                            field=field + ".latency_p95_ms", at=item) or latency <= 0):
+        if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+            c.add(f"must be positive, got {latency}", node=node, field=field + ".latency_p95_ms", at=item)
+        latency = None
+    return EdgeContract(columns=columns, latency_p95_ms=float(latency) if latency is not None else None)
 
 
 def parse_catalog(text: str, path: Path) -> MeshSpec:
@@ -414,6 +604,23 @@ def parse_catalog(text: str, path: Path) -> MeshSpec:
                 c.add("a node cannot be its own input", node=n.name, field="inputs", at=n)
             elif item not in known:
                 c.add(f"input {item!r} is not declared in this catalog", node=n.name, field="inputs", at=n)
+    by_name = {n.name: n for n in nodes}
+    for n in nodes:
+        for item, edge in n.edges.items():
+            producer = by_name.get(item)
+            if producer is None:
+                continue
+            field = f"inputs.{item}"
+            if edge.latency_p95_ms is not None and producer.kind != "model":
+                c.add(f"a latency budget applies to a model's predictions, and {item} is a {producer.kind}",
+                      node=n.name, field=field + ".latency_p95_ms", at=n)
+            if producer.kind == "model" and edge.columns:
+                c.add(f"{item} is a model, which has no columns to read", node=n.name, field=field + ".columns", at=n)
+            outputs = producer.contract.column_names if producer.contract else []
+            missing = [col for col in edge.columns if outputs and col not in outputs]
+            if missing:
+                c.add(f"reads column(s) {', '.join(missing)} that {item} does not output "
+                      f"(its contract declares {', '.join(outputs)})", node=n.name, field=field + ".columns", at=n)
     cycle = graph.find_cycle({n.name: [i for i in n.inputs if i != n.name] for n in nodes})
     if cycle:
         c.add("dependency cycle (each feeds the next): " + " -> ".join(reversed(cycle)), node=cycle[0], field="inputs",

@@ -40,6 +40,29 @@ DTYPES: dict[str, tuple[str, ...]] = {
 }
 
 
+SEVERITIES = ("ERROR", "WARN")
+
+# Expectations a catalog may name directly in a contract's `expectations:` list
+# (Great Expectations 1.x names) -> the arguments each requires.
+EXTRA_EXPECTATIONS: dict[str, tuple[str, ...]] = {
+    "expect_column_values_to_match_regex": ("column", "regex"),
+    "expect_column_values_to_not_match_regex": ("column", "regex"),
+    "expect_column_value_lengths_to_be_between": ("column",),
+    "expect_column_min_to_be_between": ("column",),
+    "expect_column_max_to_be_between": ("column",),
+    "expect_column_mean_to_be_between": ("column",),
+    "expect_column_median_to_be_between": ("column",),
+    "expect_column_stdev_to_be_between": ("column",),
+    "expect_column_sum_to_be_between": ("column",),
+    "expect_column_unique_value_count_to_be_between": ("column",),
+    "expect_column_proportion_of_unique_values_to_be_between": ("column",),
+    "expect_column_pair_values_a_to_be_greater_than_b": ("column_A", "column_B"),
+    "expect_column_pair_values_to_be_equal": ("column_A", "column_B"),
+    "expect_column_values_to_be_null": ("column",),
+    "expect_column_values_to_not_be_null": ("column",),
+}
+
+
 @dataclass(frozen=True)
 class ColumnSpec:
     name: str
@@ -50,6 +73,37 @@ class ColumnSpec:
     max: float | None = None
     allowed: tuple[Any, ...] | None = None
     description: str = ""
+    severity: str = "ERROR"
+    max_null_fraction: float | None = None  # for nullable columns: the share of nulls allowed
+
+
+@dataclass(frozen=True)
+class DistributionSpec:
+    """A statistic of a column that may move at most ``max_change`` (absolute)
+    from the reference: the last materialization that met its contract."""
+
+    column: str
+    stat: str  # mean | quantiles | share
+    max_change: float
+    quantiles: tuple[float, ...] = ()
+    value: Any = None  # the category, for share
+    severity: str = "ERROR"
+
+
+@dataclass(frozen=True)
+class FreshnessSpec:
+    """How old the newest record (``column``) or the last materialization may be, in hours."""
+
+    max_age_hours: float
+    column: str | None = None
+    severity: str = "WARN"
+
+
+@dataclass(frozen=True)
+class ExpectationSpec:
+    type: str
+    kwargs: Mapping[str, Any]
+    severity: str = "ERROR"
 
 
 @dataclass(frozen=True)
@@ -58,9 +112,28 @@ class ContractSpec:
     columns: tuple[ColumnSpec, ...] = ()
     min_rows: int | None = None
     max_rows: int | None = None
+    row_count_severity: str = "ERROR"
+    keys: tuple[tuple[str, ...], ...] = ()  # compound unique keys
+    keys_severity: str = "ERROR"
+    freshness: FreshnessSpec | None = None
+    distribution: tuple[DistributionSpec, ...] = ()
+    expectations: tuple[ExpectationSpec, ...] = ()
 
     def column(self, name: str) -> ColumnSpec | None:
         return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class EdgeContract:
+    """What a consumer needs from one of its inputs: the columns it reads
+    and, when the input is a model, a p95 latency budget for its predictions."""
+
+    columns: tuple[str, ...] = ()
+    latency_p95_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +169,7 @@ class NodeSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     contract: ContractSpec | None = None
     model: ModelSpec | None = None
+    edges: Mapping[str, EdgeContract] = field(default_factory=dict)  # input name -> what this node needs of it
     line: int | None = None
 
     @property

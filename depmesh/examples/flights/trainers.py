@@ -75,6 +75,7 @@ def _train_supervised(
         prediction_column="pred_" + ctx.node.name.split("/")[-1], upstream=upstream, split=spec.split,
         positive_above=positive_above,
     )
+    model.sample_input = frame[eval_mask].head(64).drop(columns=["_target"]).reset_index(drop=True)
     prepared = model.with_upstream_predictions(frame)
     categorical = [*CATEGORICAL, *extra_categorical]
     numeric = [*NUMERIC, *extra_numeric]
@@ -159,4 +160,5 @@ def train_route_segment(inputs: dict[str, Any], ctx: Any) -> TrainedModel:
     return TrainedModel(
         node=ctx.node.name, task="clustering", estimator=pipeline, features=list(SEGMENT_FEATURES), target=None,
         prediction_column="pred_route_segment", metrics=metrics, rows_trained=len(routes), split=spec.split,
+        sample_input=routes.head(64).reset_index(drop=True),
     )
