@@ -170,5 +170,75 @@ def dev(ctx: click.Context, home: str | None) -> None:
     os.execvpe(cmd[0], cmd, env)
 
 
+@main.group()
+def contracts() -> None:
+    """Data contracts: compare versions, find breaking changes."""
+
+
+def catalog_from(spec: str, other: str | None) -> MeshSpec:
+    """A catalog from a file path, or ``git:REF`` for the other argument's file as of REF."""
+    import subprocess
+
+    if not spec.startswith("git:"):
+        return load_catalog(spec)
+    ref = spec[len("git:"):]
+    if other is None or other.startswith("git:"):
+        raise click.UsageError("git:REF takes the catalog path from the other argument, which must be a file")
+    path = Path(other).resolve()
+    try:
+        root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, check=True,
+                                   capture_output=True, text=True).stdout.strip())
+        text = subprocess.run(["git", "show", f"{ref}:{path.relative_to(root).as_posix()}"], cwd=root,
+                              check=True, capture_output=True, text=True).stdout
+    except subprocess.CalledProcessError as exc:
+        raise click.ClickException(f"cannot read {path.name} at git ref {ref!r}: {exc.stderr.strip()}") from None
+    from depmesh.catalog import parse_catalog
+
+    return parse_catalog(text, Path(f"{ref}:{path.name}"))
+
+
+@contracts.command("diff")
+@click.argument("old")
+@click.argument("new")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def contracts_diff(old: str, new: str, fmt: str) -> None:
+    """Compare the contracts of two catalogs (files, or git:REF for the other file at REF).
+
+    Exits 1 when a breaking change comes without a major contract version bump."""
+    import json
+
+    from depmesh.contracts.diff import diff_meshes
+
+    try:
+        report = diff_meshes(catalog_from(old, new), catalog_from(new, old))
+    except CatalogError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        rows = []
+        for n in report.nodes:
+            version = f"{n.old_version or '-'} -> {n.new_version or '-'}"
+            for c in n.changes:
+                reach = f"{len(n.downstream)}: " + ", ".join(n.downstream[:4]) + (" ..." if len(n.downstream) > 4 else "")
+                rows.append([n.node, "BREAKING" if c.breaking else "ok", c.what, c.detail, version,
+                             reach if c.breaking else "", ", ".join(o.removeprefix("team:") for o in n.owners) if c.breaking else ""])
+        if rows:
+            click.echo(_table(rows, ["node", "kind", "change", "detail", "contract", "downstream reached", "owners to notify"]))
+        else:
+            click.echo("no contract changes")
+        notes = []
+        for n in report.nodes:
+            if n.violation:
+                notes.append(f"ERROR {n.node}: breaking change(s) without a major version bump "
+                             f"(contract {n.old_version} -> {n.new_version}; needs {int(n.old_version.split('.')[0]) + 1}.0.0)")
+            elif n.unversioned:
+                notes.append(f"note {n.node}: contract changed but its version stayed {n.new_version}")
+        if notes:
+            click.echo("\n" + "\n".join(notes))
+    sys.exit(1 if report.violations else 0)
+
+
 if __name__ == "__main__":
     main()

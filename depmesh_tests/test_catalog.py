@@ -211,6 +211,124 @@ BAD_CATALOGS = {
         ["field name", "'features/flight-weather' is not a valid asset name"],
     ),
     "invalid_yaml": ("mesh: test\nnodes: [\n  - name: a\n", ["mesh.yaml:", "not valid YAML"]),
+    # malformed contracts
+    "unknown_expectation": (
+        catalog("""\
+        - name: features/b
+          kind: features
+          owner: team:f
+          inputs: [raw/a]
+          compute: depmesh.examples.flights.transforms:aircraft
+          contract:
+            columns:
+              seats: {dtype: float64}
+            expectations:
+              - {type: expect_column_values_to_be_purple, column: seats}
+        """),
+        ["node features/b", "field contract.expectations[0].type", "unknown expectation 'expect_column_values_to_be_purple'"],
+    ),
+    "unknown_severity": (
+        catalog("""\
+        - name: features/b
+          kind: features
+          owner: team:f
+          inputs: [raw/a]
+          compute: depmesh.examples.flights.transforms:aircraft
+          contract:
+            columns:
+              seats: {dtype: float64, min: 1, severity: FATAL}
+        """),
+        ["node features/b", "field contract.columns.seats.severity", "unknown severity 'FATAL' (known: ERROR, WARN)"],
+    ),
+    "edge_reads_column_producer_does_not_output": (
+        catalog("""\
+        - name: features/b
+          kind: features
+          owner: team:f
+          inputs: [raw/a]
+          compute: depmesh.examples.flights.transforms:aircraft
+          contract:
+            columns:
+              tailnum: {dtype: string}
+              seats: {dtype: float64}
+        - name: features/c
+          kind: features
+          owner: team:f
+          inputs:
+            - {node: features/b, columns: [tailnum, engines]}
+          compute: depmesh.examples.flights.transforms:aircraft
+        """),
+        ["node features/c", "field inputs.features/b.columns",
+         "reads column(s) engines that features/b does not output (its contract declares tailnum, seats)"],
+    ),
+    "expectation_on_undeclared_column": (
+        catalog("""\
+        - name: features/b
+          kind: features
+          owner: team:f
+          inputs: [raw/a]
+          compute: depmesh.examples.flights.transforms:aircraft
+          contract:
+            columns:
+              seats: {dtype: float64}
+            distribution:
+              - {column: engines, stat: mean, max_change: 1}
+        """),
+        ["field contract.distribution[0].column", "column 'engines' is not one of this node's contract columns (seats)"],
+    ),
+    "distribution_unknown_stat": (
+        catalog("""\
+        - name: features/b
+          kind: features
+          owner: team:f
+          inputs: [raw/a]
+          compute: depmesh.examples.flights.transforms:aircraft
+          contract:
+            columns:
+              seats: {dtype: float64}
+            distribution:
+              - {column: seats, stat: median, max_change: 1}
+        """),
+        ["field contract.distribution[0].stat", "unknown stat 'median' (known: mean, quantiles, share)"],
+    ),
+    "latency_budget_on_a_table": (
+        catalog("""\
+        - name: features/b
+          kind: features
+          owner: team:f
+          inputs:
+            - {node: raw/a, latency_p95_ms: 20}
+          compute: depmesh.examples.flights.transforms:aircraft
+        """),
+        ["field inputs.raw/a.latency_p95_ms", "a latency budget applies to a model's predictions, and raw/a is a dataset"],
+    ),
+    "null_fraction_out_of_range": (
+        catalog("""\
+        - name: features/b
+          kind: features
+          owner: team:f
+          inputs: [raw/a]
+          compute: depmesh.examples.flights.transforms:aircraft
+          contract:
+            columns:
+              seats: {dtype: float64, max_null_fraction: 1.5}
+        """),
+        ["field contract.columns.seats.max_null_fraction", "must be between 0 and 1, got 1.5"],
+    ),
+    "freshness_unreadable_age": (
+        catalog("""\
+        - name: features/b
+          kind: features
+          owner: team:f
+          inputs: [raw/a]
+          compute: depmesh.examples.flights.transforms:aircraft
+          contract:
+            columns:
+              seats: {dtype: float64}
+            freshness: {max_age: soon}
+        """),
+        ["field contract.freshness.max_age", "expected a positive age like 36h, 90m or 2d, got 'soon'"],
+    ),
 }
 
 
@@ -260,6 +378,9 @@ def test_validate_command_exit_codes(write_catalog, demo_mesh):
     bad = runner.invoke(main, ["validate", str(write_catalog(BAD_CATALOGS["cycle"][0]))])
     assert bad.exit_code == 1
     assert "dependency cycle" in bad.output
+    malformed = runner.invoke(main, ["validate", str(write_catalog(BAD_CATALOGS["unknown_expectation"][0], "c.yaml"))])
+    assert malformed.exit_code == 1
+    assert "field contract.expectations[0].type: unknown expectation" in malformed.output
 
 
 def test_show_lists_nodes_in_dependency_order(demo_mesh):

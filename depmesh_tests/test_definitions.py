@@ -69,3 +69,35 @@ def test_invalid_catalog_registers_nothing(write_catalog):
                          env={**__import__("os").environ, "DEPMESH_CATALOG": str(bad)})
     assert out.returncode != 0
     assert "CatalogError" in out.stderr and "missing required key 'owner'" in out.stderr
+
+
+def test_contract_checks_are_declared_per_node(demo_mesh):
+    from dagster import AssetCheckKey
+
+    check_keys = build_definitions(demo_mesh).resolve_asset_graph().asset_check_keys
+    names = {("/".join(k.asset_key.path), k.name) for k in check_keys}
+    for node in demo_mesh.nodes:
+        if node.kind != "model":
+            assert (node.name, "schema_change") in names
+        if node.contract:
+            assert (node.name, "contract") in names
+        if node.edges:
+            assert (node.name, "input_contract") in names
+    assert ("raw/weather", "contract_warnings") in names  # pressure is a WARN rule
+    assert ("raw/airlines", "contract_warnings") not in names
+    specs = build_definitions(demo_mesh).resolve_assets_def(AssetKey(["raw", "weather"])).check_specs_by_output_name
+    blocking = {spec.name: spec.blocking for spec in specs.values()}
+    assert blocking == {"contract": True, "contract_warnings": False, "schema_change": False}
+    assert AssetCheckKey(AssetKey(["raw", "weather"]), "contract") in check_keys
+
+
+def test_materialization_freshness_is_a_dagster_freshness_policy(demo_mesh):
+    from datetime import timedelta
+
+    defs = build_definitions(demo_mesh)
+    key = AssetKey(["raw", "flights"])
+    policy = defs.resolve_assets_def(key).specs_by_key[key].freshness_policy
+    assert policy.warn_window.to_timedelta() == timedelta(days=7)
+    assert policy.fail_window.to_timedelta() == timedelta(days=14)
+    other = AssetKey(["raw", "weather"])
+    assert defs.resolve_assets_def(other).specs_by_key[other].freshness_policy is None

@@ -8,6 +8,7 @@ node by hand. The asset graph's edges are exactly the catalog's inputs.
 import platform
 import time
 import warnings
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from dagster import (
     BetaWarning,
     ConfigurableResource,
     DataVersion,
+    FreshnessPolicy,
     MetadataValue,
     Output,
     TableColumn,
@@ -211,6 +213,20 @@ def _check_table(context: AssetExecutionContext, node: NodeSpec, df: Any, runtim
     yield extra if passed else None
 
 
+def freshness_policy(node: NodeSpec) -> FreshnessPolicy | None:
+    """A contract's bound on the age of the last materialization (freshness
+    without a column) is Dagster's own freshness policy: the UI shows the
+    asset fresh, warning or failing. An ERROR bound fails at max_age; a WARN
+    bound warns at max_age and fails at twice it."""
+    fr = node.contract.freshness if node.contract else None
+    if fr is None or fr.column is not None:
+        return None
+    age = timedelta(hours=fr.max_age_hours)
+    if fr.severity == "ERROR":
+        return FreshnessPolicy.time_window(fail_window=age)
+    return FreshnessPolicy.time_window(fail_window=2 * age, warn_window=age)
+
+
 def build_asset(node: NodeSpec) -> AssetsDefinition:
     """One node -> one Dagster asset, with its contract checks."""
     builder = resolve_entrypoint(node.entrypoint)
@@ -232,6 +248,7 @@ def build_asset(node: NodeSpec) -> AssetsDefinition:
         key=key,
         ins=ins,
         check_specs=specs or None,
+        freshness_policy=freshness_policy(node),
         output_required=not blocking,
         group_name=node.group,
         owners=[node.owner],

@@ -1,0 +1,53 @@
+"""Faulty builders the tests swap into the demo mesh: real loaders, then a fault."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from depmesh.examples.flights import sources
+
+
+def weather_with_nulls(inputs, ctx):
+    """30% of the temperatures go missing (the contract allows 1%)."""
+    df = sources.load_weather(inputs, ctx)
+    rng = np.random.default_rng(0)
+    df.loc[rng.random(len(df)) < 0.3, "temp"] = np.nan
+    return df
+
+
+def weather_with_impossible_values(inputs, ctx):
+    df = sources.load_weather(inputs, ctx)
+    df.loc[df.index[:25], "humid"] = 180.0
+    return df
+
+
+def weather_without_visib(inputs, ctx):
+    return sources.load_weather(inputs, ctx).drop(columns=["visib"])
+
+
+def weather_with_bad_pressure(inputs, ctx):
+    """Pressure out of range: the contract marks it WARN, so it reports but does not block."""
+    df = sources.load_weather(inputs, ctx)
+    df.loc[df.index[:10], "pressure"] = 500.0
+    return df
+
+
+def airlines_reshaped(inputs, ctx):
+    """A schema change: one column added, one retyped."""
+    df = sources.load_airlines(inputs, ctx)
+    df["alliance"] = "none"
+    df["name"] = df["name"].astype("category")
+    return df
+
+
+def flights_drifted(inputs, ctx):
+    """Departure delays shifted by an hour: the distribution bound must catch it."""
+    df = sources.load_flights(inputs, ctx)
+    df["dep_delay"] = df["dep_delay"] + 60
+    return df
+
+
+def aircraft_without_seats(inputs, ctx):
+    from depmesh.examples.flights.transforms import aircraft
+
+    return aircraft(inputs, ctx).drop(columns=["seats"])
