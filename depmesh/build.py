@@ -13,6 +13,8 @@ from dagster import (
 
 from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
 from depmesh.assets.factory import IO_MANAGER_KEY, RUNTIME_KEY
+from depmesh.automation.jobs import domain_jobs, retrain_schedules
+from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.catalog import MeshSpec
 from depmesh.progress import PROGRESS_LOGGER, progress_logger
 
@@ -31,7 +33,9 @@ def build_definitions(
     )
     return Definitions(
         assets=assets,
-        jobs=[mesh_job],
+        jobs=[mesh_job, *domain_jobs(mesh)],
+        schedules=retrain_schedules(mesh),
+        sensors=[build_retrain_sensor(mesh)],
         resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime()},
         executor=in_process_executor,
         loggers={"console": colored_console_logger, PROGRESS_LOGGER: progress_logger},

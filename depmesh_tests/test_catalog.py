@@ -211,6 +211,20 @@ BAD_CATALOGS = {
         ["field name", "'features/flight-weather' is not a valid asset name"],
     ),
     "invalid_yaml": ("mesh: test\nnodes: [\n  - name: a\n", ["mesh.yaml:", "not valid YAML"]),
+    "bad_schedule": (
+        catalog(f"""\
+        - name: models/m
+          kind: model
+          owner: team:m
+          inputs: [raw/a]
+          model:
+            trainer: depmesh.examples.flights.trainers:train_dep_delay
+            target: y
+            schedule: every monday
+            {SPLIT}
+        """),
+        ["node models/m", "field model.schedule", "'every monday' is not a cron schedule like '0 3 * * 1'"],
+    ),
     # malformed contracts
     "unknown_expectation": (
         catalog("""\

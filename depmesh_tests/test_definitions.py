@@ -101,3 +101,16 @@ def test_materialization_freshness_is_a_dagster_freshness_policy(demo_mesh):
     assert policy.fail_window.to_timedelta() == timedelta(days=14)
     other = AssetKey(["raw", "weather"])
     assert defs.resolve_assets_def(other).specs_by_key[other].freshness_policy is None
+
+
+def test_domain_jobs_schedules_and_the_sensor(demo_mesh):
+    defs = build_definitions(demo_mesh)
+    assert {j.name for j in defs.jobs} == {"mesh_job", "ingestion_job", "features_job", "training_job",
+                                           "scoring_job", "consumers_job"}
+    training = defs.resolve_job_def("training_job")
+    assert {"/".join(k.path) for k in training.asset_layer.selected_asset_keys} == {
+        n.name for n in demo_mesh.nodes if n.kind == "model"}
+    schedules = {s.name: s for s in defs.schedules}
+    assert set(schedules) == {"retrain_models__dep_delay", "retrain_models__route_segment"}
+    assert schedules["retrain_models__dep_delay"].cron_schedule == "0 3 * * 1"
+    assert [s.name for s in defs.sensors] == ["coordinated_retraining"]

@@ -46,7 +46,7 @@ NODE_KEYS = {
     "name", "kind", "owner", "description", "inputs", "tags", "criticality",
     "compute", "params", "contract", "model",
 }
-MODEL_KEYS = {"trainer", "target", "params", "seed", "split"}
+MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule"}
 SPLIT_KEYS = {"time_column", "train_until", "evaluate_until"}
 CONTRACT_KEYS = {"version", "severity", "columns", "row_count", "keys", "freshness", "distribution", "expectations"}
 COLUMN_KEYS = {"dtype", "nullable", "max_null_fraction", "unique", "min", "max", "allowed", "description", "severity"}
@@ -442,9 +442,16 @@ def _parse_model(c: _Checker, raw: Any, node: str) -> ModelSpec | None:
             c.add("train_until must be before evaluate_until", node=node, field="model.split", at=rs)
         elif all(dates.values()) and tc:
             split = TimeSplit(time_column=tc, **dates)
+    schedule = raw.get("schedule")
+    if schedule is not None:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not isinstance(schedule, str) or not is_valid_cron_string(schedule):
+            c.add(f"{schedule!r} is not a cron schedule like '0 3 * * 1'", node=node, field="model.schedule", at=raw)
+            ok = False
     if not (ok and trainer and split):
         return None
-    return ModelSpec(trainer=trainer, target=target, split=split, seed=seed, params=dict(params))
+    return ModelSpec(trainer=trainer, target=target, split=split, seed=seed, params=dict(params), schedule=schedule)
 
 
 def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:

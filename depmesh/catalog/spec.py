@@ -154,6 +154,7 @@ class ModelSpec:
     split: TimeSplit
     seed: int = 0
     params: Mapping[str, Any] = field(default_factory=dict)
+    schedule: str | None = None  # cron: when to retrain
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Automation: the coordinated-retraining sensor, domain jobs and retraining schedules."""

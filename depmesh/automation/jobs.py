@@ -1,0 +1,45 @@
+"""Jobs for manual launches (one per domain) and the retraining schedules
+that models declare in the catalog."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, DefaultScheduleStatus, ScheduleDefinition, define_asset_job
+
+from depmesh.assets import asset_key
+from depmesh.catalog import KIND_GROUPS, MeshSpec
+from depmesh.automation.sensors import TRIGGER_TAG
+
+DOMAIN_DESCRIPTIONS = {
+    "ingestion": "Load every raw dataset.",
+    "features": "Rebuild every feature table.",
+    "training": "Retrain every model (the coordinated-retraining sensor then rebuilds what depends on them).",
+    "scoring": "Rescore with the current models.",
+    "consumers": "Rebuild the consumer reports.",
+}
+
+
+def domain_jobs(mesh: MeshSpec) -> list:
+    groups = [g for g in KIND_GROUPS.values() if any(n.group == g for n in mesh.nodes)]
+    return [
+        define_asset_job(f"{group}_job", selection=AssetSelection.groups(group),
+                         description=DOMAIN_DESCRIPTIONS[group], tags={"depmesh/domain": group})
+        for group in groups
+    ]
+
+
+def retrain_schedules(mesh: MeshSpec) -> list[ScheduleDefinition]:
+    schedules = []
+    for node in mesh.nodes:
+        if node.model is None or not node.model.schedule:
+            continue
+        short = node.name.replace("/", "__")
+        schedules.append(ScheduleDefinition(
+            name=f"retrain_{short}",
+            cron_schedule=node.model.schedule,
+            execution_timezone="UTC",
+            target=AssetSelection.assets(asset_key(node.name)),
+            default_status=DefaultScheduleStatus.RUNNING,
+            tags={TRIGGER_TAG: f"schedule {node.model.schedule}"},
+            description=f"Retrain {node.name} on its catalog schedule; its dependents follow through the sensor.",
+        ))
+    return schedules
