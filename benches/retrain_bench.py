@@ -23,6 +23,7 @@ from depmesh.build import MESH_JOB, build_definitions
 from depmesh.catalog import load_catalog
 from depmesh.examples import DEMO_CATALOG
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 CHANGES = {
     "models/route_segment": {"n_clusters": 5},
     "models/dep_delay": {"max_iter": 120},
@@ -47,10 +48,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home, instance_for_test(temp_dir=home) as instance:
         defs = build_definitions(base, runtime=runtime)
         started = time.perf_counter()
-        assert defs.resolve_job_def(MESH_JOB).execute_in_process(instance=instance).success
+        assert defs.resolve_job_def(MESH_JOB).execute_in_process(instance=instance, run_config=QUIET).success
         print(f"warm-up: whole mesh built in {time.perf_counter() - started:.1f}s", flush=True)
         started = time.perf_counter()
-        assert defs.resolve_job_def(MESH_JOB).execute_in_process(instance=instance).success
+        assert defs.resolve_job_def(MESH_JOB).execute_in_process(instance=instance, run_config=QUIET).success
         whole = time.perf_counter() - started
         total = len(base.nodes)
         for name, params in CHANGES.items():
@@ -58,7 +59,8 @@ def main() -> None:
             defs = build_definitions(mesh, runtime=runtime)
             job = defs.resolve_implicit_global_asset_job_def()
             started = time.perf_counter()
-            assert job.execute_in_process(instance=instance, asset_selection=[AssetKey(name.split("/"))]).success
+            assert job.execute_in_process(instance=instance, asset_selection=[AssetKey(name.split("/"))],
+                                        run_config=QUIET).success
             retrain = time.perf_counter() - started
             data = defs.resolve_sensor_def(SENSOR_NAME).evaluate_tick(
                 build_sensor_context(instance=instance, definitions=defs))
@@ -66,7 +68,7 @@ def main() -> None:
             request = data.run_requests[0]
             started = time.perf_counter()
             assert job.execute_in_process(instance=instance, asset_selection=request.asset_selection,
-                                          tags=request.tags).success
+                                          tags=request.tags, run_config=QUIET).success
             coordinated = time.perf_counter() - started
             rows.append((name, len(request.asset_selection), total, retrain, coordinated, whole))
             print(f"  {name}: {len(request.asset_selection)} assets rebuilt", flush=True)

@@ -35,6 +35,13 @@ class Outcome:
     unexpected_percent: float | None = None
     sample: list[Any] = field(default_factory=list)
 
+    def evidence(self) -> str:
+        """What was seen: the failing count and a few values, or the observed value."""
+        if self.unexpected_count is not None:
+            values = ", ".join(_short(v) for v in self.sample[:3])
+            return f"{self.unexpected_count} rows ({self.unexpected_percent or 0:.2f}%) fail, e.g. {values}"
+        return f"observed {_short(self.observed)}"
+
     def as_row(self) -> dict[str, Any]:
         return {
             "id": self.id, "expectation": self.expectation, "severity": self.severity, "success": self.success,
@@ -60,7 +67,7 @@ class ContractReport:
         return not self.failed(severity)
 
     def describe_failures(self, severity: str) -> str:
-        return "; ".join(f"{o.id}: {o.description} (observed {_short(o.observed)})" for o in self.failed(severity))
+        return "; ".join(f"{o.id}: {o.description} ({o.evidence()})" for o in self.failed(severity))
 
 
 def _plain(value: Any) -> Any:
