@@ -13,6 +13,7 @@ from dagster import (
 
 from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
 from depmesh.assets.factory import IO_MANAGER_KEY, RUNTIME_KEY
+from depmesh.assets.report import build_impact_report
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
 from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.catalog import MeshSpec
@@ -24,7 +25,7 @@ MESH_JOB = "mesh_job"
 def build_definitions(
     mesh: MeshSpec, *, runtime: MeshRuntime | None = None, io_manager: MeshIOManager | None = None
 ) -> Definitions:
-    assets = build_assets(mesh)
+    assets = [*build_assets(mesh), build_impact_report(mesh)]
     mesh_job = define_asset_job(
         MESH_JOB,
         selection=AssetSelection.all(),

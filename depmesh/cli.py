@@ -170,6 +170,78 @@ def dev(ctx: click.Context, home: str | None) -> None:
     os.execvpe(cmd[0], cmd, env)
 
 
+def _impact_table(report) -> str:
+    lines = [f"impact of a change to {report.node}: {len(report.downstream)} downstream nodes, "
+             f"{len(report.consumers)} consumer(s), blast radius {report.blast_radius:g} "
+             f"({report.blast_radius_share:.0%} of the mesh's weight)", ""]
+    rows = [[r.depth, r.node, r.kind, r.owner.removeprefix("team:"), r.criticality] for r in report.downstream]
+    lines.append(_table(rows, ["depth", "node", "kind", "owner", "criticality"]) if rows else "nothing downstream")
+    lines += ["", "consumers:      " + (", ".join(report.consumers) or "none"),
+              "owners:         " + ", ".join(o.removeprefix("team:") for o in report.owners),
+              "rollback set:   " + (", ".join(report.rollback_set) or "none"), "", "contracts and checks on the way:"]
+    lines += [f"  {c['node']}: {', '.join(c['checks'])}" + (f" (contract v{c['version']})" if c["version"] else "")
+              for c in report.contracts] or ["  none"]
+    lines += ["", "propagation paths, by depth:"]
+    lines += [f"  {len(p) - 1}: " + " -> ".join(p) for p in report.paths] or ["  none"]
+    if report.paths_truncated:
+        lines.append("  (more paths exist; the longest were left out)")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("nodes", nargs=-1)
+@click.option("--catalog", help=CATALOG_HELP)
+@click.option("--changed-since", "ref", help="Take the nodes whose catalog entry or code changed since this git ref.")
+@click.option("--format", "fmt", default="table", show_default=True,
+              help="table, json, html, or a path ending in .html to write the page to.")
+def impact(nodes: tuple[str, ...], catalog: str | None, ref: str | None, fmt: str) -> None:
+    """What a change to NODE(S) reaches: downstream nodes by depth, consumers, owners,
+    contracts on the way, propagation paths, the rollback set and the blast radius."""
+    import json
+
+    from depmesh.impact import impact as analyse
+
+    mesh = _load(catalog)
+    changed = list(nodes)
+    reasons: dict[str, list[str]] = {}
+    if ref:
+        from depmesh.changes_since import GitError, changed_since
+
+        try:
+            reasons = changed_since(mesh, ref)
+        except (GitError, CatalogError) as exc:
+            raise click.ClickException(f"--changed-since {ref}: {exc}") from None
+        changed += [n for n in reasons if n not in changed]
+        if not changed:
+            click.echo(f"no node changed since {ref}" if fmt != "json" else json.dumps({"changed": [], "ref": ref}))
+            return
+    if not changed:
+        raise click.UsageError("name at least one node, or use --changed-since REF")
+    unknown = [n for n in changed if n not in mesh.names]
+    if unknown:
+        raise click.ClickException(f"{mesh.path.name}: no node named {', '.join(unknown)} "
+                                   f"(see `depmesh show`)")
+    report = analyse(mesh, changed)
+    if fmt == "json":
+        out = report.as_json()
+        if ref:
+            out["changed_since"] = {"ref": ref, "reasons": reasons}
+        click.echo(json.dumps(out, indent=2))
+    elif fmt == "html" or fmt.endswith(".html"):
+        from depmesh.impact_html import render
+
+        path = Path(fmt) if fmt.endswith(".html") else Path(f"impact-{'+'.join(n.replace('/', '_') for n in report.changed)[:120]}.html")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(mesh, report), encoding="utf-8")
+        click.echo(f"wrote {path} (open it in a browser)")
+    elif fmt == "table":
+        if reasons:
+            click.echo("changed since " + ref + ":\n" + "\n".join(f"  {n}: {'; '.join(r)}" for n, r in reasons.items()) + "\n")
+        click.echo(_impact_table(report))
+    else:
+        raise click.BadParameter(f"{fmt!r}: use table, json, html or a path ending in .html", param_hint="--format")
+
+
 @main.group()
 def contracts() -> None:
     """Data contracts: compare versions, find breaking changes."""

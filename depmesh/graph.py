@@ -111,3 +111,40 @@ def longest_chain(inputs: Inputs) -> int:
     for name in topological_order(inputs):
         length[name] = 1 + max((length[p] for p in inputs[name] if p in length), default=0)
     return max(length.values(), default=0)
+
+
+def paths(inputs: Inputs, source: str, target: str, limit: int = 100) -> list[list[str]]:
+    """Up to ``limit`` simple paths from ``source`` down to ``target``, shortest
+    first (an explicit stack, no recursion). A mesh with many diamonds has
+    exponentially many paths; callers say when the limit cut them."""
+    children = children_of(inputs)
+    can_reach = set(upstream(inputs, target)) | {target}
+    if source not in can_reach:
+        return []
+    found: list[list[str]] = []
+    stack: list[tuple[str, list[str]]] = [(source, [source])]
+    while stack and len(found) < limit:
+        node, path = stack.pop()
+        if node == target:
+            found.append(path)
+            continue
+        for child in reversed(children.get(node, ())):
+            if child in can_reach and child not in path:
+                stack.append((child, path + [child]))
+    return sorted(found, key=lambda p: (len(p), p))
+
+
+def reach_bitsets(inputs: Inputs) -> tuple[list[str], dict[str, int]]:
+    """For every node at once, the set of nodes downstream of it, as Python
+    int bitsets over the returned order: one pass in reverse topological order,
+    so all-nodes impact figures cost O(edges) big-int ORs, not a BFS per node."""
+    order = topological_order(inputs)
+    index = {name: i for i, name in enumerate(order)}
+    children = children_of(inputs)
+    reach: dict[str, int] = {}
+    for name in reversed(order):
+        bits = 0
+        for child in children.get(name, ()):
+            bits |= (1 << index[child]) | reach[child]
+        reach[name] = bits
+    return order, reach

@@ -15,7 +15,7 @@ from depmesh.catalog import KIND_GROUPS
 def test_asset_graph_edges_are_exactly_the_catalog_inputs(demo_mesh):
     asset_graph = build_definitions(demo_mesh).resolve_asset_graph()
     keys = {"/".join(k.path) for k in asset_graph.get_all_asset_keys()}
-    assert keys == set(demo_mesh.names)
+    assert keys == set(demo_mesh.names) | {"reports/impact"}  # the catalog, plus the mesh's impact report
     for node in demo_mesh.nodes:
         parents = {"/".join(k.path) for k in asset_graph.get(AssetKey(node.key_path)).parent_keys}
         assert parents == set(node.inputs), node.name
@@ -23,9 +23,15 @@ def test_asset_graph_edges_are_exactly_the_catalog_inputs(demo_mesh):
 
 def test_assets_carry_group_owner_tags_code_version_and_schema(demo_mesh):
     defs = build_definitions(demo_mesh)
+    from depmesh.impact import impact
+
     for node in demo_mesh.nodes:
         spec = defs.resolve_assets_def(AssetKey(node.key_path)).specs_by_key[AssetKey(node.key_path)]
         assert spec.group_name == KIND_GROUPS[node.kind]
+        reach = impact(demo_mesh, node.name)
+        assert spec.metadata["depmesh/downstream"] == len(reach.downstream)
+        assert spec.metadata["depmesh/consumers"].value == reach.consumers
+        assert spec.metadata["depmesh/blast_radius"] == reach.blast_radius
         assert spec.owners == [node.owner]
         assert spec.tags["depmesh/kind"] == node.kind
         assert spec.code_version and len(spec.code_version) == 12

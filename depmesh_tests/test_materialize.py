@@ -42,7 +42,9 @@ def test_whole_mesh_materializes_on_sqlite(sqlite_run, demo_mesh):
     assert result.success
     assert "Sqlite" in type(instance.run_storage).__name__
     built = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
-    assert built == set(demo_mesh.names)
+    assert built == set(demo_mesh.names) | {"reports/impact"}
+    report = MeshStore(sqlite_run[2]).load(["reports", "impact"])
+    assert report.set_index("node").loc["models/dep_delay", "downstream"] == 6
 
 
 def test_model_metadata_records_how_it_was_made(sqlite_run, demo_mesh):

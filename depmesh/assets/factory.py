@@ -227,8 +227,9 @@ def freshness_policy(node: NodeSpec) -> FreshnessPolicy | None:
     return FreshnessPolicy.time_window(fail_window=2 * age, warn_window=age)
 
 
-def build_asset(node: NodeSpec) -> AssetsDefinition:
-    """One node -> one Dagster asset, with its contract checks."""
+def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None) -> AssetsDefinition:
+    """One node -> one Dagster asset, with its contract checks. ``impact_row``
+    (from depmesh.impact.impact_table) puts the node's reach in its metadata."""
     builder = resolve_entrypoint(node.entrypoint)
     key = asset_key(node.name)
     specs = check_specs(node, key)
@@ -242,6 +243,12 @@ def build_asset(node: NodeSpec) -> AssetsDefinition:
         metadata["dagster/column_schema"] = schema
     if node.contract is not None:
         metadata["depmesh/contract_version"] = node.contract.version
+    if impact_row is not None:
+        metadata["depmesh/downstream"] = impact_row["downstream"]
+        metadata["depmesh/models_downstream"] = impact_row["models_downstream"]
+        metadata["depmesh/consumers"] = MetadataValue.json(impact_row["consumer_names"])
+        metadata["depmesh/blast_radius"] = impact_row["blast_radius"]
+        metadata["depmesh/blast_radius_share"] = impact_row["blast_radius_share"]
     tags = {**node.tags, "depmesh/kind": node.kind, "depmesh/criticality": node.criticality}
 
     @asset(
@@ -287,7 +294,10 @@ def build_asset(node: NodeSpec) -> AssetsDefinition:
 
 
 def build_assets(mesh: MeshSpec) -> list[AssetsDefinition]:
-    return [build_asset(node) for node in mesh.nodes]
+    from depmesh.impact import impact_table
+
+    rows = {row["node"]: row for row in impact_table(mesh)}
+    return [build_asset(node, rows[node.name]) for node in mesh.nodes]
 
 
 __all__ = ["MeshRuntime", "NodeContext", "asset_key", "build_asset", "build_assets", "canonical_json"]

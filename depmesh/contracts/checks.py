@@ -20,45 +20,24 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 
 from depmesh.catalog import NodeSpec
-from depmesh.contracts.compile import compile_contract, profile
+from depmesh.contracts.compile import (
+    CONTRACT,
+    INPUT_CONTRACT,
+    SCHEMA_CHANGE,
+    WARNINGS,
+    compile_contract,
+    node_checks,
+    profile,
+)
 from depmesh.contracts.validate import ContractReport, Outcome, validate
 
-CONTRACT = "contract"
-WARNINGS = "contract_warnings"
-SCHEMA_CHANGE = "schema_change"
-INPUT_CONTRACT = "input_contract"
 PROFILE_KEY = "depmesh/profile"
 SCHEMA_KEY = "depmesh/schema"
 
 
-def severities(node: NodeSpec) -> set[str]:
-    if node.contract is None:
-        return set()
-    compiled = compile_contract(node.contract, reference={}, now=None)
-    found = {r.severity for r in compiled.rules} | {s.severity for s in compiled.schema}
-    found |= {d.severity for d in node.contract.distribution}
-    if node.contract.freshness is not None and node.contract.freshness.column:
-        found.add(node.contract.freshness.severity)
-    return found
-
-
 def check_specs(node: NodeSpec, key: AssetKey) -> list[AssetCheckSpec]:
-    specs: list[AssetCheckSpec] = []
-    version = node.contract.version if node.contract else None
-    found = severities(node)
-    if "ERROR" in found:
-        specs.append(AssetCheckSpec(CONTRACT, asset=key, blocking=True,
-                                    description=f"Data contract v{version}: every ERROR expectation (blocking)."))
-    if "WARN" in found:
-        specs.append(AssetCheckSpec(WARNINGS, asset=key, blocking=False,
-                                    description=f"Data contract v{version}: WARN expectations (reported, not blocking)."))
-    if node.kind != "model":
-        specs.append(AssetCheckSpec(SCHEMA_CHANGE, asset=key, blocking=False,
-                                    description="Columns added, removed or retyped since the last materialization."))
-    if node.edges:
-        specs.append(AssetCheckSpec(INPUT_CONTRACT, asset=key, blocking=True,
-                                    description="What this node needs from its inputs: columns, model latency budgets."))
-    return specs
+    return [AssetCheckSpec(name, asset=key, blocking=blocking, description=description)
+            for name, blocking, description in node_checks(node)]
 
 
 def _failure_table(outcomes: list[Outcome]) -> str:

@@ -13,7 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from depmesh.catalog import DTYPES, ContractSpec
+from depmesh.catalog import DTYPES, ContractSpec, NodeSpec
+
+CONTRACT = "contract"
+WARNINGS = "contract_warnings"
+SCHEMA_CHANGE = "schema_change"
+INPUT_CONTRACT = "input_contract"
 
 
 @dataclass(frozen=True)
@@ -161,3 +166,32 @@ def _bound(value: Any, default: Any) -> Any:
 
 def dtype_matches(declared: str, actual: str) -> bool:
     return actual in DTYPES.get(declared, ())
+
+
+def severities(contract: ContractSpec | None) -> set[str]:
+    """The severities a contract's rules use (distribution bounds included,
+    though they apply only once a reference exists)."""
+    if contract is None:
+        return set()
+    compiled = compile_contract(contract, reference={}, now=None)
+    found = {r.severity for r in compiled.rules} | {s.severity for s in compiled.schema}
+    found |= {d.severity for d in contract.distribution}
+    if contract.freshness is not None and contract.freshness.column:
+        found.add(contract.freshness.severity)
+    return found
+
+
+def node_checks(node: NodeSpec) -> list[tuple[str, bool, str]]:
+    """The asset checks a node gets: (name, blocking, description)."""
+    out: list[tuple[str, bool, str]] = []
+    version = node.contract.version if node.contract else None
+    found = severities(node.contract)
+    if "ERROR" in found:
+        out.append((CONTRACT, True, f"Data contract v{version}: every ERROR expectation (blocking)."))
+    if "WARN" in found:
+        out.append((WARNINGS, False, f"Data contract v{version}: WARN expectations (reported, not blocking)."))
+    if node.kind != "model":
+        out.append((SCHEMA_CHANGE, False, "Columns added, removed or retyped since the last materialization."))
+    if node.edges:
+        out.append((INPUT_CONTRACT, True, "What this node needs from its inputs: columns, model latency budgets."))
+    return out
