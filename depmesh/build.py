@@ -23,9 +23,11 @@ MESH_JOB = "mesh_job"
 
 
 def build_definitions(
-    mesh: MeshSpec, *, runtime: MeshRuntime | None = None, io_manager: MeshIOManager | None = None
+    mesh: MeshSpec, *, runtime: MeshRuntime | None = None, io_manager: MeshIOManager | None = None,
+    builders: dict | None = None,
 ) -> Definitions:
-    assets = [*build_assets(mesh), build_impact_report(mesh)]
+    """``builders`` (node -> callable) replaces catalog builders; failure simulation uses it."""
+    assets = [*build_assets(mesh, builders), build_impact_report(mesh)]
     mesh_job = define_asset_job(
         MESH_JOB,
         selection=AssetSelection.all(),

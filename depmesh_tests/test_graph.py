@@ -75,3 +75,41 @@ def test_graph_functions_match_an_independent_traversal(seed):
             assert min(d for d in parents if d is not None) == depth - 1
         up = graph.upstream(mesh, start)
         assert all(start in graph.downstream(mesh, u) for u in up)
+
+
+def all_paths_brute_force(inputs, source, target):
+    """Independent check: extend every partial path by every child, breadth first."""
+    children = {n: [c for c, ins in inputs.items() if n in ins] for n in inputs}
+    done, frontier = [], [[source]]
+    while frontier:
+        grown = []
+        for path in frontier:
+            if path[-1] == target:
+                done.append(path)
+                continue
+            grown.extend(path + [c] for c in children[path[-1]])
+        frontier = grown
+    return sorted(done, key=lambda p: (len(p), p))
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_paths_and_reach_bitsets_match_brute_force(seed):
+    mesh = random_mesh(60, seed)
+    order, reach = graph.reach_bitsets(mesh)
+    index = {n: i for i, n in enumerate(order)}
+    for start in sorted(mesh):
+        expected = reachable_by_closure(mesh, start)
+        assert {n for n in mesh if reach[start] >> index[n] & 1} == expected
+        for target in sorted(expected)[:3]:
+            assert graph.paths(mesh, start, target, limit=10_000) == all_paths_brute_force(mesh, start, target)
+
+
+def test_paths_respect_the_limit():
+    # a ladder of diamonds: 2^10 paths from top to bottom
+    inputs = {"n0": []}
+    for i in range(10):
+        inputs[f"a{i}"] = [f"n{i}"]
+        inputs[f"b{i}"] = [f"n{i}"]
+        inputs[f"n{i + 1}"] = [f"a{i}", f"b{i}"]
+    assert len(graph.paths(inputs, "n0", "n10", limit=10_000)) == 1024
+    assert len(graph.paths(inputs, "n0", "n10", limit=50)) == 50

@@ -227,10 +227,11 @@ def freshness_policy(node: NodeSpec) -> FreshnessPolicy | None:
     return FreshnessPolicy.time_window(fail_window=2 * age, warn_window=age)
 
 
-def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None) -> AssetsDefinition:
+def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builder: Any = None) -> AssetsDefinition:
     """One node -> one Dagster asset, with its contract checks. ``impact_row``
-    (from depmesh.impact.impact_table) puts the node's reach in its metadata."""
-    builder = resolve_entrypoint(node.entrypoint)
+    (from depmesh.impact.impact_table) puts the node's reach in its metadata;
+    ``builder`` replaces the catalog's compute or trainer (failure simulation)."""
+    builder = builder or resolve_entrypoint(node.entrypoint)
     key = asset_key(node.name)
     specs = check_specs(node, key)
     blocking = any(spec.blocking for spec in specs)
@@ -293,11 +294,12 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None) -> Ass
     return _node_asset
 
 
-def build_assets(mesh: MeshSpec) -> list[AssetsDefinition]:
+def build_assets(mesh: MeshSpec, builders: dict[str, Any] | None = None) -> list[AssetsDefinition]:
     from depmesh.impact import impact_table
 
     rows = {row["node"]: row for row in impact_table(mesh)}
-    return [build_asset(node, rows[node.name]) for node in mesh.nodes]
+    builders = builders or {}
+    return [build_asset(node, rows[node.name], builders.get(node.name)) for node in mesh.nodes]
 
 
 __all__ = ["MeshRuntime", "NodeContext", "asset_key", "build_asset", "build_assets", "canonical_json"]

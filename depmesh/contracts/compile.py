@@ -62,11 +62,15 @@ def share_column(column: str, value: Any) -> str:
 def profile(df: Any, contract: ContractSpec) -> dict[str, dict[str, Any]]:
     """The statistics a contract's distribution bounds compare against: what
     the reference materialization records, and what each new one is held to."""
+    from pandas.api.types import is_numeric_dtype
+
     out: dict[str, dict[str, Any]] = {}
     for d in contract.distribution:
         if d.column not in df.columns:
             continue
         col = df[d.column]
+        if d.stat in ("mean", "quantiles") and not is_numeric_dtype(col.dtype):
+            continue  # a retyped column has no numeric profile; its dtype rule reports it
         entry = out.setdefault(d.column, {})
         if d.stat == "mean":
             entry["mean"] = float(col.mean())

@@ -1,0 +1,302 @@
+"""Failure simulation: perturb a copy of a node's latest data (or slow one of
+its models), recompute what lies downstream in an ephemeral Dagster instance,
+and report where the perturbation was caught, what it changed, and where it
+stopped. Production storage and the production instance are only read.
+
+Injection specs:
+
+    NODE:COLUMN:shift=X      add X to a numeric column (distribution drift)
+    NODE:COLUMN:scale=X      multiply a numeric column by X
+    NODE:COLUMN:nulls=R      set a share R of the column's values to null
+    NODE:COLUMN:drop         drop the column
+    NODE:COLUMN:rename=NEW   rename the column
+    NODE:COLUMN:dtype=T      change the column's dtype (string, float64, int64, ...)
+    MODEL:latency=300ms      add this much time to every prediction of a model
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from depmesh import graph
+from depmesh.catalog import MeshSpec
+
+TABLE_KINDS = {"shift", "scale", "nulls", "drop", "rename", "dtype"}
+DTYPE_NAMES = {"string": "str", "str": "str", "float64": "float64", "float32": "float32", "int64": "int64",
+               "category": "category", "object": "object"}
+
+
+class InjectionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Injection:
+    spec: str
+    node: str
+    kind: str
+    column: str | None = None
+    value: Any = None
+
+
+def parse_injection(spec: str, mesh: MeshSpec) -> Injection:
+    parts = spec.split(":")
+    node = parts[0]
+    if node not in mesh.names:
+        raise InjectionError(f"--inject {spec!r}: no node named {node!r} in {mesh.path.name}")
+    kind_node = mesh.node(node).kind
+    if len(parts) == 2 and parts[1].startswith("latency="):
+        if kind_node != "model":
+            raise InjectionError(f"--inject {spec!r}: latency applies to models, and {node} is a {kind_node}")
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s)", parts[1].split("=", 1)[1].strip())
+        if not match:
+            raise InjectionError(f"--inject {spec!r}: latency must look like 300ms or 1.5s")
+        seconds = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+        return Injection(spec, node, "latency", value=seconds)
+    if len(parts) != 3 or not parts[1]:
+        raise InjectionError(f"--inject {spec!r}: expected NODE:COLUMN:KIND[=VALUE] or MODEL:latency=300ms")
+    if kind_node == "model":
+        raise InjectionError(f"--inject {spec!r}: {node} is a model; models take only latency=...")
+    column, action = parts[1], parts[2]
+    kind, _, raw = action.partition("=")
+    if kind not in TABLE_KINDS:
+        raise InjectionError(f"--inject {spec!r}: unknown injection {kind!r} (known: {', '.join(sorted(TABLE_KINDS))}, latency)")
+    value: Any = None
+    if kind in ("shift", "scale", "nulls"):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InjectionError(f"--inject {spec!r}: {kind} needs a number, got {raw!r}") from None
+        if kind == "nulls" and not 0 <= value <= 1:
+            raise InjectionError(f"--inject {spec!r}: nulls takes a rate between 0 and 1")
+    elif kind == "rename":
+        if not raw:
+            raise InjectionError(f"--inject {spec!r}: rename needs the new name, rename=NEW")
+        value = raw
+    elif kind == "dtype":
+        if raw not in DTYPE_NAMES:
+            raise InjectionError(f"--inject {spec!r}: dtype must be one of {', '.join(DTYPE_NAMES)}")
+        value = DTYPE_NAMES[raw]
+    return Injection(spec, node, kind, column, value)
+
+
+def perturb(df: Any, injection: Injection, seed: int = 0) -> Any:
+    import numpy as np
+
+    col, kind = injection.column, injection.kind
+    if col not in df.columns:
+        raise InjectionError(f"--inject {injection.spec!r}: {injection.node} has no column {col!r} "
+                             f"(it has {', '.join(map(str, df.columns))})")
+    out = df.copy()
+    if kind in ("shift", "scale"):
+        if not np.issubdtype(out[col].dtype, np.number):
+            raise InjectionError(f"--inject {injection.spec!r}: {col} is {out[col].dtype}, not numeric")
+        out[col] = out[col].astype("float64") + injection.value if kind == "shift" else out[col] * injection.value
+    elif kind == "nulls":
+        mask = np.random.default_rng(seed).random(len(out)) < injection.value
+        out[col] = out[col].astype("float64") if np.issubdtype(out[col].dtype, np.integer) else out[col]
+        out.loc[mask, col] = None
+    elif kind == "drop":
+        out = out.drop(columns=[col])
+    elif kind == "rename":
+        out = out.rename(columns={col: injection.value})
+    elif kind == "dtype":
+        out[col] = out[col].astype(injection.value)
+    return out
+
+
+class DelayedEstimator:
+    """An estimator whose every predict call takes ``seconds`` longer."""
+
+    def __init__(self, estimator: Any, seconds: float):
+        self.estimator, self.seconds = estimator, seconds
+
+    def predict(self, X: Any) -> Any:
+        time.sleep(self.seconds)
+        return self.estimator.predict(X)
+
+    def predict_proba(self, X: Any) -> Any:
+        time.sleep(self.seconds)
+        return self.estimator.predict_proba(X)
+
+
+@dataclass
+class NodeOutcome:
+    node: str
+    kind: str
+    depth: int  # 0 for an injected node
+    reachable: bool
+    outcome: str  # built | blocked | error | not run
+    failed_checks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    shift: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class SimulationReport:
+    injections: list[str]
+    nodes: list[NodeOutcome]
+    caught_at: list[str]
+    stopped_at: list[str]
+    seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"injections": self.injections, "caught_at": self.caught_at, "stopped_at": self.stopped_at,
+                "seconds": round(self.seconds, 2), "nodes": [asdict(n) for n in self.nodes]}
+
+
+def _copy_asset(prod, sim, name: str) -> None:
+    """Copy one asset's stored files from the production store to the simulation's."""
+    import json
+
+    key_path = name.split("/")
+    pointer = prod.pointer_path(key_path)
+    if pointer.exists():
+        digest = json.loads(pointer.read_text())["artifact_hash"]
+        for src, dst in ((pointer, sim.pointer_path(key_path)),
+                         (prod.artifacts.path_for(digest), sim.artifacts.path_for(digest))):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        return
+    table = prod.table_path(key_path)
+    if not table.exists():
+        raise InjectionError(f"{name} has never been materialized in {prod.base}: run the mesh first (depmesh run)")
+    dst = sim.table_path(key_path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(table, dst)
+
+
+def _shift(prod_value: Any, sim_value: Any, unique_key: str | None) -> dict[str, float]:
+    """How much the predictions moved: for scores tables aligned on their key."""
+    import numpy as np
+
+    out: dict[str, float] = {}
+    for column in ("prediction", "probability"):
+        if column not in getattr(prod_value, "columns", []) or column not in getattr(sim_value, "columns", []):
+            continue
+        if unique_key and unique_key in prod_value and unique_key in sim_value:
+            joined = prod_value[[unique_key, column]].merge(sim_value[[unique_key, column]], on=unique_key,
+                                                            suffixes=("_prod", "_sim"))
+            delta = (joined[f"{column}_sim"] - joined[f"{column}_prod"]).abs()
+            out[f"{column}_mean_abs_shift"] = float(delta.mean()) if len(delta) else 0.0
+            out[f"{column}_changed_share"] = float((delta > 1e-9).mean()) if len(delta) else 0.0
+        out[f"{column}_mean_prod"] = float(np.mean(prod_value[column]))
+        out[f"{column}_mean_sim"] = float(np.mean(sim_value[column]))
+    return out
+
+
+def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_storage: Path) -> SimulationReport:
+    """Run the injections against a copy of production's latest data."""
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+
+    from depmesh.assets import MeshIOManager, MeshStore
+    from depmesh.build import build_definitions
+    from depmesh.contracts.checks import PROFILE_KEY, SCHEMA_KEY
+    from depmesh.models import TrainedModel
+
+    started = time.perf_counter()
+    injections = [parse_injection(s, mesh) for s in specs]
+    by_node: dict[str, list[Injection]] = {}
+    for inj in injections:
+        by_node.setdefault(inj.node, []).append(inj)
+    inputs = mesh.inputs_map()
+    injected = sorted(by_node)
+    depth = {**graph.downstream(inputs, injected), **{n: 0 for n in injected}}
+    selection = [n for n in graph.topological_order(inputs) if n in depth]
+    prod = MeshStore(production_storage)
+    for inj in injections:  # fail fast, before any work, on what can be known up front
+        path = prod.table_path(inj.node.split("/")) if inj.kind != "latency" else prod.pointer_path(inj.node.split("/"))
+        if not path.exists():
+            raise InjectionError(f"{inj.node} has never been materialized in {prod.base}: run the mesh first (depmesh run)")
+        if inj.kind != "latency":
+            import pyarrow.parquet as pq
+
+            columns = pq.read_schema(path).names
+            if inj.column not in columns:
+                raise InjectionError(f"--inject {inj.spec!r}: {inj.node} has no column {inj.column!r} "
+                                     f"(it has {', '.join(columns)})")
+
+    def replay(name: str, items: list[Injection]):
+        def build(_inputs: dict, ctx: Any) -> Any:
+            value = prod.load(name.split("/"))
+            for inj in items:
+                if inj.kind == "latency":
+                    value = replace(value, estimator=DelayedEstimator(value.estimator, inj.value))
+                else:
+                    value = perturb(value, inj)
+            return value
+        return build
+
+    with tempfile.TemporaryDirectory(prefix="depmesh-simulate-") as tmp:
+        sim_store = MeshStore(Path(tmp) / "depmesh")
+        needed = {i for n in selection for i in inputs[n] if i not in depth}
+        for name in sorted(needed):
+            _copy_asset(prod, sim_store, name)
+        instance = DagsterInstance.ephemeral(tempdir=tmp)
+        try:
+            # the simulation compares against production: seed each table's last schema and profile
+            for name in selection:
+                event = production_instance.get_latest_materialization_event(AssetKey(name.split("/")))
+                if event is None or event.asset_materialization is None:
+                    if name in by_node:
+                        raise InjectionError(f"{name} has never been materialized: run the mesh first (depmesh run)")
+                    continue
+                md = {k: v for k, v in event.asset_materialization.metadata.items() if k in (PROFILE_KEY, SCHEMA_KEY)}
+                if md:
+                    instance.report_runless_asset_event(AssetMaterialization(AssetKey(name.split("/")), metadata=md))
+            defs = build_definitions(mesh, io_manager=MeshIOManager(base_dir=str(sim_store.base)),
+                                     builders={n: replay(n, items) for n, items in by_node.items()})
+            job = defs.resolve_implicit_global_asset_job_def()
+            result = job.execute_in_process(
+                instance=instance, asset_selection=[AssetKey(n.split("/")) for n in selection],
+                raise_on_error=False, tags={"depmesh/simulation": ", ".join(specs)},
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            )
+            built = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
+            failed: dict[str, list[str]] = {}
+            warned: dict[str, list[str]] = {}
+            for ev in result.get_asset_check_evaluations():
+                if ev.passed:
+                    continue
+                name = "/".join(ev.asset_key.path)
+                rules = [f.get("id") for f in (ev.metadata.get("failures_json").value if ev.metadata.get("failures_json") else [])]
+                label = ev.check_name + (f" ({', '.join(rules)})" if rules else "")
+                (failed if ev.severity.value == "ERROR" else warned).setdefault(name, []).append(label)
+            errors = {}
+            for event in result.get_step_failure_events():
+                error = event.step_failure_data.error
+                cause = error.cause if error is not None and error.cause is not None else error
+                if error is not None and "DagsterAssetCheckFailedError" not in (error.cls_name or ""):
+                    errors[event.step_key.replace("__", "/")] = f"{cause.cls_name}: {cause.message.strip()}"[:300]
+            outcomes = []
+            for name in selection:
+                node = mesh.node(name)
+                outcome = ("built" if name in built else "blocked" if name in failed
+                           else "error" if name in errors else "not run")
+                shift: dict[str, float] = {}
+                if name in built and name not in by_node:
+                    prod_value = prod.load(name.split("/"))
+                    sim_value = sim_store.load(name.split("/"))
+                    if isinstance(sim_value, TrainedModel):
+                        shift = {f"{k}_prod": float(v) for k, v in prod_value.metrics.items() if k != "eval_rows"}
+                        shift.update({f"{k}_sim": float(v) for k, v in sim_value.metrics.items() if k != "eval_rows"})
+                    else:
+                        unique = next((c.name for c in (node.contract.columns if node.contract else ()) if c.unique), None)
+                        shift = _shift(prod_value, sim_value, unique)
+                outcomes.append(NodeOutcome(name, node.kind, depth[name], True, outcome,
+                                            failed.get(name, []), warned.get(name, []), shift, errors.get(name)))
+        finally:
+            instance.dispose()
+    outcomes.sort(key=lambda o: (o.depth, selection.index(o.node)))
+    caught = [o.node for o in outcomes if o.failed_checks or o.error]
+    stopped = [o.node for o in outcomes if o.outcome != "built"]
+    return SimulationReport([i.spec for i in injections], outcomes, caught, stopped, time.perf_counter() - started)

@@ -1,0 +1,120 @@
+"""Failure simulation on the demo mesh: each injection kind, the check that
+catches it, what it changed, and production left exactly as it was."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from dagster import instance_for_test
+
+from depmesh.simulate import InjectionError, parse_injection, simulate
+from depmesh_tests.conftest import materialize_mesh
+
+
+def digests(root: Path) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def production(demo_mesh, tmp_path_factory):
+    home = tmp_path_factory.mktemp("prod_home")
+    with instance_for_test(temp_dir=str(home)) as instance:
+        assert materialize_mesh(demo_mesh, instance).success
+        yield instance, Path(instance.storage_directory()) / "depmesh"
+
+
+def outcome(report, node):
+    return next(o for o in report.nodes if o.node == node)
+
+
+# (injection, node that catches it, the failing check and rule)
+CAUGHT = [
+    ("raw/weather:temp:nulls=0.3", "raw/weather", "contract (temp.null_fraction)"),
+    ("raw/weather:temp:shift=12", "raw/weather", "contract (temp.quantiles)"),
+    ("raw/flights:dep_delay:scale=4", "raw/flights", "dep_delay.mean"),
+    ("raw/weather:visib:drop", "raw/weather", "visib.dtype"),
+    ("raw/weather:visib:rename=visibility", "raw/weather", "visib.dtype"),
+    ("raw/weather:temp:dtype=string", "raw/weather", "temp.dtype"),
+    ("models/dep_delay:latency=400ms", "models/arr_delay", "input_contract"),
+]
+
+
+@pytest.mark.parametrize("spec,catcher,check", CAUGHT, ids=[c[0].split(":", 1)[1] for c in CAUGHT])
+def test_each_injection_is_caught_by_the_named_check(production, demo_mesh, spec, catcher, check):
+    instance, storage = production
+    before_files, before_runs = digests(storage), len(instance.get_runs())
+    report = simulate(demo_mesh, [spec], instance, storage)
+    assert report.caught_at[0] == catcher
+    assert any(check in failed for failed in outcome(report, catcher).failed_checks), outcome(report, catcher)
+    # everything the graph reaches is listed; what lies below the catch did not run
+    assert {o.node for o in report.nodes if o.depth > 0} == set(
+        __import__("depmesh.graph", fromlist=["x"]).downstream(demo_mesh.inputs_map(), spec.split(":")[0]))
+    for o in report.nodes:
+        if o.node != catcher and catcher in __import__("depmesh.graph", fromlist=["x"]).upstream(
+                demo_mesh.inputs_map(), o.node):
+            assert o.outcome == "not run", o
+    # production: same files, no new runs
+    assert digests(storage) == before_files
+    assert len(instance.get_runs()) == before_runs
+
+
+def test_latency_injection_still_lets_unbudgeted_consumers_through(production, demo_mesh):
+    instance, storage = production
+    report = simulate(demo_mesh, ["models/dep_delay:latency=400ms"], instance, storage)
+    assert outcome(report, "scores/dep_delay").outcome == "built"
+    assert outcome(report, "models/arr_delay").outcome == "blocked"
+    assert set(report.stopped_at) == {"models/arr_delay", "models/late_arrival", "scores/arr_delay",
+                                      "scores/late_arrival", "consumers/ops_report"}
+
+
+def test_uncaught_drift_reports_the_prediction_shift(production, demo_mesh):
+    instance, storage = production
+    report = simulate(demo_mesh, ["raw/weather:wind_gust:nulls=0.6"], instance, storage)
+    assert report.caught_at == [] and report.stopped_at == []
+    assert all(o.outcome == "built" for o in report.nodes)
+    shift = outcome(report, "scores/dep_delay").shift
+    assert shift["prediction_mean_abs_shift"] > 0 and shift["prediction_changed_share"] > 0.5
+    dep = outcome(report, "models/dep_delay").shift
+    assert {"mae_prod", "mae_sim"} <= set(dep)
+
+
+def test_two_injections_at_once(production, demo_mesh):
+    instance, storage = production
+    report = simulate(demo_mesh, ["raw/planes:year:shift=-3", "raw/weather:visib:drop"], instance, storage)
+    assert "raw/weather" in report.caught_at
+    assert outcome(report, "features/aircraft").outcome == "built"
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("raw/nope:x:drop", "no node named 'raw/nope'"),
+    ("raw/weather:temp:melt=3", "unknown injection 'melt'"),
+    ("raw/weather:temp:nulls=2", "nulls takes a rate between 0 and 1"),
+    ("raw/weather:latency=300ms", "latency applies to models, and raw/weather is a dataset"),
+    ("models/dep_delay:latency=fast", "latency must look like 300ms"),
+    ("raw/weather:temp:dtype=decimal", "dtype must be one of"),
+])
+def test_bad_injection_specs_are_named(demo_mesh, spec, message):
+    with pytest.raises(InjectionError, match=message):
+        parse_injection(spec, demo_mesh)
+
+
+def test_missing_column_and_unbuilt_production_are_clear(production, demo_mesh, tmp_path):
+    instance, storage = production
+    with pytest.raises(InjectionError, match="raw/weather has no column 'sunshine'"):
+        simulate(demo_mesh, ["raw/weather:sunshine:drop"], instance, storage)
+    with instance_for_test(temp_dir=str(tmp_path)) as empty:
+        with pytest.raises(InjectionError, match="never been materialized"):
+            simulate(demo_mesh, ["raw/weather:temp:drop"], empty, tmp_path / "nothing")
+
+
+def test_simulate_command_prints_where_it_was_caught(production, demo_mesh, monkeypatch):
+    instance, storage = production
+    from depmesh.cli import main
+
+    home = Path(instance.root_directory)
+    out = CliRunner().invoke(main, ["simulate", "--home", str(home), "--inject", "raw/weather:temp:nulls=0.3"])
+    assert out.exit_code == 0, out.output
+    assert "caught at:  raw/weather" in out.output and "BLOCKED" in out.output
