@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from dagster import (
     AssetSelection,
     Definitions,
@@ -11,6 +13,7 @@ from dagster import (
 )
 
 
+from depmesh import graph
 from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
 from depmesh.assets.factory import IO_MANAGER_KEY, RUNTIME_KEY
 from depmesh.assets.report import build_impact_report
@@ -22,11 +25,22 @@ from depmesh.progress import PROGRESS_LOGGER, progress_logger
 MESH_JOB = "mesh_job"
 
 
+def allow_depth(mesh: MeshSpec) -> None:
+    """Dagster resolves asset jobs recursively, about one Python frame per level
+    of the asset graph: raise the recursion limit to fit this mesh's longest
+    chain (Python 3.11 keeps these frames on the heap, not the C stack)."""
+    depth = graph.longest_chain(mesh.inputs_map())
+    needed = 4 * depth + 3000
+    if sys.getrecursionlimit() < needed:
+        sys.setrecursionlimit(needed)
+
+
 def build_definitions(
     mesh: MeshSpec, *, runtime: MeshRuntime | None = None, io_manager: MeshIOManager | None = None,
     builders: dict | None = None,
 ) -> Definitions:
     """``builders`` (node -> callable) replaces catalog builders; failure simulation uses it."""
+    allow_depth(mesh)
     assets = [*build_assets(mesh, builders), build_impact_report(mesh)]
     mesh_job = define_asset_job(
         MESH_JOB,

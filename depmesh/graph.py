@@ -90,11 +90,12 @@ def _bfs(adjacency: Mapping[str, Sequence[str]], starts: Iterable[str]) -> dict[
     return depth
 
 
-def downstream(inputs: Inputs, nodes: str | Iterable[str]) -> dict[str, int]:
+def downstream(inputs: Inputs, nodes: str | Iterable[str], children: Mapping[str, Sequence[str]] | None = None) -> dict[str, int]:
     """Every node reachable downstream of ``nodes`` -> its shortest depth
-    (1 = reads the node directly). The start nodes themselves are excluded."""
+    (1 = reads the node directly). The start nodes themselves are excluded.
+    Pass ``children`` (from children_of) when querying one mesh many times."""
     starts = [nodes] if isinstance(nodes, str) else list(nodes)
-    found = _bfs(children_of(inputs), starts)
+    found = _bfs(children if children is not None else children_of(inputs), starts)
     return {n: d for n, d in found.items() if n not in starts}
 
 
@@ -107,17 +108,34 @@ def upstream(inputs: Inputs, nodes: str | Iterable[str]) -> dict[str, int]:
 
 def longest_chain(inputs: Inputs) -> int:
     """The number of nodes on the longest dependency chain (1 for a lone node)."""
+    return len(longest_chain_path(inputs))
+
+
+def longest_chain_path(inputs: Inputs) -> list[str]:
+    """The nodes of one longest dependency chain, from its source down."""
     length: dict[str, int] = {}
+    best_parent: dict[str, str | None] = {}
     for name in topological_order(inputs):
-        length[name] = 1 + max((length[p] for p in inputs[name] if p in length), default=0)
-    return max(length.values(), default=0)
+        parents = [p for p in inputs[name] if p in length]
+        parent = max(parents, key=lambda p: (length[p], p), default=None)
+        best_parent[name] = parent
+        length[name] = 1 + (length[parent] if parent else 0)
+    if not length:
+        return []
+    node: str | None = max(length, key=lambda n: (length[n], n))
+    chain = []
+    while node is not None:
+        chain.append(node)
+        node = best_parent[node]
+    return chain[::-1]
 
 
-def paths(inputs: Inputs, source: str, target: str, limit: int = 100) -> list[list[str]]:
+def paths(inputs: Inputs, source: str, target: str, limit: int = 100,
+          children: Mapping[str, Sequence[str]] | None = None) -> list[list[str]]:
     """Up to ``limit`` simple paths from ``source`` down to ``target``, shortest
     first (an explicit stack, no recursion). A mesh with many diamonds has
     exponentially many paths; callers say when the limit cut them."""
-    children = children_of(inputs)
+    children = children if children is not None else children_of(inputs)
     can_reach = set(upstream(inputs, target)) | {target}
     if source not in can_reach:
         return []

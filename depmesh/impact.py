@@ -43,14 +43,31 @@ class ImpactReport:
         return out
 
 
-def rollback_set(mesh: MeshSpec, changed: list[str]) -> list[str]:
+@dataclass
+class MeshIndex:
+    """What every impact query on one mesh needs, computed once."""
+
+    inputs: dict[str, tuple[str, ...]]
+    children: dict[str, list[str]]
+    order: list[str]
+    position: dict[str, int]
+    nodes: dict[str, Any]
+
+    @classmethod
+    def of(cls, mesh: MeshSpec) -> MeshIndex:
+        inputs = mesh.inputs_map()
+        order = graph.topological_order(inputs)
+        return cls(inputs, graph.children_of(inputs), order, {n: i for i, n in enumerate(order)},
+                   {n.name: n for n in mesh.nodes})
+
+
+def rollback_set(mesh: MeshSpec, changed: list[str], index: MeshIndex | None = None) -> list[str]:
     """The models that would have to move together with a change to ``changed``:
     every model downstream of it (each was trained against what it produces),
     and the changed models themselves."""
-    inputs = mesh.inputs_map()
-    reach = set(graph.downstream(inputs, changed)) | set(changed)
-    order = graph.topological_order(inputs)
-    return [n for n in order if n in reach and mesh.node(n).kind == "model"]
+    index = index or MeshIndex.of(mesh)
+    reach = set(graph.downstream(index.inputs, changed, index.children)) | set(changed)
+    return sorted((n for n in reach if index.nodes[n].kind == "model"), key=index.position.__getitem__)
 
 
 def blast_radius(mesh: MeshSpec, reached: list[str]) -> tuple[float, float]:
@@ -62,24 +79,23 @@ def blast_radius(mesh: MeshSpec, reached: list[str]) -> tuple[float, float]:
     return score, round(score / total, 4)
 
 
-def impact(mesh: MeshSpec, changed: str | list[str]) -> ImpactReport:
+def impact(mesh: MeshSpec, changed: str | list[str], index: MeshIndex | None = None) -> ImpactReport:
+    """Everything a change to ``changed`` reaches. Pass ``index`` (MeshIndex.of(mesh))
+    when asking about many nodes of one mesh."""
     changed = [changed] if isinstance(changed, str) else sorted(set(changed))
     for name in changed:
         mesh.node(name)  # raises KeyError naming the catalog and node
-    inputs = mesh.inputs_map()
-    depths = graph.downstream(inputs, changed)
-    order = graph.topological_order(inputs)
-    reached = [n for n in order if n in depths]
-    downstream = [
-        Reached(n, mesh.node(n).kind, depths[n], mesh.node(n).owner, mesh.node(n).criticality) for n in reached
-    ]
-    downstream.sort(key=lambda r: (r.depth, order.index(r.node)))
-    children = graph.children_of(inputs)
+    index = index or MeshIndex.of(mesh)
+    inputs, children, nodes = index.inputs, index.children, index.nodes
+    depths = graph.downstream(inputs, changed, children)
+    reached = sorted(depths, key=index.position.__getitem__)
+    downstream = [Reached(n, nodes[n].kind, depths[n], nodes[n].owner, nodes[n].criticality) for n in reached]
+    downstream.sort(key=lambda r: (r.depth, index.position[r.node]))
     consumers = [n for n in reached if not children.get(n)]
-    owners = sorted({r.owner for r in downstream} | {mesh.node(n).owner for n in changed})
+    owners = sorted({r.owner for r in downstream} | {nodes[n].owner for n in changed})
     contracts = []
     for n in [*changed, *reached]:
-        node = mesh.node(n)
+        node = nodes[n]
         checks = [name for name, _, _ in node_checks(node)]
         if node.contract or node.edges:
             contracts.append({
@@ -91,7 +107,7 @@ def impact(mesh: MeshSpec, changed: str | list[str]) -> ImpactReport:
     truncated = False
     for target in consumers:
         for source in changed:
-            found = graph.paths(inputs, source, target, limit=PATH_LIMIT + 1)
+            found = graph.paths(inputs, source, target, limit=PATH_LIMIT + 1, children=children)
             truncated |= len(found) > PATH_LIMIT
             all_paths.extend(found[:PATH_LIMIT])
     all_paths.sort(key=lambda p: (len(p), p))
@@ -101,7 +117,7 @@ def impact(mesh: MeshSpec, changed: str | list[str]) -> ImpactReport:
         by_kind.setdefault(r.kind, []).append(r.node)
     return ImpactReport(
         node=", ".join(changed), changed=changed, downstream=downstream, consumers=consumers, owners=owners,
-        contracts=contracts, paths=all_paths, paths_truncated=truncated, rollback_set=rollback_set(mesh, changed),
+        contracts=contracts, paths=all_paths, paths_truncated=truncated, rollback_set=rollback_set(mesh, changed, index),
         blast_radius=score, blast_radius_share=share, by_kind=by_kind,
     )
 

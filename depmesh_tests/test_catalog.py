@@ -408,3 +408,29 @@ def test_show_lists_nodes_in_dependency_order(demo_mesh):
             assert position[parent] < position[node.name]
     arr = next(line for line in lines if line.startswith("models/arr_delay "))
     assert "delay-models" in arr and "models/dep_delay" in arr
+
+
+def chain_catalog(n: int) -> str:
+    lines = ["mesh: chain", "nodes:",
+             "  - {name: raw/n0, kind: dataset, owner: team:a, compute: depmesh.examples.synthetic:source}"]
+    lines += [f"  - {{name: features/n{i}, kind: features, owner: team:a, inputs: [{'raw' if i == 1 else 'features'}/n{i - 1}], "
+              "compute: depmesh.examples.synthetic:combine}" for i in range(1, n)]
+    return "\n".join(lines) + "\n"
+
+
+def test_too_deep_a_mesh_is_rejected_with_the_limit_named(write_catalog):
+    from depmesh.catalog.load import MAX_CHAIN_DEPTH
+
+    problems = problems_of(write_catalog, chain_catalog(MAX_CHAIN_DEPTH + 1))
+    assert len(problems) == 1
+    assert f"the longest dependency chain has {MAX_CHAIN_DEPTH + 1:,} nodes (raw/n0 -> ... -> features/n{MAX_CHAIN_DEPTH})" in problems[0]
+    assert "split the mesh" in problems[0]
+
+
+def test_a_mesh_deeper_than_dagster_loads_by_default_loads(write_catalog):
+    """A 2,500-level chain fails in plain Dagster 1.13 with RecursionError; depmesh loads it."""
+    from depmesh.build import MESH_JOB, build_definitions
+
+    mesh = load_catalog(write_catalog(chain_catalog(2500)))
+    defs = build_definitions(mesh)
+    assert len(defs.resolve_job_def(MESH_JOB).asset_layer.selected_asset_keys) == 2500 + 1  # + the impact report

@@ -41,6 +41,13 @@ ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 SEMVER_RE = re.compile(r"^\d+\.\d+\.\d+$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
+# Dagster 1.13 recurses about once per level when it resolves an asset job,
+# so with Python's default recursion limit a chain of ~1,000-2,500 assets fails
+# with RecursionError. depmesh.build raises the limit to fit the mesh; loading
+# time then grows about quadratically (2,500 levels: 15 s, 5,000: 75 s), so
+# deeper meshes are rejected here.
+MAX_CHAIN_DEPTH = 5000
+
 TOP_KEYS = {"mesh", "version", "description", "nodes"}
 NODE_KEYS = {
     "name", "kind", "owner", "description", "inputs", "tags", "criticality",
@@ -632,6 +639,13 @@ def parse_catalog(text: str, path: Path) -> MeshSpec:
     if cycle:
         c.add("dependency cycle (each feeds the next): " + " -> ".join(reversed(cycle)), node=cycle[0], field="inputs",
               at=next(n for n in nodes if n.name == cycle[0]))
+    if not cycle and not c.problems:
+        chain = graph.longest_chain_path({n.name: list(n.inputs) for n in nodes})
+        if len(chain) > MAX_CHAIN_DEPTH:
+            c.add(f"the longest dependency chain has {len(chain):,} nodes ({chain[0]} -> ... -> {chain[-1]}); "
+                  f"depmesh accepts at most {MAX_CHAIN_DEPTH:,} (Dagster 1.13 resolves asset graphs recursively and "
+                  f"loads a 5,000-level chain in about 75 s): split the mesh into several catalogs (code locations)",
+                  node=chain[-1], field="inputs", at=next(n for n in nodes if n.name == chain[-1]))
     if c.problems:
         raise CatalogError(c.problems)
     return MeshSpec(
