@@ -15,8 +15,10 @@ from dagster import (
 
 from depmesh import graph
 from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
-from depmesh.assets.factory import IO_MANAGER_KEY, RUNTIME_KEY
+from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
+from depmesh.assets.release import build_release_asset, promote_release_job
 from depmesh.assets.report import build_impact_report
+from depmesh.registry.resource import RegistryResource
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
 from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.catalog import MeshSpec
@@ -37,11 +39,13 @@ def allow_depth(mesh: MeshSpec) -> None:
 
 def build_definitions(
     mesh: MeshSpec, *, runtime: MeshRuntime | None = None, io_manager: MeshIOManager | None = None,
-    builders: dict | None = None,
+    builders: dict | None = None, registry: RegistryResource | None = None,
 ) -> Definitions:
     """``builders`` (node -> callable) replaces catalog builders; failure simulation uses it."""
     allow_depth(mesh)
     assets = [*build_assets(mesh, builders), build_impact_report(mesh)]
+    if any(n.kind == "model" for n in mesh.nodes):
+        assets.append(build_release_asset(mesh))
     mesh_job = define_asset_job(
         MESH_JOB,
         selection=AssetSelection.all(),
@@ -50,10 +54,11 @@ def build_definitions(
     )
     return Definitions(
         assets=assets,
-        jobs=[mesh_job, *domain_jobs(mesh)],
+        jobs=[mesh_job, *domain_jobs(mesh), promote_release_job],
         schedules=retrain_schedules(mesh),
         sensors=[build_retrain_sensor(mesh)],
-        resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime()},
+        resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime(),
+                   REGISTRY_KEY: registry or RegistryResource()},
         executor=in_process_executor,
         loggers={"console": colored_console_logger, PROGRESS_LOGGER: progress_logger},
     )

@@ -148,6 +148,13 @@ def run(catalog: str | None, sample: float, home: str | None) -> None:
     seconds = time.perf_counter() - started
     click.echo("")
     click.echo(_table(_summary_rows(result, mesh), ["node", "kind", "built", "version", "seconds"]))
+    releases = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["releases", "mesh"]]
+    if releases:
+        release_id = releases[0].materialization.metadata["release_id"].value
+        click.echo(f"\nrelease {release_id} recorded in the registry (Staging): every gate passed. Promote it with\n"
+                   f"  depmesh release promote {release_id} --actor NAME --reason TEXT")
+    elif any(mesh.node(n).kind == "model" for n in mesh.names):
+        click.echo("\nno release: a gate or check stopped the run (see the FAILED lines above, or the UI)")
     status = "succeeded" if result.success else "FAILED"
     click.echo(f"\nrun {result.run_id} {status} in {seconds:.1f}s")
     click.echo(f"open the UI on this instance:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev"
@@ -281,6 +288,133 @@ def simulate(injections: tuple[str, ...], catalog: str | None, home: str | None,
                              "warnings", "what changed"]))
     click.echo("\ncaught at:  " + (", ".join(report.caught_at) or "nowhere: every contract passed"))
     click.echo("stopped at: " + (", ".join(report.stopped_at) or "nowhere: it reached every consumer"))
+
+
+def _open_registry(home: str | None):
+    from depmesh.instance import prepare_home
+    from depmesh.registry.resource import open_registry
+    from depmesh.registry.store import default_url
+
+    return open_registry(default_url(prepare_home(Path(home) if home else None)))
+
+
+def _registry_call(fn):
+    """Run a registry operation; its refusals are errors the user can act on."""
+    from depmesh.registry import RegistryError
+
+    try:
+        return fn()
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+HOME_OPTION = click.option("--home", type=click.Path(file_okay=False),
+                           help="Dagster instance folder whose registry to use (default as `depmesh run`).")
+FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+
+
+@main.group()
+def release() -> None:
+    """Releases: the model versions that belong together; promote and roll back."""
+
+
+@release.command("list")
+@HOME_OPTION
+@FORMAT_OPTION
+def release_list(home: str | None, fmt: str) -> None:
+    """Every release with its status and members."""
+    import json
+
+    registry = _open_registry(home)
+    items = registry.releases()
+    if fmt == "json":
+        click.echo(json.dumps(items, indent=2, default=str))
+        return
+    rows = [[r["id"], r["status"], str(r["created_at"])[:19], str(r["promoted_at"] or "")[:19],
+             ", ".join(f"{n}@{v[:8]}" for n, v in r["members"].items())] for r in items]
+    click.echo(_table(rows, ["id", "status", "created", "promoted", "members"]) if rows else "no releases yet")
+
+
+@release.command("show")
+@click.argument("release_id", type=int)
+@HOME_OPTION
+@FORMAT_OPTION
+def release_show(release_id: int, home: str | None, fmt: str) -> None:
+    """One release: status, members and each member's stage and metrics."""
+    import json
+
+    registry = _open_registry(home)
+    item = _registry_call(lambda: registry.release(release_id))
+    members = []
+    for node, version in item["members"].items():
+        info = registry.version(node, version) or {}
+        members.append({"node": node, "version": version, "stage": info.get("stage"),
+                        "metrics": info.get("metrics", {}), "trained_against": info.get("upstream_models", {})})
+    if fmt == "json":
+        click.echo(json.dumps({**item, "members": members}, indent=2, default=str))
+        return
+    click.echo(f"release {item['id']}: {item['status']} (created {str(item['created_at'])[:19]}, run {item['run_id']})")
+    rows = [[m["node"], m["version"], m["stage"], ", ".join(f"{k}={v:.3g}" for k, v in list(m["metrics"].items())[:3]),
+             ", ".join(f"{k}@{v[:8]}" for k, v in m["trained_against"].items()) or "-"] for m in members]
+    click.echo(_table(rows, ["node", "version", "stage", "metrics", "trained against"]))
+
+
+@release.command("promote")
+@click.argument("release_id", type=int)
+@click.option("--actor", required=True, help="Who promotes (recorded in the audit trail).")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@HOME_OPTION
+def release_promote(release_id: int, actor: str, reason: str, home: str | None) -> None:
+    """Make every version of a release Production at once (atomic); archive what it replaces."""
+    registry = _open_registry(home)
+    item = _registry_call(lambda: registry.promote(release_id, actor=actor, reason=reason))
+    click.echo(f"release {release_id} is Production: " + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
+
+
+@release.command("rollback")
+@click.option("--node", help="Roll back this model alone (to its previous Production version).")
+@click.option("--with-dependents", is_flag=True, help="With --node: also roll back the models trained against it.")
+@click.option("--actor", required=True, help="Who rolls back (recorded in the audit trail).")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@HOME_OPTION
+def release_rollback(node: str | None, with_dependents: bool, actor: str, reason: str, home: str | None) -> None:
+    """Make the previous release Production again (atomic), or one model with --node."""
+    registry = _open_registry(home)
+    if node is None:
+        item = _registry_call(lambda: registry.rollback(actor=actor, reason=reason))
+        click.echo(f"release {item['id']} is Production again: "
+                   + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
+        return
+    moves = _registry_call(lambda: registry.rollback_model(node, actor=actor, reason=reason,
+                                                           with_dependents=with_dependents))
+    for name, (before, after) in moves.items():
+        click.echo(f"{name}: {before} -> {after}")
+
+
+@main.group()
+def registry() -> None:
+    """The model registry: versions, stages and their audit trail."""
+
+
+@registry.command("history")
+@click.argument("node")
+@HOME_OPTION
+@FORMAT_OPTION
+def registry_history(node: str, home: str | None, fmt: str) -> None:
+    """Every stage transition of a model's versions: from, to, actor, reason, time, run."""
+    import json
+
+    reg = _open_registry(home)
+    items = reg.history(node)
+    if fmt == "json":
+        click.echo(json.dumps({"node": node, "versions": reg.versions(node), "transitions": items}, indent=2, default=str))
+        return
+    if not items:
+        click.echo(f"no versions of {node} are registered")
+        return
+    rows = [[str(t["at"])[:19], t["version"], t["from_stage"] or "-", t["to_stage"], t["actor"], t["reason"][:60],
+             t["release_id"] or ""] for t in items]
+    click.echo(_table(rows, ["time", "version", "from", "to", "actor", "reason", "release"]))
 
 
 @main.group()

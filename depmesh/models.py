@@ -15,6 +15,17 @@ from typing import Any
 
 TASKS = ("regression", "classification", "clustering")
 
+# The metric each task is judged by, and whether higher is better.
+PRIMARY_METRIC = {"regression": ("mae", False), "classification": ("roc_auc", True), "clustering": ("silhouette", True)}
+
+
+class InvalidInput(ValueError):
+    """A structured refusal: the input frame cannot be scored, and why."""
+
+    def __init__(self, model: str, problems: list[str]):
+        self.model, self.problems = model, problems
+        super().__init__(f"model {model} cannot score this input: " + "; ".join(problems))
+
 
 @dataclass
 class TrainedModel:
@@ -30,6 +41,7 @@ class TrainedModel:
     split: Any = None  # the TimeSplit it was trained and evaluated on
     positive_above: float | None = None  # classification: the label is target > this
     sample_input: Any = None  # a few raw input rows, for latency measurements and gates
+    categorical: list[str] = field(default_factory=list)  # features read as categories (the rest are numbers)
     version: str = ""  # set by the factory once the inputs' versions are known
 
     def with_upstream_predictions(self, frame: Any) -> Any:
@@ -44,14 +56,62 @@ class TrainedModel:
     def predict_prepared(self, frame: Any) -> Any:
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
-            raise KeyError(f"model {self.node}: input frame lacks feature column(s) {missing}")
+            raise InvalidInput(self.node, [f"missing feature column(s) {', '.join(missing)}"])
         return self.estimator.predict(frame[self.features])
 
+    def required_columns(self) -> list[str]:
+        """The raw columns a frame must hold for this model and its upstream models."""
+        produced = {m.prediction_column for m in self.upstream.values()}
+        needed = [c for c in self.features if c not in produced]
+        for model in self.upstream.values():
+            needed += [c for c in model.required_columns() if c not in needed]
+        return needed
+
+    def validate_input(self, frame: Any) -> Any:
+        """The frame, cleaned for scoring (infinities read as missing, numbers
+        given as text parsed), or an InvalidInput naming every problem."""
+        import numpy as np
+        import pandas as pd
+
+        if not isinstance(frame, pd.DataFrame):
+            raise InvalidInput(self.node, [f"expected a pandas DataFrame, got {type(frame).__name__}"])
+        problems = []
+        missing = [c for c in self.required_columns() if c not in frame.columns]
+        if missing:
+            problems.append(f"missing column(s) {', '.join(missing)}")
+        categorical = set(self.categorical) | {c for m in self.upstream.values() for c in m.categorical}
+        cleaned = {}
+        for col in self.required_columns():
+            if col in missing or col in categorical:
+                continue
+            values = frame[col]
+            if not pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+                parsed = pd.to_numeric(values, errors="coerce")
+                bad = values[parsed.isna() & values.notna()]
+                if len(bad):
+                    problems.append(f"column {col} holds non-numbers, e.g. {bad.iloc[0]!r}")
+                    continue
+                values = parsed
+            cleaned[col] = values.astype("float64").replace([np.inf, -np.inf], np.nan)
+        if problems:
+            raise InvalidInput(self.node, problems)
+        return frame.assign(**cleaned) if cleaned else frame
+
     def predict(self, frame: Any) -> Any:
-        """Predictions for ``frame`` (which holds the raw feature columns)."""
+        """Predictions for ``frame`` (which holds the raw feature columns), or InvalidInput."""
+        import numpy as np
+
+        frame = self.validate_input(frame)
+        if len(frame) == 0:
+            return np.empty(0)
         return self.predict_prepared(self.with_upstream_predictions(frame))
 
     def predict_proba(self, frame: Any) -> Any:
+        import numpy as np
+
+        frame = self.validate_input(frame)
+        if len(frame) == 0:
+            return np.empty(0)
         prepared = self.with_upstream_predictions(frame)
         return self.estimator.predict_proba(prepared[self.features])[:, 1]
 

@@ -7,6 +7,7 @@ message when it is not set; with CI=true a missing server fails the run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from depmesh.catalog import MeshSpec, load_catalog
 from depmesh.examples import DEMO_CATALOG
 
 POSTGRES_VAR = "DEPMESH_TEST_POSTGRES_URL"
-SAMPLE = 0.05  # tests run the real mesh on every 20th flight (about 17k rows)
+SAMPLE = 0.2  # tests run the real mesh on every 5th flight (about 67k rows): enough for every model to pass its gates
 
 
 def in_ci() -> bool:
@@ -61,24 +62,31 @@ def postgres_server_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def postgres_url(postgres_server_url: str):
-    """A fresh, empty database on the server for this test session, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database(server_url: str):
+    """A new, empty database on the server; dropped afterwards."""
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
 
     name = f"depmesh_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
-        ), {"n": name})
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str):
+    """A fresh database for this test session's Dagster instance."""
+    with fresh_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ def depmesh(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
 
 def test_run_materializes_the_mesh_and_prints_a_summary(tmp_path, demo_mesh):
     home = tmp_path / "home"
-    out = depmesh("run", "--sample", "0.02", "--home", str(home))
+    out = depmesh("run", "--sample", "0.2", "--home", str(home))
     assert out.returncode == 0, out.stderr[-3000:]
     # progress on stderr, one line per built asset
     for node in demo_mesh.nodes:

@@ -42,7 +42,7 @@ def test_whole_mesh_materializes_on_sqlite(sqlite_run, demo_mesh):
     assert result.success
     assert "Sqlite" in type(instance.run_storage).__name__
     built = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
-    assert built == set(demo_mesh.names) | {"reports/impact"}
+    assert built == set(demo_mesh.names) | {"reports/impact", "releases/mesh"}
     report = MeshStore(sqlite_run[2]).load(["reports", "impact"])
     assert report.set_index("node").loc["models/dep_delay", "downstream"] == 6
 

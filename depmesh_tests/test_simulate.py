@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from dagster import instance_for_test
 
+from depmesh import graph
 from depmesh.simulate import InjectionError, parse_injection, simulate
 from depmesh_tests.conftest import materialize_mesh
 
@@ -38,7 +39,7 @@ CAUGHT = [
     ("raw/weather:visib:drop", "raw/weather", "visib.dtype"),
     ("raw/weather:visib:rename=visibility", "raw/weather", "visib.dtype"),
     ("raw/weather:temp:dtype=string", "raw/weather", "temp.dtype"),
-    ("models/dep_delay:latency=400ms", "models/arr_delay", "input_contract"),
+    ("models/dep_delay:latency=400ms", "models/dep_delay", "gate_latency"),
 ]
 
 
@@ -50,24 +51,22 @@ def test_each_injection_is_caught_by_the_named_check(production, demo_mesh, spec
     assert report.caught_at[0] == catcher
     assert any(check in failed for failed in outcome(report, catcher).failed_checks), outcome(report, catcher)
     # everything the graph reaches is listed; what lies below the catch did not run
-    assert {o.node for o in report.nodes if o.depth > 0} == set(
-        __import__("depmesh.graph", fromlist=["x"]).downstream(demo_mesh.inputs_map(), spec.split(":")[0]))
+    inputs = demo_mesh.inputs_map()
+    assert {o.node for o in report.nodes if o.depth > 0} == set(graph.downstream(inputs, spec.split(":")[0]))
     for o in report.nodes:
-        if o.node != catcher and catcher in __import__("depmesh.graph", fromlist=["x"]).upstream(
-                demo_mesh.inputs_map(), o.node):
+        if o.node != catcher and catcher in graph.upstream(inputs, o.node):
             assert o.outcome == "not run", o
     # production: same files, no new runs
     assert digests(storage) == before_files
     assert len(instance.get_runs()) == before_runs
 
 
-def test_latency_injection_still_lets_unbudgeted_consumers_through(production, demo_mesh):
+def test_latency_injection_is_caught_by_the_latency_gate(production, demo_mesh):
     instance, storage = production
     report = simulate(demo_mesh, ["models/dep_delay:latency=400ms"], instance, storage)
-    assert outcome(report, "scores/dep_delay").outcome == "built"
-    assert outcome(report, "models/arr_delay").outcome == "blocked"
-    assert set(report.stopped_at) == {"models/arr_delay", "models/late_arrival", "scores/arr_delay",
-                                      "scores/late_arrival", "consumers/ops_report"}
+    gate = outcome(report, "models/dep_delay")
+    assert gate.outcome == "blocked" and gate.failed_checks == ["gate_latency"]
+    assert set(report.stopped_at) == {o.node for o in report.nodes}  # nothing downstream ran
 
 
 def test_uncaught_drift_reports_the_prediction_shift(production, demo_mesh):

@@ -37,11 +37,13 @@ def graphql(port: int, query: str) -> dict:
 def dagster_dev(tmp_path):
     port = free_port()
     dagster = Path(sys.executable).parent / "dagster"
-    proc = subprocess.Popen(
-        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT,
-        env={**os.environ, "DAGSTER_HOME": str(tmp_path)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    log = tmp_path / "dagster_dev.log"
+    with log.open("wb") as sink:  # a file, not a pipe: a full pipe would stall dagster dev
+        proc = subprocess.Popen(
+            [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT,
+            env={**os.environ, "DAGSTER_HOME": str(tmp_path)}, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -52,7 +54,7 @@ def dagster_dev(tmp_path):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("dagster dev did not serve the mesh: " + proc.stderr.read().decode()[-3000:])
+                pytest.fail("dagster dev did not serve the mesh: " + log.read_text(errors="replace")[-3000:])
             time.sleep(1)
         yield port
     finally:
@@ -66,7 +68,9 @@ def dagster_dev(tmp_path):
 def test_dagster_dev_shows_every_node_with_its_lineage(dagster_dev, demo_mesh):
     nodes = graphql(dagster_dev, QUERY)["data"]["assetNodes"]
     served = {"/".join(n["assetKey"]["path"]): n for n in nodes}
-    assert set(served) == set(demo_mesh.names) | {"reports/impact"}
+    assert set(served) == set(demo_mesh.names) | {"reports/impact", "releases/mesh"}
+    release_deps = {"/".join(d["path"]) for d in served["releases/mesh"]["dependencyKeys"]}
+    assert release_deps == {n.name for n in demo_mesh.nodes if n.kind == "model"}
     for node in demo_mesh.nodes:
         deps = {"/".join(d["path"]) for d in served[node.name]["dependencyKeys"]}
         assert deps == set(node.inputs), node.name

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
@@ -43,6 +45,7 @@ from depmesh.contracts.checks import (
 from depmesh.versions import canonical_json, code_version, frame_version, model_version
 
 IO_MANAGER_KEY = "mesh_io"
+REGISTRY_KEY = "mesh_registry"
 RUNTIME_KEY = "mesh_runtime"
 KINDS_TAG = {"dataset": "pandas", "features": "pandas", "model": "scikitlearn", "scores": "pandas", "consumer": "pandas"}
 
@@ -70,6 +73,7 @@ class NodeContext:
     node: NodeSpec
     sample_fraction: float
     log: Any
+    evaluation: Any = None  # a trainer may leave (eval frame, labels) here for the deployment gates
 
     @property
     def params(self) -> dict[str, Any]:
@@ -156,11 +160,8 @@ def _table_output(df: Any, node: NodeSpec, seconds: float, extra: dict[str, Any]
     return versioned_output(df, version, metadata)
 
 
-def _model_output(model: Any, node: NodeSpec, inputs: dict[str, Any], code: str, seconds: float) -> Output:
-    from depmesh.models import TrainedModel
-
-    if not isinstance(model, TrainedModel):
-        raise TypeError(f"node {node.name}: trainer {node.model.trainer} returned {type(model).__name__}, expected a TrainedModel")
+def _model_metadata(model: Any, node: NodeSpec, inputs: dict[str, Any], code: str, seconds: float) -> dict[str, Any]:
+    """Sets the model's version (a hash of what made it) and returns its materialization metadata."""
     spec = node.model
     input_versions = {name: input_version(value) for name, value in sorted(inputs.items())}
     model.version = model_version(input_versions, code, spec.params, spec.seed)
@@ -180,7 +181,54 @@ def _model_output(model: Any, node: NodeSpec, inputs: dict[str, Any], code: str,
     }
     for metric, value in model.metrics.items():
         metadata[f"metric/{metric}"] = float(value)
-    return versioned_output(model, model.version, metadata)
+    return metadata
+
+
+def _gate_results(gates: list[Any]) -> list[AssetCheckResult]:
+    results = []
+    for gate in gates:
+        metadata: dict[str, Any] = {}
+        for key, value in gate.figures.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metadata[key] = float(value)
+            elif isinstance(value, str):
+                metadata[key] = value
+            else:
+                metadata[key] = MetadataValue.json(value)
+        results.append(AssetCheckResult(check_name=gate.name, passed=gate.passed, severity=AssetCheckSeverity.ERROR,
+                                        description=gate.summary, metadata=metadata))
+    return results
+
+
+def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: Any, inputs: dict[str, Any],
+                       code: str, seconds: float, ctx: "NodeContext"):
+    """Yield the gate results, then (only if every gate passed) the model's
+    output, then record the version in the registry with its model card."""
+    from depmesh.artifacts import serialize
+    from depmesh.gates.evaluate import evaluate_gates
+    from depmesh.registry.cards import render_card
+
+    metadata = _model_metadata(model, node, inputs, code, seconds)
+    registry = getattr(context.resources, REGISTRY_KEY).registry
+    gates = evaluate_gates(model, node.model.gates, ctx.evaluation, registry.production_metrics(node.name))
+    yield from _gate_results(gates)
+    failed = [g for g in gates if not g.passed]
+    if failed:
+        context.log.error(f"depmesh: {node.name}@{model.version} stopped at its gates, not stored: "
+                          + "; ".join(f"{g.name}: {g.summary}" for g in failed))
+        return
+    input_versions = metadata["input_data_versions"].value
+    card = render_card(node, model, gates, input_versions)
+    metadata["model_card"] = MetadataValue.md(card)
+    yield versioned_output(model, model.version, metadata)
+    _, digest = serialize(model)
+    registry.register(
+        node=node.name, version=model.version, artifact_hash=digest,
+        artifact_path=f"artifacts/{digest[:2]}/{digest}.pkl", metrics=model.metrics,
+        gates={g.name: {"passed": g.passed, "summary": g.summary} for g in gates}, run_id=context.run_id,
+        input_versions=input_versions, upstream_models=model.lineage(), code_version=code,
+        library_versions=library_versions(), card=card,
+    )
 
 
 def _previous_metadata(context: AssetExecutionContext, key: AssetKey) -> dict[str, Any] | None:
@@ -266,7 +314,7 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         code_version=code,
         metadata=metadata,
         io_manager_key=IO_MANAGER_KEY,
-        required_resource_keys={RUNTIME_KEY},
+        required_resource_keys={RUNTIME_KEY, REGISTRY_KEY} if node.kind == "model" else {RUNTIME_KEY},
     )
     def _node_asset(context: AssetExecutionContext, **kwargs: Any):
         inputs = {names[arg]: value for arg, value in kwargs.items()}
@@ -282,7 +330,12 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         result = builder(inputs, ctx)
         seconds = time.perf_counter() - started
         if node.kind == "model":
-            yield _model_output(result, node, inputs, code, seconds)
+            from depmesh.models import TrainedModel
+
+            if not isinstance(result, TrainedModel):
+                raise TypeError(f"node {node.name}: trainer {node.model.trainer} returned {type(result).__name__}, "
+                                "expected a TrainedModel")
+            yield from _gate_and_register(context, node, result, inputs, code, seconds, ctx)
         else:
             *check_results, extra = list(_check_table(context, node, result, runtime))
             yield from check_results

@@ -14,6 +14,7 @@ from depmesh.catalog.spec import (
     EdgeContract,
     ExpectationSpec,
     FreshnessSpec,
+    GateSpec,
     MeshSpec,
     ModelSpec,
     NodeSpec,
@@ -22,7 +23,7 @@ from depmesh.catalog.spec import (
 
 __all__ = [
     "CRITICALITY_WEIGHTS", "DTYPES", "EXTRA_EXPECTATIONS", "KIND_GROUPS", "KINDS", "SEVERITIES", "CatalogError",
-    "ColumnSpec", "ContractSpec", "DistributionSpec", "EdgeContract", "ExpectationSpec", "FreshnessSpec",
+    "ColumnSpec", "ContractSpec", "DistributionSpec", "EdgeContract", "ExpectationSpec", "FreshnessSpec", "GateSpec",
     "MeshSpec", "ModelSpec", "NodeSpec", "Problem", "TimeSplit", "load_catalog", "parse_catalog",
     "resolve_entrypoint",
 ]

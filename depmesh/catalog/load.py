@@ -30,6 +30,8 @@ from depmesh.catalog.spec import (
     EdgeContract,
     ExpectationSpec,
     FreshnessSpec,
+    GateSpec,
+    GATE_KEYS,
     MeshSpec,
     ModelSpec,
     NodeSpec,
@@ -53,7 +55,7 @@ NODE_KEYS = {
     "name", "kind", "owner", "description", "inputs", "tags", "criticality",
     "compute", "params", "contract", "model",
 }
-MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule"}
+MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule", "gates"}
 SPLIT_KEYS = {"time_column", "train_until", "evaluate_until"}
 CONTRACT_KEYS = {"version", "severity", "columns", "row_count", "keys", "freshness", "distribution", "expectations"}
 COLUMN_KEYS = {"dtype", "nullable", "max_null_fraction", "unique", "min", "max", "allowed", "description", "severity"}
@@ -456,9 +458,45 @@ def _parse_model(c: _Checker, raw: Any, node: str) -> ModelSpec | None:
         if not isinstance(schedule, str) or not is_valid_cron_string(schedule):
             c.add(f"{schedule!r} is not a cron schedule like '0 3 * * 1'", node=node, field="model.schedule", at=raw)
             ok = False
-    if not (ok and trainer and split):
+    gates = _parse_gates(c, raw.get("gates", {}), node)
+    if not (ok and trainer and split and gates):
         return None
-    return ModelSpec(trainer=trainer, target=target, split=split, seed=seed, params=dict(params), schedule=schedule)
+    return ModelSpec(trainer=trainer, target=target, split=split, seed=seed, params=dict(params), schedule=schedule,
+                     gates=gates)
+
+
+def _parse_gates(c: _Checker, raw: Any, node: str) -> GateSpec | None:
+    if not c.typed(raw, dict, "a mapping of gate thresholds", node=node, field="model.gates", at=raw):
+        return None
+    c.keys(raw, GATE_KEYS, node=node, prefix="model.gates.")
+    values: dict[str, Any] = {}
+    ok = True
+    for key, value in raw.items():
+        if key not in GATE_KEYS:
+            ok = False
+            continue
+        field = f"model.gates.{key}"
+        if key == "subgroups":
+            cols = _column_list(c, value, node=node, field=field, at=raw)
+            ok &= cols is not None
+            values[key] = cols or ()
+        elif key in ("batch_rows", "subgroup_min_rows"):
+            if c.typed(value, int, "a whole number", node=node, field=field, at=raw) and value > 0:
+                values[key] = value
+            else:
+                ok = False
+                if isinstance(value, int) and not isinstance(value, bool):
+                    c.add(f"must be positive, got {value}", node=node, field=field, at=raw)
+        else:
+            number = _number(c, value, node=node, field=field, at=raw)
+            if number is None:
+                ok = False
+            elif number < 0 and key != "subgroup_limit":
+                c.add(f"must not be negative, got {number}", node=node, field=field, at=raw)
+                ok = False
+            else:
+                values[key] = float(number)
+    return GateSpec(**values) if ok else None
 
 
 def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:

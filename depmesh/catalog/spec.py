@@ -148,6 +148,29 @@ class TimeSplit:
 
 
 @dataclass(frozen=True)
+class GateSpec:
+    """Deployment gate thresholds for one model (every model gets every gate;
+    the catalog's model.gates overrides these defaults)."""
+
+    max_regression: float = 0.05  # relative, against Production (or the naive baseline for a first version)
+    single_p95_ms: float = 50.0
+    batch_p95_ms: float = 2000.0
+    batch_rows: int = 1000
+    subgroups: tuple[str, ...] = ()  # columns whose groups are scored separately
+    subgroup_min_rows: int = 50
+    subgroup_limit: float | None = None  # floor (higher-is-better metric) or ceiling (lower-is-better)
+    subgroup_max_gap: float | None = None
+    malformed_timeout_s: float = 10.0
+    max_peak_mb: float = 512.0
+
+
+GATE_KEYS = {
+    "max_regression", "single_p95_ms", "batch_p95_ms", "batch_rows", "subgroups", "subgroup_min_rows",
+    "subgroup_limit", "subgroup_max_gap", "malformed_timeout_s", "max_peak_mb",
+}
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     trainer: str
     target: str | None
@@ -155,6 +178,7 @@ class ModelSpec:
     seed: int = 0
     params: Mapping[str, Any] = field(default_factory=dict)
     schedule: str | None = None  # cron: when to retrain
+    gates: GateSpec = field(default_factory=GateSpec)
 
 
 @dataclass(frozen=True)

@@ -198,4 +198,8 @@ def node_checks(node: NodeSpec) -> list[tuple[str, bool, str]]:
         out.append((SCHEMA_CHANGE, False, "Columns added, removed or retyped since the last materialization."))
     if node.edges:
         out.append((INPUT_CONTRACT, True, "What this node needs from its inputs: columns, model latency budgets."))
+    if node.kind == "model":
+        from depmesh.gates.evaluate import DESCRIPTIONS, GATES
+
+        out.extend((gate, True, DESCRIPTIONS[gate]) for gate in GATES)
     return out

@@ -80,6 +80,7 @@ def _train_supervised(
     categorical = [*CATEGORICAL, *extra_categorical]
     numeric = [*NUMERIC, *extra_numeric]
     model.features = categorical + numeric
+    model.categorical = categorical
     model.estimator = _gradient_boosting(task, categorical, numeric, dict(spec.params), spec.seed)
     train, evaluate = prepared[train_mask], prepared[eval_mask]
     y_train = train["_target"].to_numpy()
@@ -90,6 +91,8 @@ def _train_supervised(
     y_eval = evaluate["_target"].to_numpy()
     if positive_above is not None:
         y_eval = (y_eval > positive_above).astype("int64")
+    # the fixed evaluation window, raw columns and labels: what the deployment gates score
+    ctx.evaluation = (frame[eval_mask].drop(columns=["_target"]).reset_index(drop=True), y_eval)
     if task == "regression":
         model.metrics = _regression_metrics(y_eval, model.estimator.predict(evaluate[model.features]), float(np.median(y_train)))
     else:

@@ -1,0 +1,71 @@
+"""The release asset and the promotion job.
+
+``releases/mesh`` sits downstream of every model asset. Each model's gates
+are blocking checks in its own step, so when a run reaches the release every
+gate of every model it rebuilt has passed: it records the set of versions
+that were trained against each other as a release and moves them to Staging.
+A failed gate skips it, and the UI shows the red gate on the model.
+"""
+
+from dagster import AssetExecutionContext, AssetKey, Config, MetadataValue, OpExecutionContext, Output, asset, job, op
+
+from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, asset_key
+from depmesh.catalog import MeshSpec
+
+RELEASE_KEY = AssetKey(["releases", "mesh"])
+
+
+def build_release_asset(mesh: MeshSpec):
+    models = [n.name for n in mesh.nodes if n.kind == "model"]
+
+    @asset(
+        key=RELEASE_KEY,
+        deps=[asset_key(m) for m in models],
+        group_name="releases",
+        io_manager_key=IO_MANAGER_KEY,
+        required_resource_keys={REGISTRY_KEY},
+        kinds={"pandas"},
+        tags={"depmesh/kind": "release"},
+        description=f"A release of the {mesh.name} mesh: the model versions trained against each other, recorded "
+                    "in the registry and moved to Staging once every gate passed.",
+    )
+    def mesh_release(context: AssetExecutionContext) -> Output:
+        import pandas as pd
+
+        registry = getattr(context.resources, REGISTRY_KEY).registry
+        events = context.instance.get_latest_materialization_events([asset_key(m) for m in models])
+        members = {}
+        for name in models:
+            event = events.get(asset_key(name))
+            if event is None or event.asset_materialization is None:
+                raise RuntimeError(f"{name} has never passed its gates, so there is nothing to release")
+            members[name] = event.asset_materialization.metadata["model_version"].value
+        release_id = registry.create_release(members, run_id=context.run_id)
+        table = pd.DataFrame({"node": list(members), "version": list(members.values())})
+        table.insert(0, "release_id", release_id)
+        context.log.info(f"depmesh: release {release_id} recorded, {len(members)} versions moved to Staging")
+        return Output(table, metadata={
+            "release_id": release_id,
+            "members": MetadataValue.md(table.to_markdown(index=False)),
+            "promote with": f"depmesh release promote {release_id} --actor NAME --reason TEXT",
+        })
+
+    return mesh_release
+
+
+class PromoteConfig(Config):
+    release_id: int
+    actor: str
+    reason: str
+
+
+@op(required_resource_keys={REGISTRY_KEY}, description="Promote a release to Production (atomically).")
+def promote_release_op(context: OpExecutionContext, config: PromoteConfig) -> None:
+    registry = getattr(context.resources, REGISTRY_KEY).registry
+    release = registry.promote(config.release_id, actor=config.actor, reason=config.reason)
+    context.log.info(f"release {config.release_id} is Production: {release['members']}")
+
+
+@job(name="promote_release", description="Make every version of a release Production at once; archive what it replaces.")
+def promote_release_job() -> None:
+    promote_release_op()
