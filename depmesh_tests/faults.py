@@ -51,3 +51,58 @@ def aircraft_without_seats(inputs, ctx):
     from depmesh.examples.flights.transforms import aircraft
 
     return aircraft(inputs, ctx).drop(columns=["seats"])
+
+
+class SlowEstimator:
+    """Predicts correctly, slowly."""
+
+    def __init__(self, estimator, seconds: float):
+        self.estimator, self.seconds = estimator, seconds
+
+    def predict(self, X):
+        import time
+
+        time.sleep(self.seconds)
+        return self.estimator.predict(X)
+
+
+class CrashingEstimator:
+    """Crashes (not a structured refusal) on any missing value."""
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def predict(self, X):
+        if X.isna().any().any():
+            raise RuntimeError("segfault-like crash on a missing value")
+        return self.estimator.predict(X.fillna(0))
+
+
+class HangingEstimator:
+    """Never returns on extreme values."""
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def predict(self, X):
+        import time
+
+        if (X.select_dtypes("number").abs() > 1e11).any().any():
+            time.sleep(3600)
+        return self.estimator.predict(X)
+
+
+def slow_dep_delay(inputs, ctx):
+    from depmesh.examples.flights.trainers import train_dep_delay
+
+    model = train_dep_delay(inputs, ctx)
+    model.estimator = SlowEstimator(model.estimator, 0.25)
+    return model
+
+
+def crashing_dep_delay(inputs, ctx):
+    from depmesh.examples.flights.trainers import train_dep_delay
+
+    model = train_dep_delay(inputs, ctx)
+    model.estimator = CrashingEstimator(model.estimator)
+    return model

@@ -154,3 +154,13 @@ def test_whole_mesh_materializes_on_postgres(postgres_url, demo_mesh, tmp_path, 
         assert md["metric/roc_auc"] > 0.5 and len(md["artifact_hash"]) == 64
     finally:
         reader.dispose()
+    # the same one setting put the registry in PostgreSQL too, with the release the run recorded
+    from depmesh.registry import Registry
+
+    registry = Registry(postgres_url)
+    try:
+        [release] = registry.releases()
+        assert release["status"] == "Staging" and release["run_id"] == result.run_id
+        assert set(release["members"]) == {n.name for n in demo_mesh.nodes if n.kind == "model"}
+    finally:
+        registry.dispose()
