@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,41 @@ def in_ci() -> bool:
 @pytest.fixture(scope="session")
 def demo_mesh() -> MeshSpec:
     return load_catalog(DEMO_CATALOG)
+
+
+@dataclass(frozen=True)
+class Golden:
+    """One full materialization of the demo mesh, made once per test session."""
+
+    home: Path
+    run_id: str
+    built: frozenset[str]
+    release_id: int
+
+
+@pytest.fixture(scope="session")
+def golden(demo_mesh, tmp_path_factory) -> Golden:
+    from dagster import instance_for_test
+
+    home = tmp_path_factory.mktemp("golden_home")
+    with instance_for_test(temp_dir=str(home)) as instance:
+        result = materialize_mesh(demo_mesh, instance)
+        assert result.success
+        events = result.get_asset_materialization_events()
+        release = next(e for e in events if e.asset_key.path == ["releases", "mesh"])
+        return Golden(home, result.run_id, frozenset("/".join(e.asset_key.path) for e in events),
+                      release.materialization.metadata["release_id"].value)
+
+
+@contextlib.contextmanager
+def copy_of(golden: Golden, target: Path):
+    """A SQLite instance holding exactly the golden run's state (runs, events,
+    stored tables and models, registry), to change freely."""
+    from dagster import instance_for_test
+
+    shutil.copytree(golden.home, target)
+    with instance_for_test(temp_dir=str(target)) as instance:
+        yield instance
 
 
 def materialize_mesh(mesh: MeshSpec, instance, sample: float = SAMPLE, selection=None, tags=None):

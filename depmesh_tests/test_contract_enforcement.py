@@ -13,7 +13,7 @@ from dagster import AssetCheckKey, AssetKey, instance_for_test
 
 from depmesh import graph
 from depmesh.catalog import EdgeContract, MeshSpec, load_catalog
-from depmesh_tests.conftest import materialize_mesh
+from depmesh_tests.conftest import copy_of, materialize_mesh
 
 
 def key(name: str) -> AssetKey:
@@ -41,11 +41,9 @@ def file_digest(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def baseline(demo_mesh, tmp_path_factory):
-    with instance_for_test(temp_dir=str(tmp_path_factory.mktemp("contracts_home"))) as instance:
-        result = materialize_mesh(demo_mesh, instance)
-        assert result.success
-        yield instance, result.run_id, Path(instance.storage_directory()) / "depmesh"
+def baseline(golden, tmp_path_factory):
+    with copy_of(golden, tmp_path_factory.mktemp("contracts") / "home") as instance:
+        yield instance, golden.run_id, Path(instance.storage_directory()) / "depmesh"
 
 
 FAULTS = [
@@ -154,7 +152,7 @@ def test_input_contract_blocks_a_node_whose_input_lacks_a_column(write_catalog, 
         check = check_evaluations(result)[("features/airline_names", "input_contract")]
         assert check.passed is False
         assert "raw/airlines lacks column(s) alliance that features/airline_names reads" in check.description
-        assert materialized(result) == {"raw/airlines"}
+        assert materialized(result) == {"raw/airlines", "reports/impact"}
 
 
 def test_latency_budget_on_an_upstream_model_blocks_its_consumer(baseline, demo_mesh):

@@ -112,7 +112,7 @@ def test_materialization_freshness_is_a_dagster_freshness_policy(demo_mesh):
 def test_domain_jobs_schedules_and_the_sensor(demo_mesh):
     defs = build_definitions(demo_mesh)
     assert {j.name for j in defs.jobs} == {"mesh_job", "ingestion_job", "features_job", "training_job",
-                                           "scoring_job", "consumers_job"}
+                                           "scoring_job", "consumers_job", "promote_release"}
     training = defs.resolve_job_def("training_job")
     assert {"/".join(k.path) for k in training.asset_layer.selected_asset_keys} == {
         n.name for n in demo_mesh.nodes if n.kind == "model"}

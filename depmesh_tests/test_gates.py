@@ -20,7 +20,7 @@ from depmesh.gates import evaluate as gates
 from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
 from depmesh_tests import faults
-from depmesh_tests.conftest import materialize_mesh
+from depmesh_tests.conftest import copy_of, materialize_mesh
 
 
 class Log:
@@ -29,12 +29,9 @@ class Log:
 
 
 @pytest.fixture(scope="module")
-def baseline(demo_mesh, tmp_path_factory):
-    home = tmp_path_factory.mktemp("gates_home")
-    with instance_for_test(temp_dir=str(home)) as instance:
-        result = materialize_mesh(demo_mesh, instance)
-        assert result.success
-        yield instance, result, Path(instance.storage_directory()) / "depmesh"
+def baseline(golden, tmp_path_factory):
+    with copy_of(golden, tmp_path_factory.mktemp("gates") / "home") as instance:
+        yield instance, golden, Path(instance.storage_directory()) / "depmesh"
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +115,10 @@ def test_a_gate_that_raises_fails_instead_of_crashing_the_step(trained):
 
 
 def test_passing_run_records_a_release_in_staging_with_cards(baseline, demo_mesh):
-    instance, result, _ = baseline
-    release = next(e for e in result.get_asset_materialization_events() if e.asset_key.path == ["releases", "mesh"])
+    instance, golden, _ = baseline
+    result = golden
     registry = open_registry(default_url(Path(instance.root_directory)))
-    release_id = release.materialization.metadata["release_id"].value
+    release_id = golden.release_id
     item = registry.release(release_id)
     assert item["status"] == "Staging"
     for name in ("models/route_segment", "models/dep_delay", "models/arr_delay", "models/late_arrival"):

@@ -14,7 +14,7 @@ from depmesh.artifacts import ArtifactIntegrityError
 from depmesh.assets import MeshStore
 from depmesh.instance import TEAM_CONFIG
 from depmesh.models import TrainedModel
-from depmesh_tests.conftest import materialize_mesh
+from depmesh_tests.conftest import copy_of, materialize_mesh
 
 MODELS = ["models/route_segment", "models/dep_delay", "models/arr_delay", "models/late_arrival"]
 
@@ -30,19 +30,17 @@ def latest_metadata(instance: DagsterInstance, name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sqlite_run(demo_mesh, tmp_path_factory):
-    home = tmp_path_factory.mktemp("sqlite_home")
-    with instance_for_test(temp_dir=str(home)) as instance:
-        result = materialize_mesh(demo_mesh, instance)
-        yield instance, result, Path(instance.storage_directory()) / "depmesh"
+def sqlite_run(golden, tmp_path_factory):
+    """The session's golden run: the whole demo mesh materialized on SQLite."""
+    with copy_of(golden, tmp_path_factory.mktemp("sqlite") / "home") as instance:
+        yield instance, golden, Path(instance.storage_directory()) / "depmesh"
 
 
 def test_whole_mesh_materializes_on_sqlite(sqlite_run, demo_mesh):
-    instance, result, _ = sqlite_run
-    assert result.success
+    instance, golden, _ = sqlite_run
     assert "Sqlite" in type(instance.run_storage).__name__
-    built = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
-    assert built == set(demo_mesh.names) | {"reports/impact", "releases/mesh"}
+    assert instance.get_run_by_id(golden.run_id).is_success
+    assert golden.built == set(demo_mesh.names) | {"reports/impact", "releases/mesh"}
     report = MeshStore(sqlite_run[2]).load(["reports", "impact"])
     assert report.set_index("node").loc["models/dep_delay", "downstream"] == 6
 

@@ -14,7 +14,7 @@ from depmesh.automation.changes import coordinated_selection, pending_changes
 from depmesh.automation.sensors import COORDINATED_TAG, SENSOR_NAME, TRIGGER_TAG
 from depmesh.build import build_definitions
 from depmesh.catalog import MeshSpec
-from depmesh_tests.conftest import SAMPLE, materialize_mesh
+from depmesh_tests.conftest import SAMPLE, copy_of, materialize_mesh
 
 
 def key(name: str) -> AssetKey:
@@ -55,11 +55,9 @@ def latest_run(instance, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def mesh_instance(demo_mesh, tmp_path_factory):
-    with instance_for_test(temp_dir=str(tmp_path_factory.mktemp("retrain_home"))) as instance:
-        result = materialize_mesh(demo_mesh, instance)
-        assert result.success
-        yield instance, result.run_id
+def mesh_instance(golden, tmp_path_factory):
+    with copy_of(golden, tmp_path_factory.mktemp("retrain") / "home") as instance:
+        yield instance, golden.run_id
 
 
 def test_consistent_mesh_launches_nothing(mesh_instance, demo_mesh):

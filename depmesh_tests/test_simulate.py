@@ -12,7 +12,7 @@ from dagster import instance_for_test
 
 from depmesh import graph
 from depmesh.simulate import InjectionError, parse_injection, simulate
-from depmesh_tests.conftest import materialize_mesh
+from depmesh_tests.conftest import copy_of
 
 
 def digests(root: Path) -> dict[Path, str]:
@@ -20,10 +20,8 @@ def digests(root: Path) -> dict[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def production(demo_mesh, tmp_path_factory):
-    home = tmp_path_factory.mktemp("prod_home")
-    with instance_for_test(temp_dir=str(home)) as instance:
-        assert materialize_mesh(demo_mesh, instance).success
+def production(golden, tmp_path_factory):
+    with copy_of(golden, tmp_path_factory.mktemp("simulate") / "home") as instance:
         yield instance, Path(instance.storage_directory()) / "depmesh"
 
 

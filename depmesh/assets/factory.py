@@ -225,7 +225,7 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     registry.register(
         node=node.name, version=model.version, artifact_hash=digest,
         artifact_path=f"artifacts/{digest[:2]}/{digest}.pkl", metrics=model.metrics,
-        gates={g.name: {"passed": g.passed, "summary": g.summary} for g in gates}, run_id=context.run_id,
+        gates={g.name: {"passed": g.passed, "summary": g.summary} for g in gates}, run_id=context.run.run_id,
         input_versions=input_versions, upstream_models=model.lineage(), code_version=code,
         library_versions=library_versions(), card=card,
     )

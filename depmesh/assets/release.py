@@ -40,7 +40,7 @@ def build_release_asset(mesh: MeshSpec):
             if event is None or event.asset_materialization is None:
                 raise RuntimeError(f"{name} has never passed its gates, so there is nothing to release")
             members[name] = event.asset_materialization.metadata["model_version"].value
-        release_id = registry.create_release(members, run_id=context.run_id)
+        release_id = registry.create_release(members, run_id=context.run.run_id)
         table = pd.DataFrame({"node": list(members), "version": list(members.values())})
         table.insert(0, "release_id", release_id)
         context.log.info(f"depmesh: release {release_id} recorded, {len(members)} versions moved to Staging")
