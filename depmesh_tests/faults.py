@@ -96,7 +96,7 @@ def slow_dep_delay(inputs, ctx):
     from depmesh.examples.flights.trainers import train_dep_delay
 
     model = train_dep_delay(inputs, ctx)
-    model.estimator = SlowEstimator(model.estimator, 0.25)
+    model.estimator = SlowEstimator(model.estimator, 0.6)
     return model
 
 

@@ -63,7 +63,7 @@ def test_latency_gate(trained):
     fast = gates.latency(model, spec)
     assert fast.passed, fast.summary
     assert fast.figures["single_p50_ms"] <= fast.figures["single_p95_ms"] <= fast.figures["single_p99_ms"]
-    slow = replace(model, estimator=faults.SlowEstimator(model.estimator, 0.15))
+    slow = replace(model, estimator=faults.SlowEstimator(model.estimator, 0.4))
     result = gates.latency(slow, spec)
     assert not result.passed and result.figures["single_p95_ms"] > spec.single_p95_ms
 
