@@ -180,3 +180,21 @@ def test_release_cli_promote_show_history_and_rollback(baseline):
     single = runner.invoke(main, ["release", "rollback", "--node", "models/dep_delay", "--home", home,
                                   "--actor", "ana", "--reason", "x"])
     assert single.exit_code == 1 and "refused" in single.output and "models/arr_delay" in single.output
+
+
+def test_promote_release_job(golden, demo_mesh, tmp_path):
+    from depmesh.build import build_definitions
+
+    with copy_of(golden, tmp_path / "home") as instance:
+        job = build_definitions(demo_mesh).resolve_job_def("promote_release")
+        config = lambda reason: {"ops": {"promote_release_op": {"config": {  # noqa: E731
+            "release_id": golden.release_id, "actor": "release-bot", "reason": reason}}}}
+        refused = job.execute_in_process(instance=instance, run_config=config(" "), raise_on_error=False)
+        assert not refused.success
+        registry = open_registry(default_url(Path(instance.root_directory)))
+        assert registry.production() == {}
+        done = job.execute_in_process(instance=instance, run_config=config("weekly release"))
+        assert done.success
+        assert registry.release(golden.release_id)["status"] == "Production"
+        assert set(registry.production()) == {n.name for n in demo_mesh.nodes if n.kind == "model"}
+        assert registry.history("models/late_arrival")[-1]["actor"] == "release-bot"
