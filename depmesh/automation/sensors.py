@@ -97,10 +97,9 @@ def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult |
             )
     trigger = ", ".join(f"{m}@{v}" for m, v in sorted(new.items()))
     tags = {COORDINATED_TAG: "true", TRIGGER_TAG: trigger, **{change_tag(m): v for m, v in new.items()}}
-    context.log.info(f"requesting one run of {len(selection)} assets for {trigger}")
-    return SensorResult(run_requests=[
-        RunRequest(run_key=change_key(new), asset_selection=[asset_key(n) for n in selection] + release, tags=tags)
-    ])
+    assets = [asset_key(n) for n in selection] + release
+    context.log.info(f"requesting one run of {len(assets)} assets for {trigger}")
+    return SensorResult(run_requests=[RunRequest(run_key=change_key(new), asset_selection=assets, tags=tags)])
 
 
 def build_retrain_sensor(mesh: MeshSpec):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from depmesh.catalog import GateSpec
-from depmesh.models import PRIMARY_METRIC, InvalidInput, TrainedModel
+from depmesh.models import PRIMARY_METRIC, InvalidInput, TrainedModel, measure_latency
 
 QUALITY, LATENCY, SUBGROUPS, MALFORMED, MEMORY = (
     "gate_quality", "gate_latency", "gate_subgroups", "gate_malformed_input", "gate_memory")
@@ -87,22 +87,14 @@ def quality(model: TrainedModel, spec: GateSpec, production: dict[str, float] | 
 def latency(model: TrainedModel, spec: GateSpec, single_calls: int = 30, batch_calls: int = 5) -> GateResult:
     import numpy as np
 
-    sample = model.sample_input
-    single = []
-    for i in range(min(single_calls, len(sample))):
-        row = sample.iloc[[i]]
-        t = time.perf_counter()
-        model.predict(row)
-        single.append((time.perf_counter() - t) * 1000)
-        if len(single) >= 5 and min(single) > spec.single_p95_ms:  # p95 is over budget whatever follows
-            break
+    single = measure_latency(model, rows=single_calls, stop_above_ms=spec.single_p95_ms)
     batch_frame = batch_of(model, spec.batch_rows)
     batch = []
     for _ in range(batch_calls):
         t = time.perf_counter()
         model.predict(batch_frame)
         batch.append((time.perf_counter() - t) * 1000)
-    s50, s95, s99 = (float(v) for v in np.percentile(single, [50, 95, 99]))
+    s50, s95, s99 = single["p50_ms"], single["p95_ms"], single["p99_ms"]
     b50, b95, b99 = (float(v) for v in np.percentile(batch, [50, 95, 99]))
     figures = {"single_p50_ms": s50, "single_p95_ms": s95, "single_p99_ms": s99, "batch_rows": spec.batch_rows,
                "batch_p50_ms": b50, "batch_p95_ms": b95, "batch_p99_ms": b99,
