@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from dagster import AssetKey, instance_for_test
+from dagster import AssetKey
 
 from depmesh.assets import MeshStore
 from depmesh.assets.factory import NodeContext
-from depmesh.catalog import GateSpec
 from depmesh.cli import main
 from depmesh.examples.flights.trainers import train_dep_delay
 from depmesh.gates import evaluate as gates

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from dagster import AssetKey, DagsterRunStatus, build_sensor_context, instance_for_test
+from dagster import AssetKey, DagsterRunStatus, build_sensor_context
 
 from depmesh import graph
 from depmesh.assets import MeshRuntime
