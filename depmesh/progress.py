@@ -28,11 +28,12 @@ class _ProgressHandler(logging.Handler):
             if event.event_type_value == "STEP_FAILURE":
                 line = f"FAILED {step}: {message}"
             else:
-                data = event.event_specific_data
-                evaluation = getattr(data, "asset_check_evaluation", None) or data
-                passed = getattr(evaluation, "passed", None)
-                if passed is False:
-                    line = f"check failed {step}: {getattr(evaluation, 'check_name', '')}"
+                evaluation = event.event_specific_data  # an AssetCheckEvaluation
+                if getattr(evaluation, "passed", True) is False:
+                    asset = "/".join(evaluation.asset_key.path)
+                    severity = evaluation.severity.value if evaluation.severity is not None else "ERROR"
+                    line = (f"{'CHECK FAILED' if severity == 'ERROR' else 'warning'} {asset} "
+                            f"{evaluation.check_name}: {evaluation.description or ''}")[:300]
         elif event is not None and event.event_type_value == "STEP_SKIPPED":
             line = f"skipped {step}"
         elif isinstance(message, str) and message.startswith("depmesh: "):
