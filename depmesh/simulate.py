@@ -130,8 +130,7 @@ class DelayedEstimator:
 class NodeOutcome:
     node: str
     kind: str
-    depth: int  # 0 for an injected node
-    reachable: bool
+    depth: int  # 0 for an injected node; every listed node is reachable from an injection
     outcome: str  # built | blocked | error | not run
     failed_checks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -292,7 +291,7 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
                     else:
                         unique = next((c.name for c in (node.contract.columns if node.contract else ()) if c.unique), None)
                         shift = _shift(prod_value, sim_value, unique)
-                outcomes.append(NodeOutcome(name, node.kind, depth[name], True, outcome,
+                outcomes.append(NodeOutcome(name, node.kind, depth[name], outcome,
                                             failed.get(name, []), warned.get(name, []), shift, errors.get(name)))
         finally:
             instance.dispose()

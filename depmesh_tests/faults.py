@@ -53,19 +53,6 @@ def aircraft_without_seats(inputs, ctx):
     return aircraft(inputs, ctx).drop(columns=["seats"])
 
 
-class SlowEstimator:
-    """Predicts correctly, slowly."""
-
-    def __init__(self, estimator, seconds: float):
-        self.estimator, self.seconds = estimator, seconds
-
-    def predict(self, X):
-        import time
-
-        time.sleep(self.seconds)
-        return self.estimator.predict(X)
-
-
 class CrashingEstimator:
     """Crashes (not a structured refusal) on any missing value."""
 
@@ -96,7 +83,9 @@ def slow_dep_delay(inputs, ctx):
     from depmesh.examples.flights.trainers import train_dep_delay
 
     model = train_dep_delay(inputs, ctx)
-    model.estimator = SlowEstimator(model.estimator, 0.6)
+    from depmesh.simulate import DelayedEstimator
+
+    model.estimator = DelayedEstimator(model.estimator, 0.6)
     return model
 
 

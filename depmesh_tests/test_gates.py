@@ -18,6 +18,7 @@ from depmesh.examples.flights.trainers import train_dep_delay
 from depmesh.gates import evaluate as gates
 from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
+from depmesh.simulate import DelayedEstimator
 from depmesh_tests import faults
 from depmesh_tests.conftest import copy_of, materialize_mesh
 
@@ -62,7 +63,7 @@ def test_latency_gate(trained):
     fast = gates.latency(model, spec)
     assert fast.passed, fast.summary
     assert fast.figures["single_p50_ms"] <= fast.figures["single_p95_ms"] <= fast.figures["single_p99_ms"]
-    slow = replace(model, estimator=faults.SlowEstimator(model.estimator, 0.4))
+    slow = replace(model, estimator=DelayedEstimator(model.estimator, 0.4))
     result = gates.latency(slow, spec)
     assert not result.passed and result.figures["single_p95_ms"] > spec.single_p95_ms
 

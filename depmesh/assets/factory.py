@@ -42,7 +42,7 @@ from depmesh.contracts.checks import (
     schema_change_result,
     schema_of,
 )
-from depmesh.versions import canonical_json, code_version, frame_version, model_version
+from depmesh.versions import code_version, frame_version, model_version
 
 IO_MANAGER_KEY = "mesh_io"
 REGISTRY_KEY = "mesh_registry"
@@ -238,27 +238,29 @@ def _previous_metadata(context: AssetExecutionContext, key: AssetKey) -> dict[st
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def _check_table(context: AssetExecutionContext, node: NodeSpec, df: Any, runtime: "MeshRuntime"):
-    """Yield the table's check results; the last item yielded is True when the
-    output may be stored, False when a blocking contract failed."""
+def _check_table(context: AssetExecutionContext, node: NodeSpec, df: Any,
+                 runtime: "MeshRuntime") -> tuple[list[AssetCheckResult], dict[str, Any] | None]:
+    """The table's check results, and the extra metadata to store it with, or
+    None when a blocking contract failed and it must not be stored."""
     import pandas as pd
 
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"node {node.name}: {node.compute} returned {type(df).__name__}, expected a pandas DataFrame")
     previous = _previous_metadata(context, asset_key(node.name))
     extra: dict[str, Any] = {}
+    results: list[AssetCheckResult] = []
     passed = True
     if node.contract is not None:
         report, prof = run_contract(node, df, previous, runtime.now())
-        yield from contract_results(node, report)
+        results.extend(contract_results(node, report))
         extra[PROFILE_KEY] = MetadataValue.json(prof)
         if not report.passed("ERROR"):
             passed = False
             context.log.error(f"depmesh: {node.name} broke its contract, not stored: {report.describe_failures('ERROR')}")
         for outcome in report.failed("WARN"):
             context.log.warning(f"depmesh: {node.name} contract warning {outcome.id}: {outcome.description}")
-    yield schema_change_result(df, previous)
-    yield extra if passed else None
+    results.append(schema_change_result(df, previous))
+    return results, (extra if passed else None)
 
 
 def freshness_policy(node: NodeSpec) -> FreshnessPolicy | None:
@@ -337,7 +339,7 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
                                 "expected a TrainedModel")
             yield from _gate_and_register(context, node, result, inputs, code, seconds, ctx)
         else:
-            *check_results, extra = list(_check_table(context, node, result, runtime))
+            check_results, extra = _check_table(context, node, result, runtime)
             yield from check_results
             if extra is None:
                 return
@@ -355,4 +357,4 @@ def build_assets(mesh: MeshSpec, builders: dict[str, Any] | None = None) -> list
     return [build_asset(node, rows[node.name], builders.get(node.name)) for node in mesh.nodes]
 
 
-__all__ = ["MeshRuntime", "NodeContext", "asset_key", "build_asset", "build_assets", "canonical_json"]
+__all__ = ["MeshRuntime", "NodeContext", "asset_key", "build_asset", "build_assets"]
