@@ -124,6 +124,36 @@ def test_single_model_rollback_is_refused_while_dependents_use_it(registry):
     assert registry.production() == {"models/dep": "v1", "models/arr": "w1"}
 
 
+def _migrate_after_barrier(url: str, barrier, results) -> None:
+    reg = Registry(url)
+    barrier.wait(timeout=60)
+    try:
+        results.put(reg.migrate())
+    except Exception as exc:  # noqa: BLE001 - the test reports what the process saw
+        results.put(f"{type(exc).__name__}: {exc}")
+    finally:
+        reg.dispose()
+
+
+def test_processes_migrating_a_new_database_at_once_all_succeed(registry_url):
+    """Celery workers and step processes open a new registry at the same moment;
+    without a lock the second CREATE TABLE failed with a duplicate table."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_migrate_after_barrier, args=(registry_url, barrier, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    assert [results.get(timeout=5) for _ in procs] == ["0001"] * 3
+    reg = Registry(registry_url)
+    try:
+        assert reg.schema_revision() == Registry.head_revision() == "0001"
+    finally:
+        reg.dispose()
+
+
 def _promote_after_barrier(url: str, release_id: int, revision: int, barrier, results) -> None:
     reg = Registry(url)
     barrier.wait(timeout=60)

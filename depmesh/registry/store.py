@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from depmesh.registry.schema import STAGES, model_versions, registry_state, release_members, releases, stage_transitions
 
 SYSTEM_ACTOR = "depmesh"
+MIGRATION_LOCK_KEY = 0x64_65_70_6D  # "depm": the PostgreSQL advisory lock migrations take
 FAULT_ENV = "DEPMESH_FAULT"  # test-only: name a fault point to die at (SIGKILL), e.g. promote:after_first_member
 
 
@@ -81,14 +82,32 @@ class Registry:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front
 
     # -- schema ------------------------------------------------------------------
-    def migrate(self) -> str:
-        """Bring the schema to the newest migration; returns the revision."""
-        from alembic import command
+    @staticmethod
+    def _alembic_config():
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        return config
+
+    @classmethod
+    def head_revision(cls) -> str:
+        """The newest migration this depmesh ships."""
+        from alembic.script import ScriptDirectory
+
+        return str(ScriptDirectory.from_config(cls._alembic_config()).get_current_head())
+
+    def migrate(self) -> str:
+        """Bring the schema to the newest migration; returns the revision."""
+        from alembic import command
+
+        config = self._alembic_config()
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # processes that start at once (Celery workers, parallel step
+                # processes) would each create the tables: one migrates, the
+                # others wait here and then find the schema current
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
         return self.schema_revision() or ""
