@@ -9,7 +9,6 @@ from dagster import (
     Definitions,
     colored_console_logger,
     define_asset_job,
-    in_process_executor,
 )
 
 
@@ -22,6 +21,7 @@ from depmesh.registry.resource import RegistryResource
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
 from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.catalog import MeshSpec
+from depmesh.executors import build_executor
 from depmesh.progress import PROGRESS_LOGGER, progress_logger
 
 MESH_JOB = "mesh_job"
@@ -39,9 +39,11 @@ def allow_depth(mesh: MeshSpec) -> None:
 
 def build_definitions(
     mesh: MeshSpec, *, runtime: MeshRuntime | None = None, io_manager: MeshIOManager | None = None,
-    builders: dict | None = None, registry: RegistryResource | None = None,
+    builders: dict | None = None, registry: RegistryResource | None = None, executor=None,
 ) -> Definitions:
-    """``builders`` (node -> callable) replaces catalog builders; failure simulation uses it."""
+    """``builders`` (node -> callable) replaces catalog builders; failure simulation uses it.
+    ``executor``: a Dagster ExecutorDefinition; default as DEPMESH_EXECUTOR says
+    (depmesh.executors), in-process when it is not set."""
     allow_depth(mesh)
     assets = [*build_assets(mesh, builders), build_impact_report(mesh)]
     if any(n.kind == "model" for n in mesh.nodes):
@@ -59,6 +61,6 @@ def build_definitions(
         sensors=[build_retrain_sensor(mesh)],
         resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime(),
                    REGISTRY_KEY: registry or RegistryResource()},
-        executor=in_process_executor,
+        executor=executor or build_executor(),
         loggers={"console": colored_console_logger, PROGRESS_LOGGER: progress_logger},
     )

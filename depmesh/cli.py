@@ -123,28 +123,65 @@ def _summary_rows(result, mesh: MeshSpec) -> list[list[object]]:
     return rows
 
 
+EVENT_BATCH_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+
+
+def _event_batching() -> None:
+    """Dagster writes batchable events (planned materializations and checks)
+    in one INSERT when this is set; depmesh's commands set it unless it is."""
+    os.environ.setdefault(EVENT_BATCH_ENV, "100")
+
+
+def _executor_or_exit(name: str | None) -> str:
+    from depmesh.executors import ExecutorConfigError, build_executor, executor_name
+
+    try:
+        chosen = executor_name(name)
+        build_executor(chosen)
+    except ExecutorConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    return chosen
+
+
 @main.command()
 @click.option("--catalog", help=CATALOG_HELP)
 @click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Fraction of the source rows to keep (deterministic slice); 1 = the full data.")
 @click.option("--home", type=click.Path(file_okay=False), help="Dagster instance folder (default: $DAGSTER_HOME, else ./.dagster_home).")
-def run(catalog: str | None, sample: float, home: str | None) -> None:
+@click.option("--executor", help="in_process (default), multiprocess, celery or k8s (default: $DEPMESH_EXECUTOR).")
+def run(catalog: str | None, sample: float, home: str | None, executor: str | None) -> None:
     """Materialize the whole mesh on the Dagster instance and print what was built."""
-    from depmesh.assets import MeshRuntime
-    from depmesh.build import MESH_JOB, build_definitions
     from depmesh.instance import get_instance, storage_kind
     from depmesh.progress import PROGRESS_LOGGER
 
+    _event_batching()
     mesh = _load(catalog)
+    chosen = _executor_or_exit(executor)
     instance = get_instance(Path(home) if home else None)
-    defs = build_definitions(mesh, runtime=MeshRuntime(sample_fraction=sample))
+    if chosen in ("celery", "k8s") and "Sqlite" in storage_kind(instance):
+        click.echo(f"error: the {chosen} executor runs steps on other machines, which cannot reach this SQLite "
+                   "instance: set DAGSTER_POSTGRES_URL", err=True)
+        sys.exit(2)
     click.echo(f"materializing mesh {mesh.name!r}: {len(mesh.nodes)} assets on {storage_kind(instance)} "
-               f"at {os.environ['DAGSTER_HOME']}", err=True)
+               f"at {os.environ['DAGSTER_HOME']}, {chosen} executor", err=True)
+    run_config = {"loggers": {PROGRESS_LOGGER: {}}}
+    tags = {"depmesh/trigger": "cli"}
     started = time.perf_counter()
-    result = defs.resolve_job_def(MESH_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, run_config={"loggers": {PROGRESS_LOGGER: {}}},
-        tags={"depmesh/trigger": "cli"},
-    )
+    if chosen == "in_process":
+        from depmesh.assets import MeshRuntime
+        from depmesh.build import MESH_JOB, build_definitions
+
+        defs = build_definitions(mesh, runtime=MeshRuntime(sample_fraction=sample))
+        result = defs.resolve_job_def(MESH_JOB).execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
+    else:
+        from dagster import execute_job
+
+        from depmesh.executors import reconstructable_mesh_job
+
+        job = reconstructable_mesh_job(str(_catalog_path(catalog).resolve()), sample, chosen)
+        result = execute_job(job, instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
     seconds = time.perf_counter() - started
     click.echo("")
     click.echo(_table(_summary_rows(result, mesh), ["node", "kind", "built", "version", "seconds"]))
@@ -153,8 +190,10 @@ def run(catalog: str | None, sample: float, home: str | None) -> None:
         release_id = releases[0].materialization.metadata["release_id"].value
         click.echo(f"\nrelease {release_id} recorded in the registry (Staging): every gate passed. Promote it with\n"
                    f"  depmesh release promote {release_id} --actor NAME --reason TEXT")
+    elif not result.success:
+        click.echo("\nno release: the run failed (see the FAILED lines above, or the UI)")
     elif any(mesh.node(n).kind == "model" for n in mesh.names):
-        click.echo("\nno release: a gate or check stopped the run (see the FAILED lines above, or the UI)")
+        click.echo("\nno release: a gate or check stopped a model (see the CHECK FAILED lines above, or the UI)")
     status = "succeeded" if result.success else "FAILED"
     click.echo(f"\nrun {result.run_id} {status} in {seconds:.1f}s")
     click.echo(f"open the UI on this instance:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev"
@@ -170,11 +209,78 @@ def dev(ctx: click.Context, home: str | None) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on the same instance `depmesh run` uses."""
     from depmesh.instance import prepare_home
 
+    _event_batching()
     path = prepare_home(Path(home) if home else None)
     env = {**os.environ, "DAGSTER_HOME": str(path)}
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "depmesh.definitions", *ctx.args]
     click.echo(f"DAGSTER_HOME={path} {' '.join(cmd[2:])}", err=True)
     os.execvpe(cmd[0], cmd, env)
+
+
+CELERY_CONFIG_DIR = Path(__file__).resolve().parent / "deploy" / "celery"
+
+
+@main.command()
+@click.option("--home", type=click.Path(file_okay=False), help="Dagster instance folder (default: as `depmesh run`).")
+@click.option("--concurrency", "-c", type=click.IntRange(1), default=None,
+              help="Steps this worker runs at once (default: Celery's, the number of CPUs).")
+@click.option("--name", "-n", default=None, help="Worker name (default: depmesh-<random>@<host>).")
+@click.option("--queue", "-Q", "queues", multiple=True, help="Queues to listen on (default: dagster).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+def worker(home: str | None, concurrency: int | None, name: str | None, queues: tuple[str, ...], loglevel: str) -> None:
+    """Start a Celery worker that runs mesh steps (dagster-celery) for the
+    celery executor. The broker is DEPMESH_CELERY_BROKER; the worker writes to
+    the same instance as the runs (DAGSTER_POSTGRES_URL) and reads the catalog
+    and the stored assets from the same paths."""
+    import uuid
+
+    from depmesh.executors import BACKEND_ENV, BROKER_ENV
+    from depmesh.instance import prepare_home, uses_postgres
+
+    if not os.environ.get(BROKER_ENV):
+        raise click.UsageError(f"set {BROKER_ENV} to the broker URL, for example redis://127.0.0.1:6379/0")
+    if not uses_postgres():
+        raise click.UsageError("a Celery worker writes to the runs' instance, which must be shared: set "
+                               "DAGSTER_POSTGRES_URL")
+    _event_batching()
+    path = prepare_home(Path(home) if home else None)
+    env = {**os.environ, "DAGSTER_HOME": str(path)}
+    env.setdefault(BACKEND_ENV, env[BROKER_ENV])
+    # dagster_celery.app imports a module named dagster_celery_config when it can: ours reads the broker from the environment
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CELERY_CONFIG_DIR), env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker", "--prefetch-multiplier=1",
+           "-l", loglevel, "-n", name or f"depmesh-{uuid.uuid4().hex[:6]}@%h"]
+    for queue in queues or ("dagster",):
+        cmd += ["-Q", queue]
+    if concurrency:
+        cmd += ["-c", str(concurrency)]
+    click.echo(f"DAGSTER_HOME={path} {' '.join(cmd[2:])}", err=True)
+    os.execvpe(cmd[0], cmd, env)
+
+
+@main.command()
+@click.option("--home", type=click.Path(file_okay=False), help="Dagster instance folder to check (default: as `depmesh run`).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def doctor(home: str | None, fmt: str) -> None:
+    """Check a deployment: instance storage and its schema, the registry and its
+    migration level, run queue, pools, retries, monitoring, the daemon's
+    heartbeat and the executor. Exits 1 when something is wrong."""
+    import json
+
+    from depmesh.doctor import FAIL, diagnose
+    from depmesh.instance import default_home
+
+    path = (Path(home) if home else default_home()).resolve()
+    findings = diagnose(path)
+    failed = [f for f in findings if f.status == FAIL]
+    if fmt == "json":
+        click.echo(json.dumps({"home": str(path), "ok": not failed, "findings": [f.as_dict() for f in findings]}, indent=2))
+    else:
+        click.echo(f"depmesh doctor: {path}")
+        for f in findings:
+            click.echo(f"{f.status.upper():<5} {f.area:<17} {f.message}" + (f"\n{'':23}fix: {f.fix}" if f.fix and f.status != "ok" else ""))
+        click.echo(f"\n{len(failed)} problem(s)" if failed else "\nno problems found")
+    sys.exit(1 if failed else 0)
 
 
 def _impact_table(report) -> str:
@@ -394,6 +500,15 @@ def release_rollback(node: str | None, with_dependents: bool, actor: str, reason
 @main.group()
 def registry() -> None:
     """The model registry: versions, stages and their audit trail."""
+
+
+@registry.command("migrate")
+@HOME_OPTION
+def registry_migrate(home: str | None) -> None:
+    """Bring the registry database to the newest migration (runs do this on first use too)."""
+    reg = _open_registry(home)
+    click.echo(f"registry at migration {reg.schema_revision()} (head {reg.head_revision()})")
+    reg.dispose()
 
 
 @registry.command("history")

@@ -12,6 +12,18 @@ from dagster import logger
 PROGRESS_LOGGER = "depmesh_progress"
 
 
+def root_cause(error) -> str:
+    """'Type: first line' of the innermost cause of a Dagster SerializableErrorInfo."""
+    if error is None:
+        return ""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    text = (error.message or "").strip()
+    first = text.splitlines()[0] if text else ""
+    name = error.cls_name or ""
+    return first if name and first.startswith(name) or "." in first.split(":")[0] else f"{name}: {first}"
+
+
 class _ProgressHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
@@ -26,7 +38,8 @@ class _ProgressHandler(logging.Handler):
         line = None
         if event is not None and event.event_type_value in ("STEP_FAILURE", "ASSET_CHECK_EVALUATION"):
             if event.event_type_value == "STEP_FAILURE":
-                line = f"FAILED {step}: {message}"
+                cause = root_cause(getattr(event.event_specific_data, "error", None))
+                line = f"FAILED {step}: {cause or message}"
             else:
                 evaluation = event.event_specific_data  # an AssetCheckEvaluation
                 if getattr(evaluation, "passed", True) is False:
@@ -36,6 +49,8 @@ class _ProgressHandler(logging.Handler):
                             f"{evaluation.check_name}: {evaluation.description or ''}")[:300]
         elif event is not None and event.event_type_value == "STEP_SKIPPED":
             line = f"skipped {step}"
+        elif event is not None and event.event_type_value == "STEP_UP_FOR_RETRY":
+            line = f"retrying {step}: {root_cause(getattr(event.event_specific_data, 'error', None))}"
         elif isinstance(message, str) and message.startswith("depmesh: "):
             line = message[len("depmesh: "):]
         if line:

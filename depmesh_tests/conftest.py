@@ -20,6 +20,9 @@ from depmesh.catalog import MeshSpec, load_catalog
 from depmesh.examples import DEMO_CATALOG
 
 POSTGRES_VAR = "DEPMESH_TEST_POSTGRES_URL"
+REDIS_VAR = "DEPMESH_TEST_REDIS_URL"
+POSTGRES_CTL_VAR = "DEPMESH_TEST_POSTGRES_CTL"  # a command that takes stop/start, e.g. "pg_ctlcluster 15 main"
+REPO = Path(__file__).resolve().parent.parent
 SAMPLE = 0.2  # tests run the real mesh on every 5th flight (about 67k rows): enough for every model to pass its gates
 
 
@@ -83,20 +86,79 @@ def materialize_mesh(mesh: MeshSpec, instance, sample: float = SAMPLE, selection
 def postgres_server_url() -> str:
     url = os.environ.get(POSTGRES_VAR)
     if not url:
-        if in_ci():
-            pytest.fail(f"{POSTGRES_VAR} is not set, and CI needs the PostgreSQL tests to run")
-        pytest.skip(f"set {POSTGRES_VAR}=postgresql://postgres@127.0.0.1:5432/test to run the PostgreSQL tests")
+        _unavailable(f"set {POSTGRES_VAR}=postgresql://postgres@127.0.0.1:5432/test to run the PostgreSQL tests")
     import sqlalchemy as sa
 
     try:
         with sa.create_engine(url).connect() as conn:
             conn.execute(sa.text("select 1"))
-    except Exception as exc:
-        message = f"PostgreSQL at {POSTGRES_VAR}={url} is unreachable: {exc}"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    except Exception as exc:  # noqa: BLE001
+        _unavailable(f"PostgreSQL at {POSTGRES_VAR}={url} is unreachable: {exc}")
     return url
+
+
+def _unavailable(message: str) -> None:
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server the Celery tests use as broker and result backend."""
+    url = os.environ.get(REDIS_VAR)
+    if not url:
+        _unavailable(f"set {REDIS_VAR}=redis://127.0.0.1:6379/0 to run the Celery tests")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001
+        _unavailable(f"Redis at {REDIS_VAR}={url} is unreachable: {exc}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_ctl(postgres_server_url) -> str:
+    """How to stop and start the PostgreSQL server (the restart fault test)."""
+    ctl = os.environ.get(POSTGRES_CTL_VAR)
+    if not ctl:
+        _unavailable(f"set {POSTGRES_CTL_VAR} to a command that takes stop/start for the server at "
+                     f"{POSTGRES_VAR}, e.g. 'pg_ctlcluster --skip-systemctl-redirect 15 main'")
+    return ctl
+
+
+def team_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a process on a PostgreSQL-backed team instance at ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPMESH_", "DAGSTER_"))}
+    return {**env, "DAGSTER_HOME": str(home), "DAGSTER_POSTGRES_URL": database_url,
+            "DAGSTER_EVENT_BATCH_SIZE": "100", **extra}
+
+
+@contextlib.contextmanager
+def team_instance(env: dict[str, str]):
+    """The DagsterInstance a process with ``env`` (see team_env) uses."""
+    from dagster import DagsterInstance
+
+    old = os.environ.get("DAGSTER_POSTGRES_URL")
+    os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]
+    instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+        if old is None:
+            os.environ.pop("DAGSTER_POSTGRES_URL", None)
+        else:
+            os.environ["DAGSTER_POSTGRES_URL"] = old
+
+
+def depmesh_cli(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "depmesh.cli", *args]
 
 
 @contextlib.contextmanager

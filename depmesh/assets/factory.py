@@ -5,7 +5,10 @@ node by hand. The asset graph's edges are exactly the catalog's inputs.
 """
 
 
+import contextlib
+import logging
 import platform
+import threading
 import time
 import warnings
 from datetime import timedelta
@@ -25,6 +28,7 @@ from dagster import (
     FreshnessPolicy,
     MetadataValue,
     Output,
+    RetryRequested,
     TableColumn,
     TableColumnConstraints,
     TableSchema,
@@ -47,6 +51,10 @@ from depmesh.versions import code_version, frame_version, model_version
 IO_MANAGER_KEY = "mesh_io"
 REGISTRY_KEY = "mesh_registry"
 RUNTIME_KEY = "mesh_runtime"
+# Every training step takes a slot of this Dagster concurrency pool: the team
+# dagster.yaml caps it (concurrency.pools.default_limit) so that no more than N
+# models train at once across all runs, while feature and scoring steps go on.
+TRAINING_POOL = "depmesh_training"
 KINDS_TAG = {"dataset": "pandas", "features": "pandas", "model": "scikitlearn", "scores": "pandas", "consumer": "pandas"}
 
 
@@ -220,7 +228,9 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     input_versions = metadata["input_data_versions"].value
     card = render_card(node, model, gates, input_versions)
     metadata["model_card"] = MetadataValue.md(card)
-    yield versioned_output(model, model.version, metadata)
+    # registered before the output is stored: if the registry cannot be reached
+    # nothing is materialized, and the step's retry starts clean (registration
+    # is idempotent, so a retry after this point records nothing twice)
     _, digest = serialize(model)
     registry.register(
         node=node.name, version=model.version, artifact_hash=digest,
@@ -229,6 +239,79 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
         input_versions=input_versions, upstream_models=model.lineage(), code_version=code,
         library_versions=library_versions(), card=card,
     )
+    yield versioned_output(model, model.version, metadata)
+
+
+DATABASE_RETRIES = 2
+DATABASE_RETRY_WAIT_S = 5
+
+
+class LostDatabaseConnection(RuntimeError):
+    """The step's database connection dropped and was re-established while it ran."""
+
+
+class _ConnectionRetries(logging.Handler):
+    """Collects dagster-postgres' "Retrying failed database connection"
+    warnings in this process: Dagster rides out a short database restart by
+    reconnecting, and depmesh does not let that pass unseen."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.seen: list[str] = []
+        self.reported = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("Retrying failed database connection"):
+            self.seen.append(record.getMessage().splitlines()[0][:300])
+
+
+_watcher: _ConnectionRetries | None = None
+_watcher_lock = threading.Lock()
+
+
+def connection_watcher() -> _ConnectionRetries:
+    global _watcher
+    with _watcher_lock:
+        if _watcher is None:
+            _watcher = _ConnectionRetries()
+            logging.getLogger().addHandler(_watcher)
+        return _watcher
+
+
+@contextlib.contextmanager
+def retry_on_lost_database(context: AssetExecutionContext, name: str):
+    """Around a step's body:
+    - reconnections Dagster made since the last step (writing events between
+      steps) are reported in the run as a warning: everything was stored, but
+      the run says the database went away;
+    - a step during which the connection dropped (the instance's or the
+      registry's) stores nothing from that attempt and asks Dagster to run it
+      again in a few seconds: a STEP_UP_FOR_RETRY event with the error;
+    - any other error fails the step as it is.
+    Yields a function to call before storing the output."""
+    from depmesh.registry.store import is_transient_database_error
+
+    watcher = connection_watcher()
+    missed = watcher.seen[watcher.reported:]
+    if missed:
+        context.log.warning(f"depmesh: the database connection dropped before {name} and Dagster re-established it "
+                            f"({len(missed)} reconnect attempt(s), first: {missed[0]}); every event was stored")
+    watcher.reported = mark = len(watcher.seen)
+
+    def guard() -> None:
+        if len(watcher.seen) > mark:
+            watcher.reported = len(watcher.seen)
+            raise LostDatabaseConnection(f"{name}: the database connection dropped while the step ran "
+                                         f"({watcher.seen[mark]}); nothing from this attempt is stored")
+
+    try:
+        yield guard
+    except Exception as exc:
+        if not is_transient_database_error(exc):
+            raise
+        context.log.warning(f"depmesh: {name} lost its database connection ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200]}); Dagster retries the step in {DATABASE_RETRY_WAIT_S} s")
+        raise RetryRequested(max_retries=DATABASE_RETRIES, seconds_to_wait=DATABASE_RETRY_WAIT_S) from exc
 
 
 def _previous_metadata(context: AssetExecutionContext, key: AssetKey) -> dict[str, Any] | None:
@@ -317,8 +400,16 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         metadata=metadata,
         io_manager_key=IO_MANAGER_KEY,
         required_resource_keys={RUNTIME_KEY, REGISTRY_KEY} if node.kind == "model" else {RUNTIME_KEY},
+        pool=TRAINING_POOL if node.kind == "model" else None,
     )
     def _node_asset(context: AssetExecutionContext, **kwargs: Any):
+        with retry_on_lost_database(context, node.name) as guard:
+            for event in _build(context, kwargs):
+                if isinstance(event, Output):
+                    guard()
+                yield event
+
+    def _build(context: AssetExecutionContext, kwargs: dict[str, Any]):
         inputs = {names[arg]: value for arg, value in kwargs.items()}
         runtime: MeshRuntime = getattr(context.resources, RUNTIME_KEY)
         if node.edges:

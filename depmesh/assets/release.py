@@ -9,10 +9,11 @@ A failed gate skips it, and the UI shows the red gate on the model.
 
 from dagster import AssetExecutionContext, AssetKey, Config, MetadataValue, OpExecutionContext, Output, asset, job, op
 
-from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, asset_key
+from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, asset_key, retry_on_lost_database
 from depmesh.catalog import MeshSpec
 
 RELEASE_KEY = AssetKey(["releases", "mesh"])
+RELEASE_ASSET = "releases/mesh"
 
 
 def build_release_asset(mesh: MeshSpec):
@@ -30,6 +31,12 @@ def build_release_asset(mesh: MeshSpec):
                     "in the registry and moved to Staging once every gate passed.",
     )
     def mesh_release(context: AssetExecutionContext) -> Output:
+        with retry_on_lost_database(context, RELEASE_ASSET) as guard:
+            output = _record_release(context)
+            guard()
+            return output
+
+    def _record_release(context: AssetExecutionContext) -> Output:
         import pandas as pd
 
         registry = getattr(context.resources, REGISTRY_KEY).registry

@@ -48,6 +48,24 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def is_transient_database_error(exc: BaseException) -> bool:
+    """True for a lost or refused database connection (a server restart, a
+    network blip, SQLite's lock timeout): worth retrying, unlike a bug."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, sa.exc.OperationalError):
+            return True
+        if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+            return True
+        if type(error).__name__ in ("OperationalError", "DagsterPostgresException", "InterfaceError",
+                                    "LostDatabaseConnection"):
+            return True  # psycopg2's own errors, and dagster-postgres giving up on its connection retries
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def default_url(home: Path) -> str:
     """PostgreSQL when DAGSTER_POSTGRES_URL is set (the same one setting that
     moves Dagster's storage), else a SQLite file beside the instance."""
@@ -67,7 +85,9 @@ def _require(actor: str | None, reason: str | None) -> None:
 class Registry:
     def __init__(self, url: str):
         self.url = url
-        kwargs: dict[str, Any] = {}
+        # pre-ping: a pooled connection that a database restart closed is
+        # replaced before use instead of failing the next statement
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 60}
         self.engine = sa.create_engine(url, **kwargs)

@@ -1,0 +1,16 @@
+"""Imported once by the multiprocess executor's forkserver so that every step
+process forks with Dagster, pandas, scikit-learn and Great Expectations already
+loaded (a step process that imported them itself would spend seconds on it).
+Nothing else imports this module."""
+
+import dagster  # noqa: F401
+import great_expectations  # noqa: F401
+import pandas  # noqa: F401
+import pyarrow.parquet  # noqa: F401
+import sklearn.cluster  # noqa: F401
+import sklearn.ensemble  # noqa: F401
+import sklearn.pipeline  # noqa: F401
+
+import depmesh.assets  # noqa: F401
+import depmesh.build  # noqa: F401
+import depmesh.executors  # noqa: F401
