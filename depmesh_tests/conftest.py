@@ -168,7 +168,8 @@ def fresh_database(server_url: str):
     from sqlalchemy.engine import make_url
 
     name = f"depmesh_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    # a new connection each time: a test may restart the server in between
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
