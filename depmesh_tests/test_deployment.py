@@ -1,0 +1,156 @@
+"""The team deployment: the repository's dagster.yaml as Dagster reads it, the
+training pool on model steps, the executors, and `depmesh doctor` on healthy
+and broken deployments (a real PostgreSQL server and a real dagster-daemon)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from depmesh_tests.conftest import REPO, depmesh_cli, fresh_database, team_env, team_instance
+
+
+def test_team_dagster_yaml_sets_queue_pools_retries_and_monitoring(postgres_server_url, tmp_path):
+    with fresh_database(postgres_server_url) as database:
+        env = team_env(tmp_path / "home", database)
+        with team_instance(env) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+            assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+            config = instance.get_concurrency_config()
+            assert config.run_queue_config.max_concurrent_runs == 4
+            assert {"key": "dagster/sensor_name", "value": "coordinated_retraining", "limit": 1} in \
+                config.run_queue_config.tag_concurrency_limits
+            assert config.pool_config.default_pool_limit == 2
+            assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+            assert instance.run_monitoring_enabled
+            assert instance.run_monitoring_start_timeout_seconds == 180
+            assert instance.run_monitoring_max_runtime_seconds == 14400
+            from depmesh.assets.factory import TRAINING_POOL
+
+            assert instance.event_log_storage.get_concurrency_info(TRAINING_POOL).limit == 2
+
+
+def test_model_steps_and_only_they_take_the_training_pool(demo_mesh):
+    from depmesh.assets.factory import TRAINING_POOL
+    from depmesh.build import build_definitions
+
+    defs = build_definitions(demo_mesh)
+    graph = defs.resolve_asset_graph()
+    for node in demo_mesh.nodes:
+        [op] = [a for a in graph.assets_defs if a.key.to_user_string() == node.name]
+        pools = {op.node_def.pool}
+        assert pools == ({TRAINING_POOL} if node.kind == "model" else {None}), node.name
+
+
+def test_each_executor_builds_and_the_default_is_in_process(demo_mesh, monkeypatch):
+    from depmesh.build import MESH_JOB, build_definitions
+    from depmesh.executors import ExecutorConfigError, build_executor
+
+    assert build_definitions(demo_mesh).resolve_job_def(MESH_JOB).executor_def.name == "in_process"
+    monkeypatch.setenv("DEPMESH_EXECUTOR", "multiprocess")
+    job = build_definitions(demo_mesh).resolve_job_def(MESH_JOB)
+    assert job.executor_def.name == "multiprocess"
+    monkeypatch.setenv("DEPMESH_CELERY_BROKER", "redis://127.0.0.1:6379/0")
+    assert build_executor("celery").name == "celery"
+    # the Kubernetes executor's configuration (as in depmesh/deploy/k8s) is valid for dagster-k8s
+    from dagster import validate_run_config
+
+    import yaml
+
+    k8s_job = build_definitions(demo_mesh, executor=build_executor("k8s")).resolve_job_def(MESH_JOB)
+    run_config = yaml.safe_load((REPO / "depmesh" / "deploy" / "k8s" / "run_config.yaml").read_text())
+    validate_run_config(k8s_job, run_config)
+    monkeypatch.delenv("DEPMESH_CELERY_BROKER")
+    with pytest.raises(ExecutorConfigError, match="DEPMESH_CELERY_BROKER"):
+        build_executor("celery")
+
+
+def _doctor(env: dict[str, str]) -> tuple[int, dict]:
+    result = subprocess.run(depmesh_cli("doctor", "--format", "json"), env=env, capture_output=True, text=True,
+                            timeout=180)
+    return result.returncode, json.loads(result.stdout)
+
+
+def _by_area(report: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for finding in report["findings"]:
+        out.setdefault(finding["area"], finding)
+    return out
+
+
+def test_doctor_says_when_the_database_is_unreachable(tmp_path):
+    env = team_env(tmp_path / "home", "postgresql://postgres@127.0.0.1:1/nowhere")
+    code, report = _doctor(env)
+    assert code == 1 and report["ok"] is False
+    found = _by_area(report)
+    assert found["instance storage"]["status"] == "fail"
+    assert "unreachable" in found["instance storage"]["message"] and "127.0.0.1:1" in found["instance storage"]["message"]
+    table = subprocess.run(depmesh_cli("doctor"), env=env, capture_output=True, text=True, timeout=180)
+    assert table.returncode == 1 and "FAIL  instance storage" in table.stdout and "problem(s)" in table.stdout
+
+
+def test_doctor_without_a_daemon_then_healthy_then_behind(postgres_server_url, tmp_path):
+    with fresh_database(postgres_server_url) as database:
+        env = team_env(tmp_path / "home", database)
+        with team_instance(env):
+            pass  # creates Dagster's tables, as the first run would
+        code, report = _doctor(env)
+        found = _by_area(report)
+        assert code == 1
+        assert found["daemon"]["status"] == "fail" and "no daemon heartbeat" in found["daemon"]["message"]
+        assert found["registry"]["status"] == "warn" and "no depmesh tables" in found["registry"]["message"]
+        for area in ("run storage", "event log", "schedule storage", "run queue", "training pool", "run retries",
+                     "run monitoring", "event batching", "executor"):
+            assert found[area]["status"] == "ok", found[area]
+
+        migrated = subprocess.run(depmesh_cli("registry", "migrate"), env=env, capture_output=True, text=True,
+                                  timeout=120)
+        assert migrated.returncode == 0 and "migration 0001" in migrated.stdout, migrated.stderr
+        daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-m", "depmesh.definitions"],
+                                  env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                code, report = _doctor(env)
+                if code == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(2)
+            assert code == 0, report
+            found = _by_area(report)
+            assert found["daemon"]["status"] == "ok" and "heartbeating" in found["daemon"]["message"]
+            assert found["registry"]["status"] == "ok" and "migration 0001 (current)" in found["registry"]["message"]
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(timeout=60)
+
+        # an instance whose schema is one migration older than this Dagster's
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        import dagster
+
+        config = Config()
+        config.set_main_option("script_location", os.path.join(os.path.dirname(dagster.__file__), "_core", "storage",
+                                                               "alembic"))
+        script = ScriptDirectory.from_config(config)
+        previous = script.get_revision(script.get_current_head()).down_revision
+        engine = sa.create_engine(database)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": previous})
+        engine.dispose()
+        code, report = _doctor(env)
+        found = _by_area(report)
+        assert code == 1
+        assert found["run storage"]["status"] == "fail"
+        assert "schema behind" in found["run storage"]["message"] and found["run storage"]["fix"] == \
+            "dagster instance migrate"
