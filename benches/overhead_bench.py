@@ -1,13 +1,21 @@
 """Orchestration overhead: the full demo mesh (every asset, check and gate)
 through Dagster with the in-process executor and with the multiprocess
-executor (default and forkserver start methods), against the same builders
-and trainers called as plain Python functions in one process. One run each,
-side by side, on the same data.
+executor, against the same builders and trainers called as plain Python
+functions in one process. One run each, side by side, on the same data.
 
-    python3 -m uv run python benches/overhead_bench.py [--sample 1.0]
+    python3 -m uv run python benches/overhead_bench.py [--sample 1.0] [--spawn]
 
-"plain Python" runs only the transforms and trainers (no contracts, gates,
-storage or events): the difference is everything depmesh and Dagster add.
+Rows:
+- plain Python: the transforms and trainers only (no contracts, gates,
+  storage or events);
+- plain Python + checks: the same, plus the same contract validations, edge
+  contracts and deployment gates called by hand (what depmesh's checks cost
+  without Dagster);
+- Dagster, in-process: the default executor (depmesh run);
+- Dagster, multiprocess (forkserver, depmesh.preload): DEPMESH_EXECUTOR=multiprocess,
+  one process per step forked from a server that has imported the heavy libraries;
+- with --spawn, Dagster's own multiprocess default (spawn: every step process
+  imports everything again; minutes).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import os
 import tempfile
 import time
 
-from dagster import execute_job, instance_for_test, multiprocess_executor, reconstructable
+from dagster import execute_job, instance_for_test
 
 from depmesh import graph
 from depmesh.assets import MeshRuntime
@@ -25,18 +33,9 @@ from depmesh.assets.factory import NodeContext
 from depmesh.build import MESH_JOB, build_definitions
 from depmesh.catalog import load_catalog, resolve_entrypoint
 from depmesh.examples import DEMO_CATALOG
+from depmesh.executors import reconstructable_mesh_job
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def _defs():
-    return build_definitions(load_catalog(DEMO_CATALOG),
-                             runtime=MeshRuntime(sample_fraction=float(os.environ.get("BENCH_SAMPLE", "1"))))
-
-
-def multiprocess_mesh_job():
-    """Module-level so that the multiprocess executor can rebuild it in each step process."""
-    return _defs().resolve_job_def(MESH_JOB).with_executor_def(multiprocess_executor)
 
 
 class _Log:
@@ -44,45 +43,67 @@ class _Log:
         pass
 
 
-def plain_python(sample: float) -> float:
+def plain_python(sample: float, checks: bool) -> float:
+    import pandas as pd
+
+    from depmesh.contracts.checks import input_contract_result, run_contract
+    from depmesh.gates.evaluate import evaluate_gates
+    from depmesh.models import TrainedModel
+
     mesh = load_catalog(DEMO_CATALOG)
+    now = pd.Timestamp.now(tz="UTC")
     values: dict = {}
     started = time.perf_counter()
     for name in graph.topological_order(mesh.inputs_map()):
         node = mesh.node(name)
         inputs = {i: values[i] for i in node.inputs}
-        values[name] = resolve_entrypoint(node.entrypoint)(inputs, NodeContext(node, sample, _Log()))
+        if checks and node.edges:
+            input_contract_result(node, inputs)
+        ctx = NodeContext(node, sample, _Log())
+        values[name] = value = resolve_entrypoint(node.entrypoint)(inputs, ctx)
+        if checks and isinstance(value, TrainedModel):
+            evaluate_gates(value, node.model.gates, ctx.evaluation, None)
+        elif checks and node.contract is not None:
+            run_contract(node, value, None, now)
     return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sample", type=float, default=1.0)
+    parser.add_argument("--spawn", action="store_true", help="also time Dagster's default multiprocess (spawn)")
     args = parser.parse_args()
-    os.environ["BENCH_SAMPLE"] = str(args.sample)
     # warm imports (GX, scikit-learn) so the first contender is not charged for them
     from depmesh.contracts.validate import _gx
 
     _gx()
-    plain = plain_python(args.sample)
-    print(f"plain Python: {plain:.1f} s", flush=True)
-    rows = [("plain Python (builders only)", plain)]
+    rows = []
+
+    def report(how: str, seconds: float) -> None:
+        rows.append((how, seconds))
+        print(f"{how}: {seconds:.1f} s", flush=True)
+
+    report("plain Python (builders only)", plain_python(args.sample, checks=False))
+    report("plain Python + the same checks", plain_python(args.sample, checks=True))
     with tempfile.TemporaryDirectory() as home, instance_for_test(temp_dir=home) as instance:
+        defs = build_definitions(load_catalog(DEMO_CATALOG), runtime=MeshRuntime(sample_fraction=args.sample))
         started = time.perf_counter()
-        assert _defs().resolve_job_def(MESH_JOB).execute_in_process(instance=instance, run_config=QUIET).success
-        rows.append(("Dagster, in-process executor", time.perf_counter() - started))
-        print(f"{rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
-        for method in ("spawn", "forkserver"):
-            config = {**QUIET, "execution": {"config": {"start_method": {method: {}}}}}
+        assert defs.resolve_job_def(MESH_JOB).execute_in_process(instance=instance, run_config=QUIET).success
+        report("Dagster, in-process (default)", time.perf_counter() - started)
+        methods = [("forkserver, depmesh.preload", None)] + ([("spawn, Dagster's default", "spawn")] if args.spawn else [])
+        for label, method in methods:
+            config = dict(QUIET)
+            if method:
+                config["execution"] = {"config": {"start_method": {method: {}}}}
+            job = reconstructable_mesh_job(str(DEMO_CATALOG), args.sample, "multiprocess")
             started = time.perf_counter()
-            result = execute_job(reconstructable(multiprocess_mesh_job), instance=instance, run_config=config)
-            assert result.success, method
-            rows.append((f"Dagster, multiprocess ({method})", time.perf_counter() - started))
-            print(f"{rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
-    print(f"\nsample fraction {args.sample}\n")
-    print(f"{'how':<34} {'wall s':>8} {'vs plain':>9} {'overhead':>9}")
+            assert execute_job(job, instance=instance, run_config=config).success, label
+            report(f"Dagster, multiprocess ({label})", time.perf_counter() - started)
+    plain, checked = rows[0][1], rows[1][1]
+    print(f"\nsample fraction {args.sample}, {os.cpu_count()} CPUs\n")
+    print(f"{'how':<48} {'wall s':>7} {'vs plain':>9} {'vs plain+checks':>16}")
     for how, seconds in rows:
-        print(f"{how:<34} {seconds:>8.1f} {seconds / plain:>8.2f}x {(seconds - plain) / plain:>8.0%}")
+        print(f"{how:<48} {seconds:>7.1f} {seconds / plain:>8.2f}x {seconds / checked:>15.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""The store keeps the tables it wrote in memory for readers in the same
+process: they get exactly what the file holds, and never a stale or shared copy."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+from dagster import build_input_context, build_output_context
+
+from depmesh.assets.io import MeshStore
+
+
+def _write(store: MeshStore, key: list[str], frame: pd.DataFrame) -> None:
+    store.handle_output(build_output_context(asset_key=key), frame)
+
+
+def _read(store: MeshStore, key: list[str]) -> pd.DataFrame:
+    return store.load_input(build_input_context(asset_key=key))
+
+
+def test_a_table_written_in_this_process_is_read_back_without_parsing_the_file(tmp_path, monkeypatch):
+    store = MeshStore(tmp_path)
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    _write(store, ["t", "one"], frame)
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("read the Parquet file although the table was in memory")
+
+    monkeypatch.setattr(pd, "read_parquet", refuse)
+    got = _read(store, ["t", "one"])
+    pd.testing.assert_frame_equal(got, frame)
+    # a reader changing its copy changes neither the cache nor the next reader's copy
+    got.loc[0, "a"] = 99
+    got["c"] = 1
+    pd.testing.assert_frame_equal(_read(store, ["t", "one"]), frame)
+
+
+def test_a_file_changed_on_disk_is_read_from_disk(tmp_path):
+    store, other = MeshStore(tmp_path), MeshStore(tmp_path)
+    _write(store, ["t", "one"], pd.DataFrame({"a": [1, 2, 3]}))
+    newer = pd.DataFrame({"a": [7, 8]})
+    _write(other, ["t", "one"], newer)  # another process (here: another store) replaced the file
+    path = store.table_path(["t", "one"])
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    pd.testing.assert_frame_equal(_read(store, ["t", "one"]), newer)
+
+
+def test_frames_the_file_cannot_reproduce_are_not_kept(tmp_path, monkeypatch):
+    store = MeshStore(tmp_path)
+    indexed = pd.DataFrame({"a": [1, 2]}, index=[10, 20])
+    _write(store, ["t", "indexed"], indexed)
+    mixed = pd.DataFrame({"a": ["x", None]}, dtype=object)  # reads back as str, not object
+    _write(store, ["t", "mixed"], mixed)
+    assert store._cache == {}
+    # what a reader gets is what the file holds: the index is not stored
+    assert list(_read(store, ["t", "indexed"]).index) == [0, 1]
+
+
+def test_the_cache_stays_within_its_byte_budget(tmp_path):
+    store = MeshStore(tmp_path, cache_bytes=3_000)
+    for i in range(5):
+        _write(store, ["t", f"n{i}"], pd.DataFrame({"a": range(100)}))  # about 800 bytes each
+    kept = [p.stem for p in store._cache]
+    assert kept == ["n2", "n3", "n4"]  # the oldest went first
+    pd.testing.assert_frame_equal(_read(store, ["t", "n0"]), pd.DataFrame({"a": range(100)}))
