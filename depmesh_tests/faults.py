@@ -95,3 +95,17 @@ def crashing_dep_delay(inputs, ctx):
     model = train_dep_delay(inputs, ctx)
     model.estimator = CrashingEstimator(model.estimator)
     return model
+
+
+def fail_first_time(inputs, ctx):
+    """Fails the first time it runs (a transient fault, say a lost connection),
+    succeeds after: the marker file named by DEPMESH_TEST_MARKER remembers."""
+    import os
+    from pathlib import Path
+
+    marker = Path(os.environ["DEPMESH_TEST_MARKER"])
+    if not marker.exists():
+        marker.write_text("failed once")
+        raise ConnectionError(f"{ctx.node.name}: transient fault (marker {marker} written)")
+    frame = next(iter(inputs.values()))
+    return frame.assign(value=frame["value"] * 2)

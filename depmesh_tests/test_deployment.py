@@ -154,3 +154,55 @@ def test_doctor_without_a_daemon_then_healthy_then_behind(postgres_server_url, t
         assert found["run storage"]["status"] == "fail"
         assert "schema behind" in found["run storage"]["message"] and found["run storage"]["fix"] == \
             "dagster instance migrate"
+
+
+def test_a_queued_run_that_fails_is_retried_by_the_daemon(postgres_server_url, tmp_path):
+    """The team configuration at work: a run launched as users and schedules do
+    goes through the queue, fails once on a transient fault, and the daemon's
+    run retries re-execute it from the failure."""
+    from dagster import DagsterRunStatus
+
+    catalog = tmp_path / "mesh.yaml"
+    catalog.write_text(
+        "mesh: flaky\nnodes:\n"
+        "  - {name: raw/n0, kind: dataset, owner: team:a, compute: depmesh.examples.synthetic:source}\n"
+        "  - {name: features/n1, kind: features, owner: team:a, inputs: [raw/n0], "
+        "compute: depmesh_tests.faults:fail_first_time}\n")
+    with fresh_database(postgres_server_url) as database:
+        env = team_env(tmp_path / "home", database, DEPMESH_CATALOG=str(catalog),
+                       DEPMESH_TEST_MARKER=str(tmp_path / "marker"))
+        daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-m", "depmesh.definitions"],
+                                  env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            launched = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-m", "depmesh.definitions",
+                                       "-j", "mesh_job"], env=env, cwd=REPO, capture_output=True, text=True,
+                                      timeout=180)
+            assert launched.returncode == 0, launched.stderr[-2000:]
+            deadline = time.monotonic() + 240
+            with team_instance(env) as instance:
+                while True:
+                    runs = sorted(instance.get_runs(), key=lambda r: int(r.tags.get("dagster/retry_number", "0")))
+                    if len(runs) == 2 and runs[1].status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE):
+                        break
+                    assert time.monotonic() < deadline, [(r.run_id, r.status, r.tags) for r in runs]
+                    time.sleep(1)
+                first, retry = runs
+                assert first.status == DagsterRunStatus.FAILURE
+                assert retry.status == DagsterRunStatus.SUCCESS
+                assert retry.tags["dagster/parent_run_id"] == first.run_id
+                assert retry.tags["dagster/retry_number"] == "1"
+                from dagster import DagsterEventType
+
+                queued = [e.dagster_event.event_type for e in instance.all_logs(first.run_id)
+                          if e.dagster_event and e.dagster_event.event_type in
+                          (DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_DEQUEUED)]
+                assert queued[:1] == [DagsterEventType.RUN_ENQUEUED]  # it waited in the daemon's queue
+                # from the failure: the retry rebuilt the failed node, not the one that had succeeded
+                from dagster import AssetKey
+
+                assert instance.get_latest_materialization_event(AssetKey(["raw", "n0"])).run_id == first.run_id
+                assert instance.get_latest_materialization_event(AssetKey(["features", "n1"])).run_id == retry.run_id
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(timeout=60)
