@@ -102,7 +102,7 @@ def show(catalog: str | None, fmt: str) -> None:
     click.echo(_table(rows, ["node", "kind", "owner", "criticality", "inputs"]))
 
 
-def _summary_rows(result, mesh: MeshSpec) -> list[list[object]]:
+def _summary_rows(result, mesh: MeshSpec, missing: str = "NOT BUILT") -> list[list[object]]:
     from depmesh import graph
 
     events = {"/".join(e.asset_key.path): e for e in result.get_asset_materialization_events()}
@@ -110,7 +110,7 @@ def _summary_rows(result, mesh: MeshSpec) -> list[list[object]]:
     for name in graph.topological_order(mesh.inputs_map()):
         event = events.get(name)
         if event is None:
-            rows.append([name, mesh.node(name).kind, "NOT BUILT", "", ""])
+            rows.append([name, mesh.node(name).kind, missing, "", ""])
             continue
         md = event.materialization.metadata
         value = lambda key: getattr(md.get(key), "value", None)  # noqa: E731
@@ -150,15 +150,23 @@ def _executor_or_exit(name: str | None) -> str:
               help="Fraction of the source rows to keep (deterministic slice); 1 = the full data.")
 @click.option("--home", type=click.Path(file_okay=False), help="Dagster instance folder (default: $DAGSTER_HOME, else ./.dagster_home).")
 @click.option("--executor", help="in_process (default), multiprocess, celery or k8s (default: $DEPMESH_EXECUTOR).")
-def run(catalog: str | None, sample: float, home: str | None, executor: str | None) -> None:
+@click.option("--from-failure", "parent_id", metavar="RUN_ID",
+              help="Re-execute a failed `depmesh run` from its failure: only the steps that failed or did not run, "
+                   "with the failed run's catalog and sample.")
+def run(catalog: str | None, sample: float, home: str | None, executor: str | None, parent_id: str | None) -> None:
     """Materialize the whole mesh on the Dagster instance and print what was built."""
     from depmesh.instance import get_instance, storage_kind
     from depmesh.progress import PROGRESS_LOGGER
 
     _event_batching()
-    mesh = _load(catalog)
     chosen = _executor_or_exit(executor)
-    instance = get_instance(Path(home) if home else None)
+    if parent_id:
+        instance = get_instance(Path(home) if home else None)
+        catalog, sample = _failed_run_settings(instance, parent_id)
+        mesh = _load(catalog)
+    else:
+        mesh = _load(catalog)  # a bad catalog fails before the instance folder is made
+        instance = get_instance(Path(home) if home else None)
     if chosen in ("celery", "k8s") and "Sqlite" in storage_kind(instance):
         click.echo(f"error: the {chosen} executor runs steps on other machines, which cannot reach this SQLite "
                    "instance: set DAGSTER_POSTGRES_URL", err=True)
@@ -166,9 +174,19 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
     click.echo(f"materializing mesh {mesh.name!r}: {len(mesh.nodes)} assets on {storage_kind(instance)} "
                f"at {os.environ['DAGSTER_HOME']}, {chosen} executor", err=True)
     run_config = {"loggers": {PROGRESS_LOGGER: {}}}
-    tags = {"depmesh/trigger": "cli"}
+    catalog_path = str(_catalog_path(catalog).resolve())
+    tags = {"depmesh/trigger": "cli", "depmesh/catalog": catalog_path, "depmesh/sample": repr(sample)}
     started = time.perf_counter()
-    if chosen == "in_process":
+    if parent_id:
+        from dagster import ReexecutionOptions, execute_job
+
+        from depmesh.executors import reconstructable_mesh_job
+
+        click.echo(f"re-executing run {parent_id} from its failure", err=True)
+        result = execute_job(reconstructable_mesh_job(catalog_path, sample, chosen), instance=instance,
+                             run_config=run_config, tags=tags, raise_on_error=False,
+                             reexecution_options=ReexecutionOptions.from_failure(parent_id, instance))
+    elif chosen == "in_process":
         from depmesh.assets import MeshRuntime
         from depmesh.build import MESH_JOB, build_definitions
 
@@ -180,11 +198,12 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
 
         from depmesh.executors import reconstructable_mesh_job
 
-        job = reconstructable_mesh_job(str(_catalog_path(catalog).resolve()), sample, chosen)
+        job = reconstructable_mesh_job(catalog_path, sample, chosen)
         result = execute_job(job, instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
     seconds = time.perf_counter() - started
     click.echo("")
-    click.echo(_table(_summary_rows(result, mesh), ["node", "kind", "built", "version", "seconds"]))
+    missing = "not in this run (built before the failure, or NOT BUILT)" if parent_id else "NOT BUILT"
+    click.echo(_table(_summary_rows(result, mesh, missing), ["node", "kind", "built", "version", "seconds"]))
     releases = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["releases", "mesh"]]
     if releases:
         release_id = releases[0].materialization.metadata["release_id"].value
@@ -200,6 +219,25 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
                "   (then http://127.0.0.1:3000), or simply: depmesh dev")
     instance.dispose()
     sys.exit(0 if result.success else 1)
+
+
+def _failed_run_settings(instance, run_id: str) -> tuple[str, float]:
+    """The catalog and sample of a failed `depmesh run`, to re-execute it with."""
+    from dagster import DagsterRunStatus
+
+    parent = instance.get_run_by_id(run_id)
+    if parent is None:
+        click.echo(f"error: no run {run_id} on the instance at {os.environ['DAGSTER_HOME']}", err=True)
+        sys.exit(2)
+    if parent.status != DagsterRunStatus.FAILURE:
+        click.echo(f"error: run {run_id} is {parent.status.value}, not FAILURE: there is no failure to re-execute "
+                   "from", err=True)
+        sys.exit(2)
+    if "depmesh/catalog" not in parent.tags or "depmesh/sample" not in parent.tags:
+        click.echo(f"error: run {run_id} was not started by `depmesh run` (it has no depmesh/catalog and "
+                   "depmesh/sample tags): re-execute it from the UI", err=True)
+        sys.exit(2)
+    return parent.tags["depmesh/catalog"], float(parent.tags["depmesh/sample"])
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

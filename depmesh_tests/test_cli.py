@@ -34,8 +34,15 @@ def test_run_materializes_the_mesh_and_prints_a_summary(tmp_path, demo_mesh):
     try:
         assert "Sqlite" in type(instance.run_storage).__name__
         assert instance.get_latest_materialization_event(AssetKey(["consumers", "ops_report"])) is not None
+        [run] = instance.get_runs()
+        assert run.tags["depmesh/sample"] == "0.2" and run.tags["depmesh/catalog"].endswith("catalog.yaml")
     finally:
         instance.dispose()
+    # re-execution from failure needs a failed run of this instance, and says so
+    again = depmesh("run", "--from-failure", run.run_id, "--home", str(home))
+    assert again.returncode == 2 and f"run {run.run_id} is SUCCESS, not FAILURE" in again.stderr
+    again = depmesh("run", "--from-failure", "no-such-run", "--home", str(home))
+    assert again.returncode == 2 and "no run no-such-run on the instance" in again.stderr
 
 
 def test_run_with_a_bad_catalog_fails_before_touching_the_instance(tmp_path, write_catalog):

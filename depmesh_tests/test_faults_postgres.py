@@ -77,17 +77,15 @@ def _failure_errors(instance, run_id: str) -> list[str]:
     return texts
 
 
-def _reexecute_from_failure(env, run_id: str, executor: str):
-    from dagster import ReexecutionOptions, execute_job
-
-    from depmesh.examples import DEMO_CATALOG
-    from depmesh.executors import reconstructable_mesh_job
-
+def _reexecute_from_failure(env, run_id: str, executor: str) -> tuple[bool, str]:
+    """`depmesh run --from-failure RUN_ID`, as a user would; (succeeded, the new run's id)."""
+    result = subprocess.run(depmesh_cli("run", "--from-failure", run_id, "--executor", executor), env=env,
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert f"re-executing run {run_id} from its failure" in result.stderr, result.stderr[-2000:]
     with team_instance(env) as instance:
-        job = reconstructable_mesh_job(str(DEMO_CATALOG), SAMPLE, executor)
-        result = execute_job(job, instance=instance, raise_on_error=False,
-                             reexecution_options=ReexecutionOptions.from_failure(run_id, instance))
-        return result.success, result.run_id
+        [child] = [r for r in instance.get_runs() if r.parent_run_id == run_id]
+    assert (result.returncode == 0) == (child.status.value == "SUCCESS"), result.stdout[-2000:]
+    return result.returncode == 0, child.run_id
 
 
 def _assert_each_model_registered_once_with_one_release(env, demo_mesh):
