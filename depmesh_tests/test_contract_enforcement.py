@@ -166,3 +166,32 @@ def test_latency_budget_on_an_upstream_model_blocks_its_consumer(baseline, demo_
     assert "over the 0.001 ms budget models/arr_delay needs" in check.description
     assert check.metadata["models/dep_delay/p95_ms"].value > 0.001
     assert instance.get_latest_materialization_event(key("models/arr_delay")).run_id == baseline_run
+    # the loaded dep_delay is the stored version: its own latency gate's figure is used, not a second timing
+    upstream = instance.get_latest_materialization_event(key("models/dep_delay")).asset_materialization.metadata
+    assert check.metadata["models/dep_delay/p95_measured_by"].value == "its latency gate"
+    assert check.metadata["models/dep_delay/p95_ms"].value == upstream["latency/single_p95_ms"].value
+
+
+def test_an_edge_latency_budget_times_the_model_itself_without_a_gate_figure(demo_mesh):
+    from depmesh.contracts.checks import input_contract_result
+    from depmesh.models import TrainedModel
+
+    class Slow:
+        def predict(self, frame):
+            import time
+
+            time.sleep(0.004)
+            return [0.0] * len(frame)
+
+    model = TrainedModel(node="models/m", task="regression", estimator=Slow(), features=["x"], target="y",
+                         prediction_column="pred_m", split=demo_mesh.node("models/dep_delay").model.split)
+    import pandas as pd
+
+    model.sample_input = pd.DataFrame({"x": [1.0] * 8})
+    node = replace(demo_mesh.node("models/arr_delay"), inputs=("models/m",),
+                   edges={"models/m": EdgeContract(latency_p95_ms=2.0)})
+    timed = input_contract_result(node, {"models/m": model})
+    assert timed.passed is False and timed.metadata["models/m/p95_measured_by"].value == "this check"
+    assert timed.metadata["models/m/p95_ms"].value >= 4.0
+    known = input_contract_result(node, {"models/m": model}, {"models/m": 1.5})
+    assert known.passed is True and known.metadata["models/m/p95_ms"].value == 1.5

@@ -226,6 +226,9 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
                           + "; ".join(f"{g.name}: {g.summary}" for g in failed))
         return
     input_versions = metadata["input_data_versions"].value
+    latency = next((g.figures for g in gates if g.name == "gate_latency" and g.figures), None)
+    if latency and "single_p95_ms" in latency:
+        metadata[LATENCY_P95_KEY] = round(float(latency["single_p95_ms"]), 3)
     card = render_card(node, model, gates, input_versions)
     metadata["model_card"] = MetadataValue.md(card)
     # registered before the output is stored: if the registry cannot be reached
@@ -312,6 +315,26 @@ def retry_on_lost_database(context: AssetExecutionContext, name: str):
         context.log.warning(f"depmesh: {name} lost its database connection ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:200]}); Dagster retries the step in {DATABASE_RETRY_WAIT_S} s")
         raise RetryRequested(max_retries=DATABASE_RETRIES, seconds_to_wait=DATABASE_RETRY_WAIT_S) from exc
+
+
+LATENCY_P95_KEY = "latency/single_p95_ms"
+
+
+def _gate_latencies(context: AssetExecutionContext, node: NodeSpec, inputs: dict[str, Any]) -> dict[str, float]:
+    """For each upstream model with a latency budget on this edge: the p95 its
+    own latency gate measured, when the stored materialization is the very
+    version loaded (so one model is timed once per version, not once per consumer)."""
+    from depmesh.models import TrainedModel
+
+    found: dict[str, float] = {}
+    for name, edge in node.edges.items():
+        value = inputs.get(name)
+        if edge.latency_p95_ms is None or not isinstance(value, TrainedModel):
+            continue
+        metadata = _previous_metadata(context, asset_key(name)) or {}
+        if metadata.get("model_version") == value.version and LATENCY_P95_KEY in metadata:
+            found[name] = float(metadata[LATENCY_P95_KEY])
+    return found
 
 
 def _previous_metadata(context: AssetExecutionContext, key: AssetKey) -> dict[str, Any] | None:
@@ -413,7 +436,7 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         inputs = {names[arg]: value for arg, value in kwargs.items()}
         runtime: MeshRuntime = getattr(context.resources, RUNTIME_KEY)
         if node.edges:
-            edge_result = input_contract_result(node, inputs)
+            edge_result = input_contract_result(node, inputs, _gate_latencies(context, node, inputs))
             yield edge_result
             if not edge_result.passed:
                 context.log.error(f"depmesh: {node.name} not built, input contract failed: {edge_result.description}")
