@@ -174,8 +174,9 @@ def check_run_settings(instance) -> list[Finding]:
         findings.append(Finding(OK, "training pool", f"{TRAINING_POOL}: at most {pool.limit} training steps at once "
                                 f"({len(pool.claimed_slots)} claimed, {len(pool.pending_steps)} waiting)"))
     if instance.run_retries_enabled:
-        findings.append(Finding(OK, "run retries", f"up to {instance.run_retries_max_retries} retries of a run whose "
-                                "worker failed"))
+        on_steps = "also" if instance.run_retries_retry_on_asset_or_op_failure else "not"
+        findings.append(Finding(OK, "run retries", f"up to {instance.run_retries_max_retries} retries of a failed run, "
+                                f"from the failure ({on_steps} when a step failed)"))
     else:
         findings.append(Finding(WARN, "run retries", "disabled: a run that lost its worker or database stays failed",
                                 "run_retries: {enabled: true} in dagster.yaml"))

@@ -31,6 +31,7 @@ def test_team_dagster_yaml_sets_queue_pools_retries_and_monitoring(postgres_serv
                 config.run_queue_config.tag_concurrency_limits
             assert config.pool_config.default_pool_limit == 2
             assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+            assert instance.run_retries_retry_on_asset_or_op_failure
             assert instance.run_monitoring_enabled
             assert instance.run_monitoring_start_timeout_seconds == 180
             assert instance.run_monitoring_max_runtime_seconds == 14400
