@@ -47,7 +47,7 @@ def plain_python(sample: float, checks: bool) -> float:
     import pandas as pd
 
     from depmesh.contracts.checks import input_contract_result, run_contract
-    from depmesh.gates.evaluate import evaluate_gates
+    from depmesh.gates.evaluate import LATENCY, evaluate_gates
     from depmesh.models import TrainedModel
 
     mesh = load_catalog(DEMO_CATALOG)
@@ -64,7 +64,7 @@ def plain_python(sample: float, checks: bool) -> float:
         values[name] = value = resolve_entrypoint(node.entrypoint)(inputs, ctx)
         if checks and isinstance(value, TrainedModel):
             for gate in evaluate_gates(value, node.model.gates, ctx.evaluation, None):
-                if gate.name == "gate_latency" and "single_p95_ms" in gate.figures:
+                if gate.name == LATENCY and "single_p95_ms" in gate.figures:
                     p95[name] = gate.figures["single_p95_ms"]
         elif checks and node.contract is not None:
             run_contract(node, value, None, now)

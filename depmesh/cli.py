@@ -177,29 +177,26 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
     catalog_path = str(_catalog_path(catalog).resolve())
     tags = {"depmesh/trigger": "cli", "depmesh/catalog": catalog_path, "depmesh/sample": repr(sample)}
     started = time.perf_counter()
-    if parent_id:
+    if chosen == "in_process" and not parent_id:
+        from depmesh.assets import MeshRuntime
+        from depmesh.build import MESH_JOB, build_definitions
+        from depmesh.executors import build_executor
+
+        defs = build_definitions(mesh, runtime=MeshRuntime(sample_fraction=sample), executor=build_executor(chosen))
+        result = defs.resolve_job_def(MESH_JOB).execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
+    else:
+        # other executors, and re-execution, need a job other processes can rebuild
         from dagster import ReexecutionOptions, execute_job
 
         from depmesh.executors import reconstructable_mesh_job
 
-        click.echo(f"re-executing run {parent_id} from its failure", err=True)
+        options = None
+        if parent_id:
+            click.echo(f"re-executing run {parent_id} from its failure", err=True)
+            options = ReexecutionOptions.from_failure(parent_id, instance)
         result = execute_job(reconstructable_mesh_job(catalog_path, sample, chosen), instance=instance,
-                             run_config=run_config, tags=tags, raise_on_error=False,
-                             reexecution_options=ReexecutionOptions.from_failure(parent_id, instance))
-    elif chosen == "in_process":
-        from depmesh.assets import MeshRuntime
-        from depmesh.build import MESH_JOB, build_definitions
-
-        defs = build_definitions(mesh, runtime=MeshRuntime(sample_fraction=sample))
-        result = defs.resolve_job_def(MESH_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
-    else:
-        from dagster import execute_job
-
-        from depmesh.executors import reconstructable_mesh_job
-
-        job = reconstructable_mesh_job(catalog_path, sample, chosen)
-        result = execute_job(job, instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
+                             run_config=run_config, tags=tags, raise_on_error=False, reexecution_options=options)
     seconds = time.perf_counter() - started
     click.echo("")
     missing = "not in this run (built before the failure, or NOT BUILT)" if parent_id else "NOT BUILT"
@@ -272,7 +269,7 @@ def worker(home: str | None, concurrency: int | None, name: str | None, queues: 
     and the stored assets from the same paths."""
     import uuid
 
-    from depmesh.executors import BACKEND_ENV, BROKER_ENV
+    from depmesh.executors import BROKER_ENV
     from depmesh.instance import prepare_home, uses_postgres
 
     if not os.environ.get(BROKER_ENV):
@@ -283,7 +280,6 @@ def worker(home: str | None, concurrency: int | None, name: str | None, queues: 
     _event_batching()
     path = prepare_home(Path(home) if home else None)
     env = {**os.environ, "DAGSTER_HOME": str(path)}
-    env.setdefault(BACKEND_ENV, env[BROKER_ENV])
     # dagster_celery.app imports a module named dagster_celery_config when it can: ours reads the broker from the environment
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CELERY_CONFIG_DIR), env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker", "--prefetch-multiplier=1",

@@ -21,7 +21,8 @@ def root_cause(error) -> str:
     text = (error.message or "").strip()
     first = text.splitlines()[0] if text else ""
     name = error.cls_name or ""
-    return first if name and first.startswith(name) or "." in first.split(":")[0] else f"{name}: {first}"
+    # Dagster's messages usually open with the (qualified) class name already
+    return first if first.split(":", 1)[0].endswith(name) else f"{name}: {first}"
 
 
 class _ProgressHandler(logging.Handler):

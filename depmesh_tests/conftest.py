@@ -155,6 +155,19 @@ def team_instance(env: dict[str, str]):
             os.environ["DAGSTER_POSTGRES_URL"] = old
 
 
+def stop_process_group(proc) -> None:
+    """SIGTERM a process started with start_new_session=True and its children; SIGKILL after 30 s."""
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def depmesh_cli(*args: str) -> list[str]:
     import sys
 

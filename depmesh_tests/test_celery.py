@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from depmesh_tests.conftest import SAMPLE, depmesh_cli, fresh_database, team_env, team_instance
+from depmesh_tests.conftest import (SAMPLE, depmesh_cli, fresh_database, stop_process_group, team_env,
+                                   team_instance)
 
 
 def _children(pid: int) -> set[int]:
@@ -78,12 +78,7 @@ def test_mesh_steps_run_on_a_celery_worker_and_land_in_the_postgres_instance(cel
         assert "celery executor" in output and "release 1 recorded" in output
         pool |= _children(worker.pid)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_process_group(worker)
 
     from dagster import AssetKey, DagsterEventType, DagsterRunStatus
 
@@ -139,3 +134,16 @@ def test_unknown_executor_is_named_in_the_error(tmp_path):
                             timeout=120)
     assert result.returncode == 2
     assert "DEPMESH_EXECUTOR='spark'" in result.stderr and "in_process, multiprocess, celery, k8s" in result.stderr
+
+
+def test_an_explicit_executor_wins_over_the_environment(tmp_path, write_catalog):
+    """`--executor in_process` runs in-process even where DEPMESH_EXECUTOR names
+    an executor this machine cannot run (celery without a broker)."""
+    catalog = write_catalog("mesh: tiny\nnodes:\n"
+                            "  - {name: raw/n0, kind: dataset, owner: team:a, compute: depmesh.examples.synthetic:source}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPMESH_", "DAGSTER_"))}
+    env.update(DAGSTER_HOME=str(tmp_path / "home"), DEPMESH_EXECUTOR="celery")
+    result = subprocess.run(depmesh_cli("run", "--catalog", str(catalog), "--executor", "in_process"), env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "in_process executor" in result.stderr and "succeeded" in result.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from depmesh_tests.conftest import REPO, depmesh_cli, fresh_database, team_env, team_instance
+from depmesh_tests.conftest import REPO, depmesh_cli, fresh_database, stop_process_group, team_env, team_instance
 
 
 def test_team_dagster_yaml_sets_queue_pools_retries_and_monitoring(postgres_server_url, tmp_path):
@@ -75,6 +74,12 @@ def test_each_executor_builds_and_the_default_is_in_process(demo_mesh, monkeypat
         build_executor("celery")
 
 
+def start_daemon(env: dict[str, str]) -> subprocess.Popen:
+    """A real dagster-daemon on the instance of ``env``, loading the code location as a deployment would."""
+    return subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-m", "depmesh.definitions"], env=env,
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def _doctor(env: dict[str, str]) -> tuple[int, dict]:
     result = subprocess.run(depmesh_cli("doctor", "--format", "json"), env=env, capture_output=True, text=True,
                             timeout=180)
@@ -116,9 +121,7 @@ def test_doctor_without_a_daemon_then_healthy_then_behind(postgres_server_url, t
         migrated = subprocess.run(depmesh_cli("registry", "migrate"), env=env, capture_output=True, text=True,
                                   timeout=120)
         assert migrated.returncode == 0 and "migration 0001" in migrated.stdout, migrated.stderr
-        daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-m", "depmesh.definitions"],
-                                  env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        daemon = start_daemon(env)
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -131,8 +134,7 @@ def test_doctor_without_a_daemon_then_healthy_then_behind(postgres_server_url, t
             assert found["daemon"]["status"] == "ok" and "heartbeating" in found["daemon"]["message"]
             assert found["registry"]["status"] == "ok" and "migration 0001 (current)" in found["registry"]["message"]
         finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            daemon.wait(timeout=60)
+            stop_process_group(daemon)
 
         # an instance whose schema is one migration older than this Dagster's
         from alembic.config import Config
@@ -172,9 +174,7 @@ def test_a_queued_run_that_fails_is_retried_by_the_daemon(postgres_server_url, t
     with fresh_database(postgres_server_url) as database:
         env = team_env(tmp_path / "home", database, DEPMESH_CATALOG=str(catalog),
                        DEPMESH_TEST_MARKER=str(tmp_path / "marker"))
-        daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-m", "depmesh.definitions"],
-                                  env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        daemon = start_daemon(env)
         try:
             launched = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-m", "depmesh.definitions",
                                        "-j", "mesh_job"], env=env, cwd=REPO, capture_output=True, text=True,
@@ -205,5 +205,4 @@ def test_a_queued_run_that_fails_is_retried_by_the_daemon(postgres_server_url, t
                 assert instance.get_latest_materialization_event(AssetKey(["raw", "n0"])).run_id == first.run_id
                 assert instance.get_latest_materialization_event(AssetKey(["features", "n1"])).run_id == retry.run_id
         finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            daemon.wait(timeout=60)
+            stop_process_group(daemon)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from depmesh_tests.conftest import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
@@ -58,11 +59,7 @@ def dagster_dev(tmp_path):
             time.sleep(1)
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
 
 
 def test_dagster_dev_shows_every_node_with_its_lineage(dagster_dev, demo_mesh):

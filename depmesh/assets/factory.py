@@ -55,6 +55,7 @@ RUNTIME_KEY = "mesh_runtime"
 # dagster.yaml caps it (concurrency.pools.default_limit) so that no more than N
 # models train at once across all runs, while feature and scoring steps go on.
 TRAINING_POOL = "depmesh_training"
+LATENCY_P95_KEY = "latency/single_p95_ms"  # a model's metadata: the single-row p95 its latency gate measured
 KINDS_TAG = {"dataset": "pandas", "features": "pandas", "model": "scikitlearn", "scores": "pandas", "consumer": "pandas"}
 
 
@@ -213,7 +214,7 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     """Yield the gate results, then (only if every gate passed) the model's
     output, then record the version in the registry with its model card."""
     from depmesh.artifacts import serialize
-    from depmesh.gates.evaluate import evaluate_gates
+    from depmesh.gates.evaluate import LATENCY, evaluate_gates
     from depmesh.registry.cards import render_card
 
     metadata = _model_metadata(model, node, inputs, code, seconds)
@@ -226,7 +227,7 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
                           + "; ".join(f"{g.name}: {g.summary}" for g in failed))
         return
     input_versions = metadata["input_data_versions"].value
-    latency = next((g.figures for g in gates if g.name == "gate_latency" and g.figures), None)
+    latency = next((g.figures for g in gates if g.name == LATENCY and g.figures), None)
     if latency and "single_p95_ms" in latency:
         metadata[LATENCY_P95_KEY] = round(float(latency["single_p95_ms"]), 3)
     card = render_card(node, model, gates, input_versions)
@@ -315,9 +316,6 @@ def retry_on_lost_database(context: AssetExecutionContext, name: str):
         context.log.warning(f"depmesh: {name} lost its database connection ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:200]}); Dagster retries the step in {DATABASE_RETRY_WAIT_S} s")
         raise RetryRequested(max_retries=DATABASE_RETRIES, seconds_to_wait=DATABASE_RETRY_WAIT_S) from exc
-
-
-LATENCY_P95_KEY = "latency/single_p95_ms"
 
 
 def _gate_latencies(context: AssetExecutionContext, node: NodeSpec, inputs: dict[str, Any]) -> dict[str, float]:

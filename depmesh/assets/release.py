@@ -13,7 +13,7 @@ from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, asset_key, retr
 from depmesh.catalog import MeshSpec
 
 RELEASE_KEY = AssetKey(["releases", "mesh"])
-RELEASE_ASSET = "releases/mesh"
+RELEASE_ASSET = RELEASE_KEY.to_user_string()
 
 
 def build_release_asset(mesh: MeshSpec):
