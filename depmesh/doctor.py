@@ -148,7 +148,7 @@ def check_registry(home: Path) -> list[Finding]:
         if current != head:
             return [Finding(FAIL, "registry", f"registry at {where}: migration level {current}, this depmesh needs {head}",
                             "depmesh registry migrate")]
-        return [Finding(OK, "registry", f"{where} at migration {current} (current): {len(registry.releases())} "
+        return [Finding(OK, "registry", f"{where} at migration {current} (current): {registry.release_count()} "
                         f"release(s) recorded")]
     finally:
         registry.dispose()

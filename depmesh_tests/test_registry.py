@@ -82,7 +82,9 @@ def test_transition_without_actor_or_reason_is_refused(registry, actor, reason):
 
 
 def test_promotion_moves_the_whole_release_and_archives_what_it_replaces(registry):
+    assert registry.release_count() == 0
     first, second = two_releases(registry)
+    assert registry.release_count() == len(registry.releases()) == 2
     assert registry.production() == {"models/dep": "v2", "models/arr": "w2"}
     stages = {v["version"]: v["stage"] for n in ("models/dep", "models/arr") for v in registry.versions(n)}
     assert stages == {"v1": "Archived", "w1": "Archived", "v2": "Production", "w2": "Production"}

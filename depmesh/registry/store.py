@@ -256,6 +256,10 @@ class Registry:
         out["members"] = {m.node: m.version for m in members}
         return out
 
+    def release_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(releases)).scalar_one())
+
     def releases(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             ids = conn.execute(sa.select(releases.c.id).order_by(releases.c.id)).scalars().all()
