@@ -60,7 +60,7 @@ def build_definitions(
         schedules=retrain_schedules(mesh),
         sensors=[build_retrain_sensor(mesh)],
         resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime(),
-                   REGISTRY_KEY: registry or RegistryResource()},
+                   REGISTRY_KEY: registry or RegistryResource(mesh=mesh.name)},
         executor=executor or build_executor(),
         loggers={"console": colored_console_logger, PROGRESS_LOGGER: progress_logger},
     )

@@ -24,6 +24,17 @@ def _git(root: Path, *args: str) -> str:
         raise GitError(f"git {' '.join(args)}: {exc.stderr.strip()}") from None
 
 
+def resolve_ref(root: Path, ref: str) -> str:
+    """The commit a user-given ref names, checked by git as a ref and never
+    read as an option (``--output=FILE`` is refused, not obeyed)."""
+    if not ref or ref.startswith("-") or any(c in ref for c in "\0\n"):
+        raise GitError(f"{ref!r} is not a git ref (a branch, tag or commit)")
+    try:
+        return _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}").strip()
+    except GitError:
+        raise GitError(f"{ref!r} names no commit in {root}") from None
+
+
 def _module_file(entrypoint: str) -> Path | None:
     module = entrypoint.partition(":")[0]
     try:
@@ -39,9 +50,10 @@ def changed_since(mesh: MeshSpec, ref: str) -> dict[str, list[str]]:
     catalog = mesh.path.resolve()
     root = Path(_git(catalog.parent, "rev-parse", "--show-toplevel").strip())
     rel = catalog.relative_to(root).as_posix()
+    commit = resolve_ref(root, ref)
     reasons: dict[str, list[str]] = {}
     try:
-        old_text = _git(root, "show", f"{ref}:{rel}")
+        old_text = _git(root, "show", f"{commit}:{rel}")
     except GitError:
         old_text = None  # the catalog did not exist at ref: every node is new
     old_nodes = {}
@@ -54,7 +66,7 @@ def changed_since(mesh: MeshSpec, ref: str) -> dict[str, list[str]]:
             reasons.setdefault(node.name, []).append("new in the catalog")
         elif before != replace(node, line=None):
             reasons.setdefault(node.name, []).append("catalog entry changed")
-    changed_files = set(_git(root, "diff", "--name-only", ref).split())
+    changed_files = set(_git(root, "diff", "--name-only", commit, "--").split())
     changed_files |= set(_git(root, "ls-files", "--others", "--exclude-standard").split())
     changed_paths = {(root / f).resolve() for f in changed_files}
     for node in mesh.nodes:

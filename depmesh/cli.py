@@ -201,11 +201,17 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
     click.echo("")
     missing = "not in this run (built before the failure, or NOT BUILT)" if parent_id else "NOT BUILT"
     click.echo(_table(_summary_rows(result, mesh, missing), ["node", "kind", "built", "version", "seconds"]))
-    releases = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["releases", "mesh"]]
+    from depmesh.assets.release import release_key
+
+    releases = [e for e in result.get_asset_materialization_events() if e.asset_key == release_key(mesh)]
     if releases:
-        release_id = releases[0].materialization.metadata["release_id"].value
-        click.echo(f"\nrelease {release_id} recorded in the registry (Staging): every gate passed. Promote it with\n"
-                   f"  depmesh release promote {release_id} --actor NAME --reason TEXT")
+        md = releases[0].materialization.metadata
+        release_id = md["release_id"].value
+        if md.get("new_release") is not None and not md["new_release"].value:
+            click.echo(f"\nevery gate passed; these versions already are release {release_id}: nothing new to promote")
+        else:
+            click.echo(f"\nrelease {release_id} recorded in the registry (Staging): every gate passed. Promote it with\n"
+                       f"  depmesh release promote {release_id} --actor NAME --reason TEXT")
     elif not result.success:
         click.echo("\nno release: the run failed (see the FAILED lines above, or the UI)")
     elif any(mesh.node(n).kind == "model" for n in mesh.names):
@@ -430,12 +436,40 @@ def simulate(injections: tuple[str, ...], catalog: str | None, home: str | None,
     click.echo("stopped at: " + (", ".join(report.stopped_at) or "nowhere: it reached every consumer"))
 
 
-def _open_registry(home: str | None):
+def _existing_home(home: str | None) -> Path:
+    """The instance folder a read-only command reads: it must hold an instance
+    (a mistyped --home would otherwise answer from a new, empty one)."""
+    from depmesh.instance import default_home
+
+    path = (Path(home) if home else default_home()).resolve()
+    if not (path / "dagster.yaml").is_file():
+        raise click.UsageError(f"{path} holds no Dagster instance (no dagster.yaml): check --home or DAGSTER_HOME; "
+                               "`depmesh run` creates one")
+    return path
+
+
+def _open_registry(home: str | None, catalog: str | None, *, read_only: bool = False):
+    """The registry of the catalog's mesh, verifying artifacts in the instance's store."""
+    from depmesh.artifacts import ArtifactStore
     from depmesh.instance import prepare_home
     from depmesh.registry.resource import open_registry
-    from depmesh.registry.store import default_url
+    from depmesh.registry.store import RegistryError, default_url
 
-    return open_registry(default_url(prepare_home(Path(home) if home else None)))
+    mesh = _load(catalog)
+    path = _existing_home(home) if read_only else _writable_home(home, prepare_home)
+    artifacts = ArtifactStore(path / "storage" / "depmesh" / "artifacts")
+    try:
+        return open_registry(default_url(path), mesh.name, artifacts)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _writable_home(home: str | None, prepare) -> Path:
+    try:
+        return prepare(Path(home) if home else None)
+    except PermissionError as exc:
+        raise click.ClickException(f"cannot write the instance folder {exc.filename}: {exc.strerror} "
+                                   "(choose a writable --home or DAGSTER_HOME)") from None
 
 
 def _registry_call(fn):
@@ -450,7 +484,9 @@ def _registry_call(fn):
 
 HOME_OPTION = click.option("--home", type=click.Path(file_okay=False),
                            help="Dagster instance folder whose registry to use (default as `depmesh run`).")
+REG_CATALOG_OPTION = click.option("--catalog", help=CATALOG_HELP + " Its mesh name picks the releases and versions.")
 FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+RELEASE_ID = click.argument("release_id", type=click.IntRange(1, 2**63 - 1), metavar="RELEASE_ID")
 
 
 @main.group()
@@ -459,54 +495,65 @@ def release() -> None:
 
 
 @release.command("list")
+@REG_CATALOG_OPTION
 @HOME_OPTION
 @FORMAT_OPTION
-def release_list(home: str | None, fmt: str) -> None:
-    """Every release with its status and members."""
+def release_list(catalog: str | None, home: str | None, fmt: str) -> None:
+    """Every release of the mesh with its status and members."""
     import json
 
-    registry = _open_registry(home)
+    registry = _open_registry(home, catalog, read_only=True)
     items = registry.releases()
     if fmt == "json":
         click.echo(json.dumps(items, indent=2, default=str))
         return
     rows = [[r["id"], r["status"], str(r["created_at"])[:19], str(r["promoted_at"] or "")[:19],
              ", ".join(f"{n}@{v[:8]}" for n, v in r["members"].items())] for r in items]
-    click.echo(_table(rows, ["id", "status", "created", "promoted", "members"]) if rows else "no releases yet")
+    click.echo(_table(rows, ["id", "status", "created", "promoted", "members"]) if rows
+               else f"no releases of mesh {registry.mesh} yet")
 
 
 @release.command("show")
-@click.argument("release_id", type=int)
+@RELEASE_ID
+@REG_CATALOG_OPTION
 @HOME_OPTION
 @FORMAT_OPTION
-def release_show(release_id: int, home: str | None, fmt: str) -> None:
-    """One release: status, members and each member's stage and metrics."""
+def release_show(release_id: int, catalog: str | None, home: str | None, fmt: str) -> None:
+    """One release: status, members, each member's stage, metrics and whether its artifact verifies."""
     import json
 
-    registry = _open_registry(home)
+    registry = _open_registry(home, catalog, read_only=True)
     item = _registry_call(lambda: registry.release(release_id))
     members = []
     for node, version in item["members"].items():
         info = registry.version(node, version) or {}
+        problems = registry.artifact_problems({node: version})
         members.append({"node": node, "version": version, "stage": info.get("stage"),
-                        "metrics": info.get("metrics", {}), "trained_against": info.get("upstream_models", {})})
+                        "metrics": info.get("metrics", {}), "trained_against": info.get("upstream_models", {}),
+                        "artifact": "verified" if not problems else problems[0]})
     if fmt == "json":
         click.echo(json.dumps({**item, "members": members}, indent=2, default=str))
         return
     click.echo(f"release {item['id']}: {item['status']} (created {str(item['created_at'])[:19]}, run {item['run_id']})")
     rows = [[m["node"], m["version"], m["stage"], ", ".join(f"{k}={v:.3g}" for k, v in list(m["metrics"].items())[:3]),
-             ", ".join(f"{k}@{v[:8]}" for k, v in m["trained_against"].items()) or "-"] for m in members]
-    click.echo(_table(rows, ["node", "version", "stage", "metrics", "trained against"]))
+             ", ".join(f"{k}@{v[:8]}" for k, v in m["trained_against"].items()) or "-",
+             "verified" if m["artifact"] == "verified" else "FAILED"] for m in members]
+    click.echo(_table(rows, ["node", "version", "stage", "metrics", "trained against", "artifact"]))
+    for m in members:
+        if m["artifact"] != "verified":
+            click.echo(f"artifact FAILED: {m['artifact']}")
 
 
 @release.command("promote")
-@click.argument("release_id", type=int)
+@RELEASE_ID
 @click.option("--actor", required=True, help="Who promotes (recorded in the audit trail).")
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@REG_CATALOG_OPTION
 @HOME_OPTION
-def release_promote(release_id: int, actor: str, reason: str, home: str | None) -> None:
-    """Make every version of a release Production at once (atomic); archive what it replaces."""
-    registry = _open_registry(home)
+def release_promote(release_id: int, actor: str, reason: str, catalog: str | None, home: str | None) -> None:
+    """Make every version of a release Production at once (atomic), after
+    verifying every member's artifact; archive what it replaces."""
+    registry = _open_registry(home, catalog, read_only=True)
     item = _registry_call(lambda: registry.promote(release_id, actor=actor, reason=reason))
     click.echo(f"release {release_id} is Production: " + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
 
@@ -516,10 +563,12 @@ def release_promote(release_id: int, actor: str, reason: str, home: str | None) 
 @click.option("--with-dependents", is_flag=True, help="With --node: also roll back the models trained against it.")
 @click.option("--actor", required=True, help="Who rolls back (recorded in the audit trail).")
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@REG_CATALOG_OPTION
 @HOME_OPTION
-def release_rollback(node: str | None, with_dependents: bool, actor: str, reason: str, home: str | None) -> None:
+def release_rollback(node: str | None, with_dependents: bool, actor: str, reason: str, catalog: str | None,
+                     home: str | None) -> None:
     """Make the previous release Production again (atomic), or one model with --node."""
-    registry = _open_registry(home)
+    registry = _open_registry(home, catalog, read_only=True)
     if node is None:
         item = _registry_call(lambda: registry.rollback(actor=actor, reason=reason))
         click.echo(f"release {item['id']} is Production again: "
@@ -537,23 +586,25 @@ def registry() -> None:
 
 
 @registry.command("migrate")
+@REG_CATALOG_OPTION
 @HOME_OPTION
-def registry_migrate(home: str | None) -> None:
+def registry_migrate(catalog: str | None, home: str | None) -> None:
     """Bring the registry database to the newest migration (runs do this on first use too)."""
-    reg = _open_registry(home)
+    reg = _open_registry(home, catalog)
     click.echo(f"registry at migration {reg.schema_revision()} (head {reg.head_revision()})")
     reg.dispose()
 
 
 @registry.command("history")
 @click.argument("node")
+@REG_CATALOG_OPTION
 @HOME_OPTION
 @FORMAT_OPTION
-def registry_history(node: str, home: str | None, fmt: str) -> None:
+def registry_history(node: str, catalog: str | None, home: str | None, fmt: str) -> None:
     """Every stage transition of a model's versions: from, to, actor, reason, time, run."""
     import json
 
-    reg = _open_registry(home)
+    reg = _open_registry(home, catalog, read_only=True)
     items = reg.history(node)
     if fmt == "json":
         click.echo(json.dumps({"node": node, "versions": reg.versions(node), "transitions": items}, indent=2, default=str))
@@ -580,12 +631,17 @@ def catalog_from(spec: str, other: str | None) -> MeshSpec:
     ref = spec[len("git:"):]
     if other is None or other.startswith("git:"):
         raise click.UsageError("git:REF takes the catalog path from the other argument, which must be a file")
+    from depmesh.changes_since import GitError, resolve_ref
+
     path = Path(other).resolve()
     try:
         root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, check=True,
                                    capture_output=True, text=True).stdout.strip())
-        text = subprocess.run(["git", "show", f"{ref}:{path.relative_to(root).as_posix()}"], cwd=root,
+        commit = resolve_ref(root, ref)
+        text = subprocess.run(["git", "show", f"{commit}:{path.relative_to(root).as_posix()}"], cwd=root,
                               check=True, capture_output=True, text=True).stdout
+    except GitError as exc:
+        raise click.ClickException(f"git:{ref}: {exc}") from None
     except subprocess.CalledProcessError as exc:
         raise click.ClickException(f"cannot read {path.name} at git ref {ref!r}: {exc.stderr.strip()}") from None
     from depmesh.catalog import parse_catalog

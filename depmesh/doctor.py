@@ -28,13 +28,53 @@ class Finding:
         return asdict(self)
 
 
+SECRET_PARAMS = ("password", "passwd", "pwd", "secret", "token", "key", "sslpassword", "auth")
+MASK = "***"
+
+
 def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    """A URL fit to print: the password in its user part and every secret-looking
+    query parameter (``?password=``, ``sslpassword``, tokens) masked."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as the user wrote it, minus nothing secret
-        return url.split("@")[-1]
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:{MASK}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+        query = parts.query
+        if query:
+            pairs = [(k, MASK if any(s in k.lower() for s in SECRET_PARAMS) else v)
+                     for k, v in parse_qsl(query, keep_blank_values=True)]
+            query = urlencode(pairs, safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return MASK  # a URL we cannot take apart is not printed at all
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The secret strings in a URL (decoded and as written), to mask in error messages."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    userinfo = parts.netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    found += [v for k, v in parse_qsl(parts.query) if any(s in k.lower() for s in SECRET_PARAMS)]
+    found += [unquote(f) for f in found]
+    return sorted({f for f in found if f}, key=len, reverse=True)
+
+
+def _masked(text: str, url: str) -> str:
+    for secret in _secrets_of(url):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def _value(field: Any) -> str | None:
@@ -61,8 +101,16 @@ def _postgres_url(config: dict[str, Any]) -> tuple[str | None, str | None]:
     missing = [k for k in ("username", "hostname", "db_name") if not parts[k]]
     if missing:
         return None, f"dagster.yaml's postgres_db lacks {', '.join(missing)} (or their environment variables are unset)"
-    auth = parts["username"] + (f":{parts['password']}" if parts["password"] else "")
-    return f"postgresql://{auth}@{parts['hostname']}:{parts['port'] or 5432}/{parts['db_name']}", None
+    from sqlalchemy.engine import URL
+
+    try:
+        port = int(parts["port"] or 5432)
+    except ValueError:
+        return None, f"dagster.yaml's postgres_db port {parts['port']!r} is not a number"
+    # URL.create quotes each part: a password with @, / or : stays one password
+    url = URL.create("postgresql", username=parts["username"], password=parts["password"] or None,
+                     host=parts["hostname"], port=port, database=parts["db_name"])
+    return url.render_as_string(hide_password=False), None
 
 
 def _probe(url: str) -> str | None:
@@ -78,7 +126,7 @@ def _probe(url: str) -> str | None:
             conn.execute(sa.text("select 1"))
         return None
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding
-        text = str(getattr(exc, "orig", None) or exc).strip()
+        text = _masked(str(getattr(exc, "orig", None) or exc).strip(), url)
         return text.splitlines()[0] if text else type(exc).__name__
     finally:
         engine.dispose()
@@ -139,7 +187,9 @@ def check_registry(home: Path) -> list[Finding]:
     error = _probe(url)
     if error:
         return [Finding(FAIL, "registry", f"registry database at {where} is unreachable: {error}")]
-    registry = Registry(url)
+    from depmesh.artifacts import ArtifactStore
+
+    registry = Registry(url, artifacts=ArtifactStore(home / "storage" / "depmesh" / "artifacts"))
     try:
         current, head = registry.schema_revision(), Registry.head_revision()
         if current is None:
@@ -148,8 +198,21 @@ def check_registry(home: Path) -> list[Finding]:
         if current != head:
             return [Finding(FAIL, "registry", f"registry at {where}: migration level {current}, this depmesh needs {head}",
                             "depmesh registry migrate")]
-        return [Finding(OK, "registry", f"{where} at migration {current} (current): {registry.release_count()} "
-                        f"release(s) recorded")]
+        meshes = registry.meshes()
+        findings = [Finding(OK, "registry", f"{where} at migration {current} (current): "
+                            + (", ".join(f"mesh {m}: {registry.for_mesh(m).release_count()} release(s)" for m in meshes)
+                               or "no mesh has recorded anything yet"))]
+        for mesh in meshes:
+            view = registry.for_mesh(mesh)
+            production = view.production()
+            problems = view.artifact_problems(production)
+            if problems:
+                findings.append(Finding(FAIL, "artifacts", f"mesh {mesh}: Production artifacts that fail verification: "
+                                        + "; ".join(problems), "rebuild those versions, or roll back"))
+            elif production:
+                findings.append(Finding(OK, "artifacts", f"mesh {mesh}: the {len(production)} Production artifact(s) "
+                                        "exist and match their recorded hashes"))
+        return findings
     finally:
         registry.dispose()
 
@@ -253,7 +316,7 @@ def celery_workers(broker: str, timeout: float = 2.0) -> tuple[list[str], str | 
             conn.ensure_connection(max_retries=1, timeout=timeout)
         answers = app.control.ping(timeout=timeout) or []
     except Exception as exc:  # noqa: BLE001 - a broker we cannot reach is the finding
-        return [], str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return [], _masked(str(exc).splitlines()[0], broker) if str(exc) else type(exc).__name__
     finally:
         app.close()
     return [name for answer in answers for name in answer], None

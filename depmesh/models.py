@@ -18,6 +18,10 @@ TASKS = ("regression", "classification", "clustering")
 PRIMARY_METRIC = {"regression": ("mae", False), "classification": ("roc_auc", True), "clustering": ("silhouette", True)}
 
 
+class EmptyTrainingData(ValueError):
+    """A model was given no rows to train or to evaluate on."""
+
+
 class InvalidInput(ValueError):
     """A structured refusal: the input frame cannot be scored, and why."""
 
@@ -42,6 +46,8 @@ class TrainedModel:
     sample_input: Any = None  # a few raw input rows, for latency measurements and gates
     categorical: list[str] = field(default_factory=list)  # features read as categories (the rest are numbers)
     version: str = ""  # set by the factory once the inputs' versions are known
+    serializer: str = "skops"  # how its artifact stores the estimator (the catalog's model.serializer)
+    trusted_types: tuple[str, ...] = ()  # extra types its skops file may load
 
     def with_upstream_predictions(self, frame: Any) -> Any:
         """``frame`` plus one column per upstream model, in training order."""
@@ -170,4 +176,9 @@ def split_masks(frame: Any, split: Any) -> tuple[Any, Any, Any]:
     train = column < train_until
     evaluate = (column >= train_until) & (column < evaluate_until)
     score = column >= evaluate_until
+    for mask, window in ((train, f"before {split.train_until}"),
+                         (evaluate, f"in [{split.train_until}, {split.evaluate_until})")):
+        if not mask.any():
+            raise EmptyTrainingData(f"no rows {window} on {split.time_column} ({len(frame)} rows in all): "
+                                    "nothing to train or evaluate on; check the input or model.split")
     return train, evaluate, score

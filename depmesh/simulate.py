@@ -153,25 +153,32 @@ class SimulationReport:
                 "seconds": round(self.seconds, 2), "nodes": [asdict(n) for n in self.nodes]}
 
 
-def _copy_asset(prod, sim, name: str) -> None:
-    """Copy one asset's stored files from the production store to the simulation's."""
-    import json
+def _copy_asset(prod, sim, name: str, production_instance, instance) -> None:
+    """Copy one asset's stored file from the production store to the
+    simulation's, and its record (the materialization metadata a read
+    verifies against) from the production instance to the simulation's."""
+    from dagster import AssetKey, AssetMaterialization
+
+    from depmesh.assets.io import ARTIFACT_HASH_KEY
 
     key_path = name.split("/")
-    pointer = prod.pointer_path(key_path)
-    if pointer.exists():
-        digest = json.loads(pointer.read_text())["artifact_hash"]
-        for src, dst in ((pointer, sim.pointer_path(key_path)),
-                         (prod.artifacts.path_for(digest), sim.artifacts.path_for(digest))):
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
-        return
-    table = prod.table_path(key_path)
-    if not table.exists():
-        raise InjectionError(f"{name} has never been materialized in {prod.base}: run the mesh first (depmesh run)")
-    dst = sim.table_path(key_path)
+    event = production_instance.get_latest_materialization_event(AssetKey(key_path))
+    if event is None or event.asset_materialization is None:
+        raise InjectionError(f"{name} has never been materialized: run the mesh first (depmesh run)")
+    metadata = event.asset_materialization.metadata
+    if ARTIFACT_HASH_KEY in metadata:
+        digest = str(metadata[ARTIFACT_HASH_KEY].value)
+        src = prod.artifacts.find(digest)
+        if src is None:
+            raise InjectionError(f"{name}: its recorded artifact {digest} is missing from {prod.artifacts.root}")
+        dst = sim.artifacts.path_for(digest, src.suffix)
+    else:
+        src, dst = prod.table_path(key_path), sim.table_path(key_path)
+        if not src.exists():
+            raise InjectionError(f"{name} has never been materialized in {prod.base}: run the mesh first (depmesh run)")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(table, dst)
+    shutil.copyfile(src, dst)
+    instance.report_runless_asset_event(AssetMaterialization(AssetKey(key_path), metadata=dict(metadata)))
 
 
 def _shift(prod_value: Any, sim_value: Any, unique_key: str | None) -> dict[str, float]:
@@ -193,12 +200,26 @@ def _shift(prod_value: Any, sim_value: Any, unique_key: str | None) -> dict[str,
     return out
 
 
+def _simulation_mesh(mesh: MeshSpec, by_node: dict[str, list[Injection]]) -> MeshSpec:
+    """The mesh as the simulation builds it: a model slowed by a latency
+    injection holds depmesh's DelayedEstimator, which skops does not know; it
+    is stored with pickle in the simulation's own temporary store, never in production's."""
+    slowed = {n for n, items in by_node.items() if any(i.kind == "latency" for i in items)}
+    if not slowed:
+        return mesh
+    nodes = tuple(replace(n, model=replace(n.model, serializer="pickle")) if n.name in slowed else n
+                  for n in mesh.nodes)
+    return replace(mesh, nodes=nodes)
+
+
 def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_storage: Path) -> SimulationReport:
     """Run the injections against a copy of production's latest data."""
     from dagster import AssetKey, AssetMaterialization, DagsterInstance
 
     from depmesh.assets import MeshIOManager, MeshStore
+    from depmesh.assets.io import recorded_metadata
     from depmesh.build import build_definitions
+    from depmesh.registry.resource import RegistryResource
     from depmesh.contracts.checks import PROFILE_KEY, SCHEMA_KEY
     from depmesh.models import TrainedModel
 
@@ -211,11 +232,11 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
     injected = sorted(by_node)
     depth = {**graph.downstream(inputs, injected), **{n: 0 for n in injected}}
     selection = [n for n in graph.topological_order(inputs) if n in depth]
-    prod = MeshStore(production_storage)
+    prod = MeshStore(production_storage, instance=production_instance)
     for inj in injections:  # fail fast, before any work, on what can be known up front
-        path = prod.table_path(inj.node.split("/")) if inj.kind != "latency" else prod.pointer_path(inj.node.split("/"))
-        if not path.exists():
-            raise InjectionError(f"{inj.node} has never been materialized in {prod.base}: run the mesh first (depmesh run)")
+        if recorded_metadata(production_instance, inj.node.split("/")) is None:
+            raise InjectionError(f"{inj.node} has never been materialized: run the mesh first (depmesh run)")
+        path = prod.table_path(inj.node.split("/"))
         if inj.kind != "latency":
             import pyarrow.parquet as pq
 
@@ -226,7 +247,7 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
 
     def replay(name: str, items: list[Injection]):
         def build(_inputs: dict, ctx: Any) -> Any:
-            value = prod.load(name.split("/"))
+            value = prod.load(name.split("/"), production_instance)
             for inj in items:
                 if inj.kind == "latency":
                     value = replace(value, estimator=DelayedEstimator(value.estimator, inj.value))
@@ -236,12 +257,12 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
         return build
 
     with tempfile.TemporaryDirectory(prefix="depmesh-simulate-") as tmp:
-        sim_store = MeshStore(Path(tmp) / "depmesh")
-        needed = {i for n in selection for i in inputs[n] if i not in depth}
-        for name in sorted(needed):
-            _copy_asset(prod, sim_store, name)
         instance = DagsterInstance.ephemeral(tempdir=tmp)
+        sim_store = MeshStore(Path(tmp) / "depmesh", instance=instance)
         try:
+            needed = {i for n in selection for i in inputs[n] if i not in depth}
+            for name in sorted(needed):
+                _copy_asset(prod, sim_store, name, production_instance, instance)
             # the simulation compares against production: seed each table's last schema and profile
             for name in selection:
                 event = production_instance.get_latest_materialization_event(AssetKey(name.split("/")))
@@ -252,8 +273,12 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
                 md = {k: v for k, v in event.asset_materialization.metadata.items() if k in (PROFILE_KEY, SCHEMA_KEY)}
                 if md:
                     instance.report_runless_asset_event(AssetMaterialization(AssetKey(name.split("/")), metadata=md))
-            defs = build_definitions(mesh, io_manager=MeshIOManager(base_dir=str(sim_store.base)),
-                                     builders={n: replay(n, items) for n, items in by_node.items()})
+            # production is only read: the simulation's versions go to a registry in its own temporary folder
+            registry = RegistryResource(url=f"sqlite:///{Path(tmp) / 'simulation_registry.db'}", mesh=mesh.name,
+                                        artifacts_dir=str(sim_store.artifacts.root))
+            defs = build_definitions(_simulation_mesh(mesh, by_node), io_manager=MeshIOManager(base_dir=str(sim_store.base)),
+                                     builders={n: replay(n, items) for n, items in by_node.items()},
+                                     registry=registry)
             job = defs.resolve_implicit_global_asset_job_def()
             result = job.execute_in_process(
                 instance=instance, asset_selection=[AssetKey(n.split("/")) for n in selection],
@@ -283,8 +308,8 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
                            else "error" if name in errors else "not run")
                 shift: dict[str, float] = {}
                 if name in built and name not in by_node:
-                    prod_value = prod.load(name.split("/"))
-                    sim_value = sim_store.load(name.split("/"))
+                    prod_value = prod.load(name.split("/"), production_instance)
+                    sim_value = sim_store.load(name.split("/"), instance)
                     if isinstance(sim_value, TrainedModel):
                         shift = {f"{k}_prod": float(v) for k, v in prod_value.metrics.items() if k != "eval_rows"}
                         shift.update({f"{k}_sim": float(v) for k, v in sim_value.metrics.items() if k != "eval_rows"})

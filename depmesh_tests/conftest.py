@@ -54,7 +54,7 @@ def golden(demo_mesh, tmp_path_factory) -> Golden:
         result = materialize_mesh(demo_mesh, instance)
         assert result.success
         events = result.get_asset_materialization_events()
-        release = next(e for e in events if e.asset_key.path == ["releases", "mesh"])
+        release = next(e for e in events if e.asset_key.path == ["releases", "flights"])
         return Golden(home, result.run_id, frozenset("/".join(e.asset_key.path) for e in events),
                       release.materialization.metadata["release_id"].value)
 

@@ -103,7 +103,7 @@ def test_mesh_steps_run_on_a_celery_worker_and_land_in_the_postgres_instance(cel
             assert event is not None and event.run_id == record.dagster_run.run_id, node.name
     from depmesh.registry import Registry
 
-    registry = Registry(env["DAGSTER_POSTGRES_URL"])
+    registry = Registry(env["DAGSTER_POSTGRES_URL"], mesh="flights")
     try:
         [release] = registry.releases()
         assert release["status"] == "Staging"

@@ -120,7 +120,7 @@ def test_doctor_without_a_daemon_then_healthy_then_behind(postgres_server_url, t
 
         migrated = subprocess.run(depmesh_cli("registry", "migrate"), env=env, capture_output=True, text=True,
                                   timeout=120)
-        assert migrated.returncode == 0 and "migration 0001" in migrated.stdout, migrated.stderr
+        assert migrated.returncode == 0 and "migration 0002" in migrated.stdout, migrated.stderr
         daemon = start_daemon(env)
         try:
             deadline = time.monotonic() + 120
@@ -132,7 +132,7 @@ def test_doctor_without_a_daemon_then_healthy_then_behind(postgres_server_url, t
             assert code == 0, report
             found = _by_area(report)
             assert found["daemon"]["status"] == "ok" and "heartbeating" in found["daemon"]["message"]
-            assert found["registry"]["status"] == "ok" and "migration 0001 (current)" in found["registry"]["message"]
+            assert found["registry"]["status"] == "ok" and "migration 0002 (current)" in found["registry"]["message"]
         finally:
             stop_process_group(daemon)
 

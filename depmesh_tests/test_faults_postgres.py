@@ -55,7 +55,7 @@ def _materializations(instance, name: str) -> list:
 def _registry(env):
     from depmesh.registry import Registry
 
-    return Registry(env["DAGSTER_POSTGRES_URL"])
+    return Registry(env["DAGSTER_POSTGRES_URL"], mesh="flights")
 
 
 def _failure_errors(instance, run_id: str) -> list[str]:

@@ -37,8 +37,8 @@ def baseline(golden, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(baseline, demo_mesh):
     """dep_delay trained again here, with its evaluation window in hand."""
-    _, _, storage = baseline
-    store = MeshStore(storage)
+    instance, _, storage = baseline
+    store = MeshStore(storage, instance=instance)
     node = demo_mesh.node("models/dep_delay")
     inputs = {name: store.load(name.split("/")) for name in node.inputs}
     ctx = NodeContext(node=node, sample_fraction=1.0, log=Log())
@@ -117,7 +117,7 @@ def test_a_gate_that_raises_fails_instead_of_crashing_the_step(trained):
 def test_passing_run_records_a_release_in_staging_with_cards(baseline, demo_mesh):
     instance, golden, _ = baseline
     result = golden
-    registry = open_registry(default_url(Path(instance.root_directory)))
+    registry = open_registry(default_url(Path(instance.root_directory)), "flights")
     release_id = golden.release_id
     item = registry.release(release_id)
     assert item["status"] == "Staging"
@@ -144,11 +144,11 @@ def test_a_failed_gate_stops_the_model_and_the_release(baseline, demo_mesh, trai
     node = demo_mesh.node("models/dep_delay")
     mesh = replace(demo_mesh, nodes=tuple(replace(n, model=replace(n.model, trainer=trainer))
                                           if n.name == node.name else n for n in demo_mesh.nodes))
-    registry = open_registry(default_url(Path(instance.root_directory)))
+    registry = open_registry(default_url(Path(instance.root_directory)), "flights")
     before_versions, before_releases = registry.versions(node.name), registry.releases()
     result = materialize_mesh(mesh, instance, selection=[AssetKey(["models", "dep_delay"]),
                                                          AssetKey(["models", "arr_delay"]),
-                                                         AssetKey(["releases", "mesh"])])
+                                                         AssetKey(["releases", "flights"])])
     assert not result.success  # the run failed, the test run did not
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()
               if e.asset_key == AssetKey(["models", "dep_delay"])}
@@ -191,7 +191,7 @@ def test_promote_release_job(golden, demo_mesh, tmp_path):
             "release_id": golden.release_id, "actor": "release-bot", "reason": reason}}}}
         refused = job.execute_in_process(instance=instance, run_config=config(" "), raise_on_error=False)
         assert not refused.success
-        registry = open_registry(default_url(Path(instance.root_directory)))
+        registry = open_registry(default_url(Path(instance.root_directory)), "flights")
         assert registry.production() == {}
         done = job.execute_in_process(instance=instance, run_config=config("weekly release"))
         assert done.success

@@ -6,21 +6,31 @@ from __future__ import annotations
 import os
 
 import pandas as pd
-from dagster import build_input_context, build_output_context
+import pytest
+from dagster import AssetKey, AssetMaterialization, build_input_context, instance_for_test
 
 from depmesh.assets.io import MeshStore
 
 
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "instance").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "instance")) as inst:
+        yield inst
+
+
 def _write(store: MeshStore, key: list[str], frame: pd.DataFrame) -> None:
-    store.handle_output(build_output_context(asset_key=key), frame)
+    """Store the table and record its materialization, as a step does."""
+    metadata = store.write(key, frame)
+    store.instance.report_runless_asset_event(AssetMaterialization(AssetKey(key), metadata=metadata))
 
 
 def _read(store: MeshStore, key: list[str]) -> pd.DataFrame:
-    return store.load_input(build_input_context(asset_key=key))
+    return store.load_input(build_input_context(asset_key=AssetKey(key), instance=store.instance))
 
 
-def test_a_table_written_in_this_process_is_read_back_without_parsing_the_file(tmp_path, monkeypatch):
-    store = MeshStore(tmp_path)
+def test_a_table_written_in_this_process_is_read_back_without_parsing_the_file(tmp_path, instance, monkeypatch):
+    store = MeshStore(tmp_path, instance=instance)
     frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
     _write(store, ["t", "one"], frame)
 
@@ -36,8 +46,8 @@ def test_a_table_written_in_this_process_is_read_back_without_parsing_the_file(t
     pd.testing.assert_frame_equal(_read(store, ["t", "one"]), frame)
 
 
-def test_a_file_changed_on_disk_is_read_from_disk(tmp_path):
-    store, other = MeshStore(tmp_path), MeshStore(tmp_path)
+def test_a_file_changed_on_disk_and_recorded_is_read_from_disk(tmp_path, instance):
+    store, other = MeshStore(tmp_path, instance=instance), MeshStore(tmp_path, instance=instance)
     _write(store, ["t", "one"], pd.DataFrame({"a": [1, 2, 3]}))
     newer = pd.DataFrame({"a": [7, 8]})
     _write(other, ["t", "one"], newer)  # another process (here: another store) replaced the file
@@ -46,8 +56,8 @@ def test_a_file_changed_on_disk_is_read_from_disk(tmp_path):
     pd.testing.assert_frame_equal(_read(store, ["t", "one"]), newer)
 
 
-def test_frames_the_file_cannot_reproduce_are_not_kept(tmp_path, monkeypatch):
-    store = MeshStore(tmp_path)
+def test_frames_the_file_cannot_reproduce_are_not_kept(tmp_path, instance, monkeypatch):
+    store = MeshStore(tmp_path, instance=instance)
     indexed = pd.DataFrame({"a": [1, 2]}, index=[10, 20])
     _write(store, ["t", "indexed"], indexed)
     mixed = pd.DataFrame({"a": ["x", None]}, dtype=object)  # reads back as str, not object
@@ -57,10 +67,23 @@ def test_frames_the_file_cannot_reproduce_are_not_kept(tmp_path, monkeypatch):
     assert list(_read(store, ["t", "indexed"]).index) == [0, 1]
 
 
-def test_the_cache_stays_within_its_byte_budget(tmp_path):
-    store = MeshStore(tmp_path, cache_bytes=3_000)
+def test_the_cache_stays_within_its_byte_budget(tmp_path, instance):
+    store = MeshStore(tmp_path, cache_bytes=3_000, instance=instance)
     for i in range(5):
         _write(store, ["t", f"n{i}"], pd.DataFrame({"a": range(100)}))  # about 800 bytes each
     kept = [p.stem for p in store._cache]
     assert kept == ["n2", "n3", "n4"]  # the oldest went first
     pd.testing.assert_frame_equal(_read(store, ["t", "n0"]), pd.DataFrame({"a": range(100)}))
+
+
+def test_a_cached_table_is_not_served_once_the_record_names_other_bytes(tmp_path, instance):
+    """Another process stored a new version (new record) within the same
+    second and size: the cache entry holds the old bytes' hash, so it is not used."""
+    store, other = MeshStore(tmp_path, instance=instance), MeshStore(tmp_path, instance=instance)
+    _write(store, ["t", "one"], pd.DataFrame({"a": [1, 2, 3]}))
+    path = store.table_path(["t", "one"])
+    stat = path.stat()
+    newer = pd.DataFrame({"a": [7, 8, 9]})
+    _write(other, ["t", "one"], newer)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same modification time
+    pd.testing.assert_frame_equal(_read(store, ["t", "one"]), newer)

@@ -12,8 +12,12 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from depmesh.artifacts import ArtifactStore, sha256
 from depmesh.registry import PromotionConflict, Registry, RegistryError, RollbackRefused
 from depmesh_tests.conftest import fresh_database
+
+MESH = "m"
+HEAD = Registry.head_revision()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -27,18 +31,30 @@ def registry_url(request, tmp_path):
 
 
 @pytest.fixture
-def registry(registry_url):
-    reg = Registry(registry_url)
-    assert reg.migrate() == "0001"
+def artifacts_dir(tmp_path):
+    return tmp_path / "artifacts"
+
+
+def open_reg(url: str, artifacts_dir, mesh: str = MESH) -> Registry:
+    return Registry(url, mesh=mesh, artifacts=ArtifactStore(artifacts_dir))
+
+
+@pytest.fixture
+def registry(registry_url, artifacts_dir):
+    reg = open_reg(registry_url, artifacts_dir)
+    assert reg.migrate() == HEAD
     yield reg
     reg.dispose()
 
 
-def register(reg: Registry, node: str, version: str, upstream: dict | None = None, mae: float = 10.0) -> None:
-    reg.register(node=node, version=version, artifact_hash="a" * 64, artifact_path="artifacts/aa/x.pkl",
+def register(reg: Registry, node: str, version: str, upstream: dict | None = None, mae: float = 10.0) -> str:
+    """Register a version whose artifact (some bytes) is in the registry's store; returns its hash."""
+    digest, path = reg.artifacts.put_bytes(f"{reg.mesh}:{node}@{version}".encode())
+    reg.register(node=node, version=version, artifact_hash=digest, artifact_path=str(path),
                  metrics={"mae": mae}, gates={"gate_quality": {"passed": True}}, run_id="run-1",
                  input_versions={}, upstream_models=upstream or {}, code_version="c1",
                  library_versions={"python": "3.11"}, card=f"# card {node}@{version}\n")
+    return digest
 
 
 def two_releases(reg: Registry) -> tuple[int, int]:
@@ -55,17 +71,17 @@ def two_releases(reg: Registry) -> tuple[int, int]:
 
 
 def test_migrations_are_idempotent_and_versioned(registry):
-    assert registry.migrate() == "0001"
-    assert registry.schema_revision() == "0001"
+    assert registry.migrate() == HEAD == "0002"
+    assert registry.schema_revision() == HEAD
 
 
 def test_registration_is_idempotent_and_starts_in_development(registry):
-    register(registry, "models/dep", "v1")
-    assert registry.register(node="models/dep", version="v1", artifact_hash="b" * 64, artifact_path="x",
+    digest = register(registry, "models/dep", "v1")
+    assert registry.register(node="models/dep", version="v1", artifact_hash=digest, artifact_path="x",
                              metrics={}, gates={}, run_id="r", input_versions={}, upstream_models={},
                              code_version="c", library_versions={}, card="") is False
     [version] = registry.versions("models/dep")
-    assert version["stage"] == "Development" and version["artifact_hash"] == "a" * 64
+    assert version["stage"] == "Development" and version["artifact_hash"] == digest
     assert [(t["from_stage"], t["to_stage"]) for t in registry.history("models/dep")] == [(None, "Development")]
 
 
@@ -127,7 +143,7 @@ def test_single_model_rollback_is_refused_while_dependents_use_it(registry):
 
 
 def _migrate_after_barrier(url: str, barrier, results) -> None:
-    reg = Registry(url)
+    reg = Registry(url, mesh=MESH)
     barrier.wait(timeout=60)
     try:
         results.put(reg.migrate())
@@ -148,16 +164,16 @@ def test_processes_migrating_a_new_database_at_once_all_succeed(registry_url):
     for p in procs:
         p.join(timeout=120)
         assert p.exitcode == 0
-    assert [results.get(timeout=5) for _ in procs] == ["0001"] * 3
+    assert [results.get(timeout=5) for _ in procs] == [HEAD] * 3
     reg = Registry(registry_url)
     try:
-        assert reg.schema_revision() == Registry.head_revision() == "0001"
+        assert reg.schema_revision() == HEAD
     finally:
         reg.dispose()
 
 
-def _promote_after_barrier(url: str, release_id: int, revision: int, barrier, results) -> None:
-    reg = Registry(url)
+def _promote_after_barrier(url: str, artifacts_dir, release_id: int, revision: int, barrier, results) -> None:
+    reg = open_reg(url, artifacts_dir)
     barrier.wait(timeout=60)
     try:
         reg.promote(release_id, actor=f"proc-{release_id}", reason="race", expected_revision=revision)
@@ -168,7 +184,7 @@ def _promote_after_barrier(url: str, release_id: int, revision: int, barrier, re
         reg.dispose()
 
 
-def test_two_processes_promoting_concurrently_exactly_one_wins(registry, registry_url):
+def test_two_processes_promoting_concurrently_exactly_one_wins(registry, registry_url, artifacts_dir):
     register(registry, "models/dep", "v1")
     register(registry, "models/dep", "v2")
     a = registry.create_release({"models/dep": "v1"}, run_id="a")
@@ -176,7 +192,7 @@ def test_two_processes_promoting_concurrently_exactly_one_wins(registry, registr
     revision = registry.state()["revision"]  # both read Production's state before either writes
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_promote_after_barrier, args=(registry_url, r, revision, barrier, results))
+    procs = [ctx.Process(target=_promote_after_barrier, args=(registry_url, artifacts_dir, r, revision, barrier, results))
              for r in (a, b)]
     for p in procs:
         p.start()
@@ -192,14 +208,15 @@ def test_two_processes_promoting_concurrently_exactly_one_wins(registry, registr
     assert len(promotions) == 1
 
 
-def test_a_process_killed_during_promotion_leaves_production_intact(registry, registry_url):
+def test_a_process_killed_during_promotion_leaves_production_intact(registry, registry_url, artifacts_dir):
     first, _ = two_releases(registry)
     register(registry, "models/dep", "v3")
     register(registry, "models/arr", "w3", {"models/dep": "v3"})
     third = registry.create_release({"models/dep": "v3", "models/arr": "w3"}, run_id="run-3")
     before_state, before_history = registry.state(), registry.history("models/arr") + registry.history("models/dep")
-    code = (f"from depmesh.registry import Registry; "
-            f"Registry({registry_url!r}).promote({third}, actor='ana', reason='dies half-way')")
+    code = (f"from depmesh.registry import Registry; from depmesh.artifacts import ArtifactStore; "
+            f"Registry({registry_url!r}, mesh={MESH!r}, artifacts=ArtifactStore({str(artifacts_dir)!r}))"
+            f".promote({third}, actor='ana', reason='dies half-way')")
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DEPMESH_FAULT": "promote:after_first_member"},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -210,3 +227,296 @@ def test_a_process_killed_during_promotion_leaves_production_intact(registry, re
     # and the registry is usable: the same promotion now succeeds
     registry.promote(third, actor="ana", reason="second try")
     assert registry.production() == {"models/dep": "v3", "models/arr": "w3"}
+
+
+# -- consistency of rollbacks and release statuses ------------------------------------
+def three_models(reg: Registry) -> tuple[int, int]:
+    """dep -> arr -> late, as in the flights mesh. Release 1: v1/w1/x1, release 2: v2/w2/x2, each trained
+    against its own release's upstream versions (lineage is transitive, as TrainedModel.lineage() records it)."""
+    ids = []
+    for n in (1, 2):
+        register(reg, "models/dep", f"v{n}")
+        register(reg, "models/arr", f"w{n}", {"models/dep": f"v{n}"})
+        register(reg, "models/late", f"x{n}", {"models/arr": f"w{n}", "models/dep": f"v{n}"})
+        ids.append(reg.create_release({"models/dep": f"v{n}", "models/arr": f"w{n}", "models/late": f"x{n}"},
+                                      run_id=f"run-{n}"))
+        reg.promote(ids[-1], actor="ana", reason=f"release {n}")
+    return ids[0], ids[1]
+
+
+def test_rolling_back_a_model_alone_onto_archived_upstream_versions_is_refused(registry):
+    first, second = three_models(registry)
+    before = registry.history()
+    with pytest.raises(RollbackRefused) as refused:
+        registry.rollback_model("models/late", actor="bo", reason="late regressed")
+    message = str(refused.value)
+    assert "models/late@x1 was trained against models/arr@w1 (Archived)" in message
+    assert "models/dep@v1 (Archived)" in message
+    assert f"depmesh release promote {first}" in message
+    assert registry.production() == {"models/dep": "v2", "models/arr": "w2", "models/late": "x2"}
+    assert registry.history() == before
+    assert registry.release(second)["status"] == "Production"
+
+
+def test_a_partly_rolled_back_release_says_so_and_can_be_promoted_again(registry):
+    first, second = three_models(registry)
+    register(registry, "models/late", "x3", {"models/arr": "w2", "models/dep": "v2"})
+    third = registry.create_release({"models/dep": "v2", "models/arr": "w2", "models/late": "x3"}, run_id="run-3")
+    registry.promote(third, actor="ana", reason="new late model")
+    moves = registry.rollback_model("models/late", actor="bo", reason="x3 misbehaves")
+    assert moves == {"models/late": ("x3", "x2")}
+    assert registry.release(third)["status"] == "PartlyRolledBack"
+    assert registry.production() == {"models/dep": "v2", "models/arr": "w2", "models/late": "x2"}
+    promoted = registry.promote(third, actor="ana", reason="x3 fixed upstream")
+    assert promoted["status"] == "Production" and registry.production()["models/late"] == "x3"
+    assert registry.release(third)["replaced_release_id"] == second
+    assert registry.release(second)["status"] == "Superseded"
+
+
+def test_an_identical_set_is_not_a_new_release_and_nothing_is_said_to_move(registry):
+    first, _ = two_releases(registry)
+    again = registry.record_release({"models/dep": "v2", "models/arr": "w2"}, run_id="run-again")
+    assert again == {"id": 2, "created": False, "status": "Production", "moved": []}
+    assert registry.release_count() == 2
+    register(registry, "models/dep", "v3")
+    partial = registry.record_release({"models/dep": "v3", "models/arr": "w2"}, run_id="run-3")
+    assert partial["created"] and partial["moved"] == ["models/dep@v3"]  # arr@w2 stayed Production
+    assert registry.version("models/arr", "w2")["stage"] == "Production"
+
+
+def test_previous_production_never_comes_from_a_rolled_back_release(registry):
+    first, second = two_releases(registry)
+    registry.rollback(actor="bo", reason="release 2 regressed")
+    assert registry.release(second)["status"] == "RolledBack"
+    # release 1 is Production again; it replaced nothing, and release 2's versions were rejected
+    with pytest.raises(RegistryError, match="never had another Production version"):
+        registry.rollback_model("models/dep", actor="bo", reason="again", with_dependents=True)
+    assert registry.production() == {"models/dep": "v1", "models/arr": "w1"}
+    assert registry.version("models/dep", "v2")["rejected"] is True
+
+
+def test_a_rejected_version_promoted_again_on_purpose_is_no_longer_rejected(registry):
+    first, second = two_releases(registry)
+    registry.rollback(actor="bo", reason="release 2 regressed")
+    registry.promote(second, actor="ana", reason="false alarm")
+    assert registry.version("models/dep", "v2")["rejected"] is False
+    assert registry.release(second)["replaced_release_id"] == first
+
+
+def test_a_manual_transition_cannot_leave_production_behind_the_release(registry):
+    two_releases(registry)
+    with pytest.raises(RegistryError, match="leaves Production when another release is promoted"):
+        registry.transition("models/dep", "v2", "Archived", actor="bo", reason="tidy")
+
+
+# -- compare-and-swap: every stage change, not only promote ----------------------------
+def _stale_operation(url: str, artifacts_dir, operation: str, revision: int, barrier, results) -> None:
+    reg = open_reg(url, artifacts_dir)
+    barrier.wait(timeout=60)
+    try:
+        if operation == "promote":
+            reg.promote(3, actor="p", reason="race", expected_revision=revision)
+        elif operation == "rollback":
+            reg.rollback(actor="r", reason="race", expected_revision=revision)
+        else:
+            reg.rollback_model("models/dep", actor="r", reason="race", with_dependents=True,
+                               expected_revision=revision)
+        results.put((operation, "won"))
+    except PromotionConflict:
+        results.put((operation, "conflict"))
+    finally:
+        reg.dispose()
+
+
+@pytest.mark.parametrize("loser", ["rollback", "rollback_model"])
+def test_rollbacks_race_a_promotion_and_exactly_one_wins(registry, registry_url, artifacts_dir, loser):
+    first, second = two_releases(registry)
+    register(registry, "models/dep", "v3")
+    register(registry, "models/arr", "w3", {"models/dep": "v3"})
+    third = registry.create_release({"models/dep": "v3", "models/arr": "w3"}, run_id="run-3")
+    assert third == 3
+    revision = registry.state()["revision"]
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_stale_operation, args=(registry_url, artifacts_dir, op, revision, barrier, results))
+             for op in ("promote", loser)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    outcomes = dict(results.get(timeout=5) for _ in procs)
+    assert sorted(outcomes.values()) == ["conflict", "won"]
+    assert registry.state()["revision"] == revision + 1
+    if outcomes["promote"] == "won":
+        assert registry.production() == {"models/dep": "v3", "models/arr": "w3"}
+        assert registry.release(third)["status"] == "Production"
+        assert registry.release(second)["status"] == "Superseded"
+    else:
+        assert registry.production() == {"models/dep": "v1", "models/arr": "w1"}
+        assert registry.release(third)["status"] == "Staging"  # the loser's release did not move
+        assert registry.release(second)["status"] == ("RolledBack" if loser == "rollback" else "PartlyRolledBack")
+
+
+# -- concurrency: no lost update under mixed writers -----------------------------------
+def _writer(url: str, artifacts_dir, role: str, seed: int, seconds: float, results) -> None:
+    import random
+    import time
+
+    rng = random.Random(seed)
+    reg = open_reg(url, artifacts_dir)
+    done = {"ok": 0, "conflict": 0, "refused": 0}
+    deadline = time.monotonic() + seconds
+    n = 0
+    try:
+        while time.monotonic() < deadline:
+            n += 1
+            try:
+                if role == "recorder":
+                    v = f"v{seed}-{n}"
+                    register(reg, "models/dep", v)
+                    register(reg, "models/arr", f"w{seed}-{n}", {"models/dep": v})
+                    reg.record_release({"models/dep": v, "models/arr": f"w{seed}-{n}"}, run_id=f"r{seed}-{n}")
+                else:
+                    state = reg.state()
+                    pick = rng.random()
+                    if pick < 0.5:
+                        staging = [r["id"] for r in reg.releases() if r["status"] != "Production"]
+                        if not staging:
+                            continue
+                        reg.promote(rng.choice(staging), actor=role, reason="stress",
+                                    expected_revision=state["revision"])
+                    elif pick < 0.75:
+                        reg.rollback(actor=role, reason="stress", expected_revision=state["revision"])
+                    else:
+                        reg.rollback_model("models/dep", actor=role, reason="stress", with_dependents=True,
+                                           expected_revision=state["revision"])
+                done["ok"] += 1
+            except PromotionConflict:
+                done["conflict"] += 1
+            except RegistryError:
+                done["refused"] += 1  # nothing to roll back to, already Production, ...
+        results.put((role, done))
+    finally:
+        reg.dispose()
+
+
+def test_concurrent_releases_promotions_and_rollbacks_lose_no_update(registry, registry_url, artifacts_dir):
+    two_releases(registry)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    roles = ["recorder", "recorder", "promoter", "promoter"]
+    procs = [ctx.Process(target=_writer, args=(registry_url, artifacts_dir, role, i, 12.0, results))
+             for i, role in enumerate(roles)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+        assert p.exitcode == 0
+    outcomes = [results.get(timeout=5) for _ in procs]
+    assert sum(o["ok"] for r, o in outcomes if r == "promoter") > 0, outcomes
+    assert sum(o["ok"] for r, o in outcomes if r == "recorder") > 0, outcomes
+    # invariants
+    production = registry.production()
+    for node in ("models/dep", "models/arr"):
+        assert sum(v["stage"] == "Production" for v in registry.versions(node)) <= 1
+    pointer = registry.state()["production_release_id"]
+    release = registry.release(pointer)
+    if release["status"] == "Production":
+        assert release["members"] == production
+    else:
+        assert release["status"] == "PartlyRolledBack" and release["members"] != production
+    assert registry.version("models/arr", production["models/arr"])["upstream_models"]["models/dep"] == \
+        production["models/dep"], "a Production model trained against a version that is not Production"
+    versions = {(v["node"], v["version"]): v for n in ("models/dep", "models/arr") for v in registry.versions(n)}
+    last: dict[tuple[str, str], str | None] = {}
+    for row in registry.history():
+        k = (row["node"], row["version"])
+        assert row["from_stage"] == last.get(k), f"audit chain broken at {row}"
+        last[k] = row["to_stage"]
+    for k, v in versions.items():
+        assert last[k] == v["stage"], f"no audit row for the last move of {k}"
+    assert len({r["status"] for r in registry.releases() if r["status"] in ("Production", "PartlyRolledBack")}) <= 1
+
+
+# -- several meshes in one registry ---------------------------------------------------
+def test_meshes_share_a_registry_without_touching_each_other(registry, registry_url, artifacts_dir):
+    other = open_reg(registry_url, artifacts_dir, mesh="clinic")
+    other.migrate()
+    first, second = two_releases(registry)
+    register(other, "models/dep", "c1")  # the same node name in another mesh
+    theirs = other.create_release({"models/dep": "c1"}, run_id="c")
+    other.promote(theirs, actor="cy", reason="clinic go-live")
+    assert registry.production() == {"models/dep": "v2", "models/arr": "w2"}
+    assert other.production() == {"models/dep": "c1"}
+    assert registry.release(second)["status"] == "Production"
+    assert other.releases()[0]["replaced_release_id"] is None
+    with pytest.raises(RegistryError, match=f"no release {theirs} in mesh {MESH}"):
+        registry.release(theirs)
+    registry.rollback(actor="bo", reason="mine only")
+    assert other.production() == {"models/dep": "c1"} and other.state()["production_release_id"] == theirs
+    assert [h["version"] for h in other.history("models/dep")] == ["c1", "c1", "c1"]
+    assert sorted(registry.meshes()) == ["clinic", MESH]
+    other.dispose()
+
+
+def test_a_registry_from_before_meshes_is_adopted_by_the_first_mesh(registry_url, artifacts_dir):
+    from alembic import command
+
+    reg = open_reg(registry_url, artifacts_dir, mesh="flights")
+    config = reg._alembic_config()
+    with reg.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    with reg.engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO model_versions (node, version, stage, artifact_hash, artifact_path, metrics, gates, run_id, "
+            "input_versions, upstream_models, code_version, library_versions, card, created_at) VALUES "
+            "('models/dep', 'old', 'Production', :h, 'p', '{}', '{}', 'r', '{}', '{}', 'c', '{}', '', :t)"),
+            {"h": "a" * 64, "t": "2026-01-01 00:00:00"})
+        conn.execute(sa.text("INSERT INTO releases (status, run_id, created_at) VALUES ('Production', 'r', :t)"),
+                     {"t": "2026-01-01 00:00:00"})
+        conn.execute(sa.text("UPDATE registry_state SET production_release_id = 1, revision = 7"))
+    assert reg.migrate() == HEAD
+    assert reg.production() == {"models/dep": "old"} and reg.state() == {"production_release_id": 1, "revision": 7}
+    other = open_reg(registry_url, artifacts_dir, mesh="clinic")
+    other.migrate()
+    assert other.production() == {} and other.releases() == []
+    reg.dispose()
+    other.dispose()
+
+
+# -- hostile input ----------------------------------------------------------------------
+def test_bad_ids_and_actors_get_named_errors_on_both_databases(registry):
+    two_releases(registry)
+    for bad in (2**63, 10**30, 0, -1, True):
+        with pytest.raises(RegistryError, match="is not a release id"):
+            registry.release(bad)
+    with pytest.raises(RegistryError, match="actor is not valid UTF-8"):
+        registry.rollback(actor="b\udcff", reason="x")
+    with pytest.raises(RegistryError, match="the actor is 201 characters long; the registry keeps at most 200"):
+        registry.rollback(actor="a" * 201, reason="x")
+    assert registry.production() == {"models/dep": "v2", "models/arr": "w2"}
+
+
+def test_a_read_only_registry_file_is_named_and_not_treated_as_an_outage(tmp_path, artifacts_dir):
+    from depmesh.registry.store import RegistryReadOnly, is_transient_database_error
+
+    if os.geteuid() == 0:
+        # root writes through file modes: make the database read-only the way a mount would
+        url = f"sqlite:///file:{tmp_path / 'registry.db'}?mode=ro&uri=true"
+        setup = open_reg(f"sqlite:///{tmp_path / 'registry.db'}", artifacts_dir)
+        setup.migrate()
+        setup.dispose()
+    else:
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+        setup = open_reg(url, artifacts_dir)
+        setup.migrate()
+        setup.dispose()
+        (tmp_path / "registry.db").chmod(0o444)
+    reg = open_reg(url, artifacts_dir)
+    with pytest.raises(RegistryReadOnly, match="cannot be written") as refused:
+        register(reg, "models/dep", "v1")
+    assert "registry.db" in str(refused.value)
+    assert not is_transient_database_error(refused.value)
+    reg.dispose()

@@ -90,7 +90,7 @@ def test_new_dep_delay_version_rebuilds_exactly_its_dependents_in_one_run(mesh_i
     assert len(first.run_requests) == 1
     request = first.run_requests[0]
     expected = {"models/arr_delay", "models/late_arrival", "scores/dep_delay", "scores/arr_delay",
-                "scores/late_arrival", "consumers/ops_report", "releases/mesh"}
+                "scores/late_arrival", "consumers/ops_report", "releases/flights"}
     assert {"/".join(k.path) for k in request.asset_selection} == expected
     assert request.tags[TRIGGER_TAG] == f"models/dep_delay@{version}"
     assert request.tags[COORDINATED_TAG] == "true"
@@ -126,7 +126,7 @@ def test_two_upstream_changes_in_one_tick_make_one_run(mesh_instance, demo_mesh)
     assert len(names) == len(set(names))
     inputs = demo_mesh.inputs_map()
     union = (set(graph.downstream(inputs, "models/dep_delay")) | set(graph.downstream(inputs, "models/route_segment")))
-    assert set(names) == (union - {"models/dep_delay", "models/route_segment"}) | {"releases/mesh"}
+    assert set(names) == (union - {"models/dep_delay", "models/route_segment"}) | {"releases/flights"}
     assert "models/dep_delay@" in request.tags[TRIGGER_TAG] and "models/route_segment@" in request.tags[TRIGGER_TAG]
     result = launch(changed, instance, request)
     assert result.success and built(result) == set(names)

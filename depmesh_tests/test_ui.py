@@ -65,8 +65,8 @@ def dagster_dev(tmp_path):
 def test_dagster_dev_shows_every_node_with_its_lineage(dagster_dev, demo_mesh):
     nodes = graphql(dagster_dev, QUERY)["data"]["assetNodes"]
     served = {"/".join(n["assetKey"]["path"]): n for n in nodes}
-    assert set(served) == set(demo_mesh.names) | {"reports/impact", "releases/mesh"}
-    release_deps = {"/".join(d["path"]) for d in served["releases/mesh"]["dependencyKeys"]}
+    assert set(served) == set(demo_mesh.names) | {"reports/flights/impact", "releases/flights"}
+    release_deps = {"/".join(d["path"]) for d in served["releases/flights"]["dependencyKeys"]}
     assert release_deps == {n.name for n in demo_mesh.nodes if n.kind == "model"}
     for node in demo_mesh.nodes:
         deps = {"/".join(d["path"]) for d in served[node.name]["dependencyKeys"]}

@@ -213,7 +213,7 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
                        code: str, seconds: float, ctx: "NodeContext"):
     """Yield the gate results, then (only if every gate passed) the model's
     output, then record the version in the registry with its model card."""
-    from depmesh.artifacts import serialize
+    from depmesh.artifacts import PackedModel
     from depmesh.gates.evaluate import LATENCY, evaluate_gates
     from depmesh.registry.cards import render_card
 
@@ -232,18 +232,19 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
         metadata[LATENCY_P95_KEY] = round(float(latency["single_p95_ms"]), 3)
     card = render_card(node, model, gates, input_versions)
     metadata["model_card"] = MetadataValue.md(card)
+    # packed once: the registry records the hash of the very bytes the store writes
+    packed = PackedModel.of(model, node.model.serializer, node.model.trusted_types)
     # registered before the output is stored: if the registry cannot be reached
     # nothing is materialized, and the step's retry starts clean (registration
     # is idempotent, so a retry after this point records nothing twice)
-    _, digest = serialize(model)
     registry.register(
-        node=node.name, version=model.version, artifact_hash=digest,
-        artifact_path=f"artifacts/{digest[:2]}/{digest}.pkl", metrics=model.metrics,
+        node=node.name, version=model.version, artifact_hash=packed.sha256,
+        artifact_path=f"artifacts/{packed.sha256[:2]}/{packed.sha256}.model", metrics=model.metrics,
         gates={g.name: {"passed": g.passed, "summary": g.summary} for g in gates}, run_id=context.run.run_id,
         input_versions=input_versions, upstream_models=model.lineage(), code_version=code,
         library_versions=library_versions(), card=card,
     )
-    yield versioned_output(model, model.version, metadata)
+    yield versioned_output(packed, model.version, metadata)
 
 
 DATABASE_RETRIES = 2
@@ -367,6 +368,16 @@ def _check_table(context: AssetExecutionContext, node: NodeSpec, df: Any,
     return results, (extra if passed else None)
 
 
+def _refuse_empty_inputs(node: NodeSpec, inputs: dict[str, Any]) -> None:
+    from depmesh.models import EmptyTrainingData
+
+    empty = sorted(name for name, value in inputs.items() if getattr(value, "shape", (1,))[0] == 0)
+    if empty:
+        raise EmptyTrainingData(
+            f"model {node.name}: input {', '.join(empty)} has no rows, so there is nothing to train or evaluate on "
+            f"(give {' and '.join(empty)} a row_count contract so an empty table is stopped where it is made)")
+
+
 def freshness_policy(node: NodeSpec) -> FreshnessPolicy | None:
     """A contract's bound on the age of the last materialization (freshness
     without a column) is Dagster's own freshness policy: the UI shows the
@@ -439,6 +450,8 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             if not edge_result.passed:
                 context.log.error(f"depmesh: {node.name} not built, input contract failed: {edge_result.description}")
                 return
+        if node.kind == "model":
+            _refuse_empty_inputs(node, inputs)
         ctx = NodeContext(node=node, sample_fraction=runtime.sample_fraction, log=context.log)
         started = time.perf_counter()
         result = builder(inputs, ctx)

@@ -1,6 +1,6 @@
 """The release asset and the promotion job.
 
-``releases/mesh`` sits downstream of every model asset. Each model's gates
+``releases/<mesh>`` sits downstream of every model asset. Each model's gates
 are blocking checks in its own step, so when a run reaches the release every
 gate of every model it rebuilt has passed: it records the set of versions
 that were trained against each other as a release and moves them to Staging.
@@ -12,15 +12,18 @@ from dagster import AssetExecutionContext, AssetKey, Config, MetadataValue, OpEx
 from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, asset_key, retry_on_lost_database
 from depmesh.catalog import MeshSpec
 
-RELEASE_KEY = AssetKey(["releases", "mesh"])
-RELEASE_ASSET = RELEASE_KEY.to_user_string()
+def release_key(mesh: MeshSpec | str) -> AssetKey:
+    """Each mesh's own release asset (several meshes share one instance and registry)."""
+    return AssetKey(["releases", mesh if isinstance(mesh, str) else mesh.name])
 
 
 def build_release_asset(mesh: MeshSpec):
     models = [n.name for n in mesh.nodes if n.kind == "model"]
+    key = release_key(mesh)
+    name = key.to_user_string()
 
     @asset(
-        key=RELEASE_KEY,
+        key=key,
         deps=[asset_key(m) for m in models],
         group_name="releases",
         io_manager_key=IO_MANAGER_KEY,
@@ -31,7 +34,7 @@ def build_release_asset(mesh: MeshSpec):
                     "in the registry and moved to Staging once every gate passed.",
     )
     def mesh_release(context: AssetExecutionContext) -> Output:
-        with retry_on_lost_database(context, RELEASE_ASSET) as guard:
+        with retry_on_lost_database(context, name) as guard:
             output = _record_release(context)
             guard()
             return output
@@ -47,12 +50,23 @@ def build_release_asset(mesh: MeshSpec):
             if event is None or event.asset_materialization is None:
                 raise RuntimeError(f"{name} has never passed its gates, so there is nothing to release")
             members[name] = event.asset_materialization.metadata["model_version"].value
-        release_id = registry.create_release(members, run_id=context.run.run_id)
+        recorded = registry.record_release(members, run_id=context.run.run_id)
+        release_id = recorded["id"]
         table = pd.DataFrame({"node": list(members), "version": list(members.values())})
         table.insert(0, "release_id", release_id)
-        context.log.info(f"depmesh: release {release_id} recorded, {len(members)} versions moved to Staging")
+        moved = recorded["moved"]
+        if recorded["created"]:
+            context.log.info(f"depmesh: release {release_id} of mesh {mesh.name} recorded; "
+                             + (f"{len(moved)} version(s) moved to Staging: {', '.join(moved)}" if moved
+                                else "no version moved (each was already Staging or Production)"))
+        else:
+            context.log.info(f"depmesh: these versions are already release {release_id} ({recorded['status']}): "
+                             "no new release, nothing moved")
         return Output(table, metadata={
             "release_id": release_id,
+            "mesh": mesh.name,
+            "new_release": recorded["created"],
+            "moved_to_staging": MetadataValue.json(moved),
             "members": MetadataValue.md(table.to_markdown(index=False)),
             "promote with": f"depmesh release promote {release_id} --actor NAME --reason TEXT",
         })

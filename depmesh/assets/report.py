@@ -9,12 +9,14 @@ from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asse
 from depmesh.assets.factory import IO_MANAGER_KEY
 from depmesh.catalog import MeshSpec
 
-REPORT_KEY = AssetKey(["reports", "impact"])
+def report_key(mesh: MeshSpec) -> AssetKey:
+    """Each mesh's own impact report (several meshes share one instance)."""
+    return AssetKey(["reports", mesh.name, "impact"])
 
 
 def build_impact_report(mesh: MeshSpec):
     @asset(
-        key=REPORT_KEY,
+        key=report_key(mesh),
         group_name="reports",
         io_manager_key=IO_MANAGER_KEY,
         kinds={"pandas"},

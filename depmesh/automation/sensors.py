@@ -36,7 +36,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG, extract_dat
 
 from depmesh import graph
 from depmesh.assets import asset_key
-from depmesh.assets.release import RELEASE_KEY
+from depmesh.assets.release import release_key
 from depmesh.automation.changes import change_key, change_tag, coordinated_selection, pending_changes
 from depmesh.catalog import MeshSpec
 
@@ -87,7 +87,7 @@ def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult |
         return SkipReason("already launched: " + ", ".join(f"{m}@{pending[m]} in run {r}" for m, r in launched.items()))
     selection = coordinated_selection(inputs, new)
     touched = {asset_key(n) for n in [*selection, *new]}
-    release = [RELEASE_KEY] if any(mesh.node(n).kind == "model" for n in [*selection, *new]) else []
+    release = [release_key(mesh)] if any(mesh.node(n).kind == "model" for n in [*selection, *new]) else []
     for record in instance.get_run_records(RunsFilter(statuses=IN_FLIGHT)):
         run = record.dagster_run
         if run.asset_selection is None or run.asset_selection & touched:

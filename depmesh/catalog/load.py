@@ -55,7 +55,7 @@ NODE_KEYS = {
     "name", "kind", "owner", "description", "inputs", "tags", "criticality",
     "compute", "params", "contract", "model",
 }
-MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule", "gates"}
+MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule", "gates", "serializer", "trusted_types"}
 SPLIT_KEYS = {"time_column", "train_until", "evaluate_until"}
 CONTRACT_KEYS = {"version", "severity", "columns", "row_count", "keys", "freshness", "distribution", "expectations"}
 COLUMN_KEYS = {"dtype", "nullable", "max_null_fraction", "unique", "min", "max", "allowed", "description", "severity"}
@@ -382,7 +382,12 @@ def _parse_contract(c: _Checker, raw: Any, node: str) -> ContractSpec | None:
     if c.typed(raw_keys, list, "a list of compound keys (each a list of columns)", node=node, field="contract.keys", at=raw):
         for i, key in enumerate(raw_keys):
             cols = _column_list(c, key, node=node, field=f"contract.keys[{i}]", at=raw)
-            if cols:
+            if cols and len(cols) < 2:
+                c.add(f"a compound key needs two or more columns, got {list(cols)}; for one column write "
+                      f"columns.{cols[0]}.unique: true", node=node, field=f"contract.keys[{i}]", at=raw)
+            elif cols and len(set(cols)) != len(cols):
+                c.add(f"a compound key names a column twice: {list(cols)}", node=node, field=f"contract.keys[{i}]", at=raw)
+            elif cols:
                 for col in cols:
                     known(col, f"contract.keys[{i}]", raw)
                 keys.append(cols)
@@ -459,10 +464,21 @@ def _parse_model(c: _Checker, raw: Any, node: str) -> ModelSpec | None:
             c.add(f"{schedule!r} is not a cron schedule like '0 3 * * 1'", node=node, field="model.schedule", at=raw)
             ok = False
     gates = _parse_gates(c, raw.get("gates", {}), node)
+    from depmesh.artifacts import SERIALIZERS
+
+    serializer = raw.get("serializer", "skops")
+    if serializer not in SERIALIZERS:
+        c.add(f"{serializer!r} is not a serializer (use skops, or pickle to opt into code that runs on load)",
+              node=node, field="model.serializer", at=raw)
+        ok = False
+    trusted: tuple[str, ...] | None = ()
+    if "trusted_types" in raw:
+        trusted = _column_list(c, raw["trusted_types"], node=node, field="model.trusted_types", at=raw)
+        ok = ok and trusted is not None
     if not (ok and trainer and split and gates):
         return None
     return ModelSpec(trainer=trainer, target=target, split=split, seed=seed, params=dict(params), schedule=schedule,
-                     gates=gates)
+                     gates=gates, serializer=serializer, trusted_types=tuple(trusted))
 
 
 def _parse_gates(c: _Checker, raw: Any, node: str) -> GateSpec | None:
@@ -606,13 +622,75 @@ def _parse_edge(c: _Checker, item: Mapping, node: str, field: str) -> EdgeContra
     return EdgeContract(columns=columns, latency_p95_ms=float(latency) if latency is not None else None)
 
 
+ALIAS_FLOOR = 100_000  # YAML nodes a catalog may expand to through aliases, at least
+ALIAS_FACTOR = 10  # ... or this many times the nodes it is written with
+
+
+def _expanded_size(root: yaml.Node, file: str) -> int:
+    """How many YAML nodes the document holds once every alias is expanded
+    (what constructing it, and hashing it, costs), without expanding it."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise CatalogError([Problem(file, node.start_mark.line + 1, None, None,
+                                        "a YAML alias refers to itself (a recursive anchor)")])
+        in_progress.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        in_progress.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _distinct_nodes(root: yaml.Node) -> int:
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(x for pair in node.value for x in pair)
+    return len(seen)
+
+
+def _compose(loader: _Loader, c: _Checker) -> Any:
+    """The document, composed and bounded before it is constructed: YAML
+    aliases that would expand past the bound (a "billion laughs" catalog) are
+    refused here, before anything expands them."""
+    root = loader.get_single_node()
+    if root is None:
+        return None
+    expanded = _expanded_size(root, c.file)
+    written = _distinct_nodes(root)
+    bound = max(ALIAS_FLOOR, ALIAS_FACTOR * written)
+    if expanded > bound:
+        raise CatalogError([Problem(c.file, None, None, None,
+                                    f"YAML aliases expand this catalog from {written:,} to {expanded:,} nodes "
+                                    f"(at most {bound:,} allowed): write the repeated parts out, or anchor less")])
+    return loader.construct_document(root)
+
+
 def parse_catalog(text: str, path: Path) -> MeshSpec:
     """Validate catalog ``text`` (read from ``path``) into a MeshSpec."""
     c = _Checker(path)
     loader = _Loader(text)
     loader.problems = []
     try:
-        data = loader.get_single_data()
+        data = _compose(loader, c)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None

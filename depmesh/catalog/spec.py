@@ -180,6 +180,10 @@ class ModelSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     schedule: str | None = None  # cron: when to retrain
     gates: GateSpec = field(default_factory=GateSpec)
+    # how the estimator is stored: skops (no code runs on load) or, by explicit
+    # opt-in for estimators skops cannot hold, pickle
+    serializer: str = "skops"
+    trusted_types: tuple[str, ...] = ()  # extra types a skops file may load (beyond scikit-learn's)
 
 
 @dataclass(frozen=True)

@@ -3,3 +3,4 @@
 from pathlib import Path
 
 DEMO_CATALOG = Path(__file__).parent / "flights" / "catalog.yaml"
+CLINIC_CATALOG = Path(__file__).parent / "clinic" / "catalog.yaml"  # a second, small domain

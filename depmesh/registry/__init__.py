@@ -1,5 +1,12 @@
 """The model registry: versions, stages, releases, audit trail, model cards."""
 
-from depmesh.registry.store import PromotionConflict, Registry, RegistryError, RollbackRefused, default_url
+from depmesh.registry.store import (
+    PromotionConflict,
+    Registry,
+    RegistryError,
+    RegistryReadOnly,
+    RollbackRefused,
+    default_url,
+)
 
-__all__ = ["PromotionConflict", "Registry", "RegistryError", "RollbackRefused", "default_url"]
+__all__ = ["PromotionConflict", "Registry", "RegistryError", "RegistryReadOnly", "RollbackRefused", "default_url"]

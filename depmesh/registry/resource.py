@@ -1,43 +1,53 @@
 """The registry as a Dagster resource: SQLite beside the instance, or
-PostgreSQL with DAGSTER_POSTGRES_URL; migrated on first use."""
+PostgreSQL with DAGSTER_POSTGRES_URL; migrated on first use. One mesh's
+view of it (the catalog's ``mesh:`` name), verifying artifacts in the
+instance's store."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
-from depmesh.registry.store import Registry, default_url
+from depmesh.registry.store import DEFAULT_MESH, Registry, default_url
 
 _lock = threading.Lock()
-_migrated: set[str] = set()
+_migrated: set[tuple[str, str]] = set()
 
 
-def open_registry(url: str) -> Registry:
-    """A registry at ``url`` with its schema at the newest migration."""
-    registry = Registry(url)
+def open_registry(url: str, mesh: str = DEFAULT_MESH, artifacts: Any = None) -> Registry:
+    """A registry at ``url`` for ``mesh`` with its schema at the newest migration."""
+    registry = Registry(url, mesh=mesh, artifacts=artifacts)
     with _lock:
-        if url not in _migrated:
+        if (url, mesh) not in _migrated:
             registry.migrate()
-            _migrated.add(url)
+            _migrated.add((url, mesh))
     return registry
 
 
 class RegistryResource(ConfigurableResource):
-    """``url`` empty: the default for the instance (see depmesh.registry.store.default_url)."""
+    """``url`` empty: the default for the instance (see depmesh.registry.store.default_url).
+    ``artifacts_dir`` empty: the instance's artifact store."""
 
     url: str = ""
+    mesh: str = DEFAULT_MESH
+    artifacts_dir: str = ""
     _registry: Registry | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        url = self.url
-        if not url:
+        from depmesh.artifacts import ArtifactStore
+        from depmesh.assets.io import storage_dir
+
+        url, artifacts_dir = self.url, self.artifacts_dir
+        if not url or not artifacts_dir:
             if context.instance is None:
-                raise RuntimeError("the registry resource needs a Dagster instance or an explicit url")
-            url = default_url(Path(context.instance.root_directory))
-        self._registry = open_registry(url)
+                raise RuntimeError("the registry resource needs a Dagster instance or an explicit url and artifacts_dir")
+            url = url or default_url(Path(context.instance.root_directory))
+            artifacts_dir = artifacts_dir or str(storage_dir(context.instance) / "artifacts")
+        self._registry = open_registry(url, self.mesh, ArtifactStore(artifacts_dir))
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._registry is not None:

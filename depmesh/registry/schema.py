@@ -12,9 +12,11 @@ metadata = sa.MetaData()
 model_versions = sa.Table(
     "model_versions", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mesh", sa.String(200), nullable=False, server_default=""),
     sa.Column("node", sa.String(300), nullable=False),
     sa.Column("version", sa.String(64), nullable=False),
     sa.Column("stage", sa.String(20), nullable=False),
+    sa.Column("rejected", sa.Boolean, nullable=False, server_default=sa.false()),  # removed by a rollback
     sa.Column("artifact_hash", sa.String(64), nullable=False),
     sa.Column("artifact_path", sa.Text, nullable=False),
     sa.Column("metrics", sa.Text, nullable=False),  # JSON
@@ -26,12 +28,13 @@ model_versions = sa.Table(
     sa.Column("library_versions", sa.Text, nullable=False),  # JSON
     sa.Column("card", sa.Text, nullable=False),  # markdown
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("node", "version", name="uq_model_versions_node_version"),
+    sa.UniqueConstraint("mesh", "node", "version", name="uq_model_versions_mesh_node_version"),
 )
 
 stage_transitions = sa.Table(
     "stage_transitions", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mesh", sa.String(200), nullable=False, server_default=""),
     sa.Column("node", sa.String(300), nullable=False),
     sa.Column("version", sa.String(64), nullable=False),
     sa.Column("from_stage", sa.String(20), nullable=True),
@@ -46,7 +49,9 @@ stage_transitions = sa.Table(
 releases = sa.Table(
     "releases", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("status", sa.String(20), nullable=False),  # Staging | Production | Superseded | RolledBack
+    sa.Column("mesh", sa.String(200), nullable=False, server_default=""),
+    # Staging | Production | PartlyRolledBack | Superseded | RolledBack
+    sa.Column("status", sa.String(20), nullable=False),
     sa.Column("run_id", sa.String(64), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=True),
@@ -60,11 +65,16 @@ release_members = sa.Table(
     sa.Column("version", sa.String(64), nullable=False),
 )
 
-# One row: which release is Production, and a revision every promotion or
-# rollback bumps (compare-and-swap: two concurrent promotions cannot both win).
-registry_state = sa.Table(
-    "registry_state", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+# One row per mesh: which release is Production, and a revision every stage
+# change bumps. Every stage change locks this row first (SELECT ... FOR UPDATE
+# on PostgreSQL; SQLite's BEGIN IMMEDIATE locks the whole file), so stage
+# changes of one mesh are serialized, and a compare-and-swap on the revision
+# refuses a decision taken on a stale view.
+mesh_state = sa.Table(
+    "mesh_state", metadata,
+    sa.Column("mesh", sa.String(200), primary_key=True),
     sa.Column("production_release_id", sa.Integer, nullable=True),
     sa.Column("revision", sa.Integer, nullable=False),
 )
+
+ACTOR_MAX = 200  # stage_transitions.actor; checked before writing, on SQLite too

@@ -1,13 +1,26 @@
 """The model registry: versions, stages, releases and an append-only audit
 trail, in SQLite (under DAGSTER_HOME) or PostgreSQL (DAGSTER_POSTGRES_URL).
 
-Every change of Production is one database transaction guarded by a
-compare-and-swap on ``registry_state.revision``: two concurrent promotions
-cannot both win, and a process that dies half-way commits nothing.
+One registry holds several meshes; a ``Registry`` object speaks for one (the
+catalog's ``mesh:`` name): its versions, its releases, its Production pointer.
+
+Guarantees (on both databases):
+- Every stage change (registering a version, recording a release, promote,
+  rollback, per-node rollback, a manual transition) is one transaction that
+  first locks the mesh's ``mesh_state`` row, so stage changes are serialized:
+  each reads the stages it changes under the lock, and the audit trail is a
+  chain (each row's from_stage is the previous row's to_stage).
+- Every stage change bumps the mesh's revision; an operation given the
+  revision it decided on (``expected_revision``) is refused if another change
+  came first (compare-and-swap). A process that dies half-way commits nothing.
+- At most one Production version per model (a partial unique index).
+- Nothing becomes Production (promote, rollback) unless its artifact exists
+  and matches the hash recorded for its version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +31,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from depmesh.registry.schema import STAGES, model_versions, registry_state, release_members, releases, stage_transitions
+from depmesh.registry.schema import (
+    ACTOR_MAX,
+    STAGES,
+    mesh_state,
+    model_versions,
+    release_members,
+    releases,
+    stage_transitions,
+)
 
 SYSTEM_ACTOR = "depmesh"
 MIGRATION_LOCK_KEY = 0x64_65_70_6D  # "depm": the PostgreSQL advisory lock migrations take
@@ -33,10 +54,18 @@ class PromotionConflict(RegistryError):
     pass
 
 
+class RegistryReadOnly(RegistryError):
+    """The registry's database cannot be written."""
+
+
 class RollbackRefused(RegistryError):
     def __init__(self, message: str, rollback_set: list[str]):
         super().__init__(message)
         self.rollback_set = rollback_set
+
+
+DEFAULT_MESH = "default"
+MAX_ID = 2**63 - 1  # the largest INTEGER SQLite and PostgreSQL's BIGINT hold
 
 
 def _now() -> datetime:
@@ -48,12 +77,25 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+READ_ONLY_MARKERS = ("readonly database", "read-only", "read only", "unable to open database file",
+                     "permission denied")
+
+
+def is_read_only_error(exc: BaseException) -> bool:
+    """A database (or its folder) that cannot be written: not an outage, so not worth retrying."""
+    text = str(exc).lower()
+    return isinstance(exc, (sa.exc.OperationalError, RegistryReadOnly)) and any(m in text for m in READ_ONLY_MARKERS)
+
+
 def is_transient_database_error(exc: BaseException) -> bool:
     """True for a lost or refused database connection (a server restart, a
-    network blip, SQLite's lock timeout): worth retrying, unlike a bug."""
+    network blip, SQLite's lock timeout): worth retrying, unlike a bug or a
+    database that cannot be written."""
     seen: set[int] = set()
     error: BaseException | None = exc
     while error is not None and id(error) not in seen:
+        if is_read_only_error(error):
+            return False
         seen.add(id(error))
         if isinstance(error, sa.exc.OperationalError):
             return True
@@ -77,14 +119,40 @@ def default_url(home: Path) -> str:
     return f"sqlite:///{Path(home).resolve() / 'depmesh_registry.db'}"
 
 
-def _require(actor: str | None, reason: str | None) -> None:
+def check_actor(actor: Any, reason: Any) -> None:
+    """Actor and reason of a stage change: present, UTF-8 text, the actor
+    within the column's limit (the same limit on SQLite as on PostgreSQL)."""
     if not actor or not str(actor).strip() or not reason or not str(reason).strip():
         raise RegistryError("a stage transition needs an actor and a reason (--actor NAME --reason TEXT)")
+    for what, value in (("actor", actor), ("reason", reason)):
+        try:
+            str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise RegistryError(f"the {what} is not valid UTF-8 text: {str(value).encode('utf-8', 'replace')!r}") from None
+    if len(str(actor)) > ACTOR_MAX:
+        raise RegistryError(f"the actor is {len(str(actor))} characters long; the registry keeps at most {ACTOR_MAX}")
+
+
+_require = check_actor
+
+
+def check_release_id(release_id: Any) -> int:
+    if isinstance(release_id, bool) or not isinstance(release_id, int) or not 0 < release_id <= MAX_ID:
+        raise RegistryError(f"{release_id!r} is not a release id (a whole number from 1 to {MAX_ID}; "
+                            "see: depmesh release list)")
+    return release_id
 
 
 class Registry:
-    def __init__(self, url: str):
+    def __init__(self, url: str, mesh: str = DEFAULT_MESH, artifacts: Any = None):
+        """``mesh``: whose versions and releases this object reads and
+        changes. ``artifacts``: the ArtifactStore promotions and rollbacks
+        verify members against (refused without one)."""
+        if not mesh or len(mesh) > 200:
+            raise RegistryError(f"a mesh name of 1 to 200 characters is needed, got {mesh!r}")
         self.url = url
+        self.mesh = mesh
+        self.artifacts = artifacts
         # pre-ping: a pooled connection that a database restart closed is
         # replaced before use instead of failing the next statement
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -100,6 +168,29 @@ class Registry:
             @sa.event.listens_for(self.engine, "begin")
             def _begin(conn):  # noqa: ANN001
                 conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front
+
+    def for_mesh(self, mesh: str) -> Registry:
+        """The same database, another mesh (shares the engine)."""
+        other = object.__new__(Registry)
+        other.__dict__.update(self.__dict__)
+        other.mesh = mesh
+        return other
+
+    @property
+    def location(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
+    def _write(self):
+        """A write transaction; a database that cannot be written is named, not retried."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            if is_read_only_error(exc):
+                raise RegistryReadOnly(f"the registry {self.location} cannot be written "
+                                       f"({str(exc.orig).strip()}): check the file's and its folder's permissions") from None
+            raise
 
     # -- schema ------------------------------------------------------------------
     @staticmethod
@@ -118,11 +209,12 @@ class Registry:
         return str(ScriptDirectory.from_config(cls._alembic_config()).get_current_head())
 
     def migrate(self) -> str:
-        """Bring the schema to the newest migration; returns the revision."""
+        """Bring the schema to the newest migration; returns the revision.
+        Rows from before several meshes (mesh '') are adopted by this mesh."""
         from alembic import command
 
         config = self._alembic_config()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if conn.dialect.name == "postgresql":
                 # processes that start at once (Celery workers, parallel step
                 # processes) would each create the tables: one migrates, the
@@ -130,7 +222,29 @@ class Registry:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+            self._adopt_legacy(conn)
+            self._ensure_state(conn)
         return self.schema_revision() or ""
+
+    def _adopt_legacy(self, conn) -> None:
+        legacy = conn.execute(sa.select(mesh_state.c.mesh).where(mesh_state.c.mesh == "")).first()
+        if legacy is None:
+            return
+        mine = conn.execute(sa.select(mesh_state.c.mesh).where(mesh_state.c.mesh == self.mesh)).first()
+        if mine is not None:
+            return
+        for table in (model_versions, stage_transitions, releases):
+            conn.execute(table.update().where(table.c.mesh == "").values(mesh=self.mesh))
+        conn.execute(mesh_state.update().where(mesh_state.c.mesh == "").values(mesh=self.mesh))
+
+    def _ensure_state(self, conn) -> None:
+        if conn.execute(sa.select(mesh_state.c.mesh).where(mesh_state.c.mesh == self.mesh)).first() is None:
+            conn.execute(mesh_state.insert().values(mesh=self.mesh, production_release_id=None, revision=0))
+
+    def meshes(self) -> list[str]:
+        """Every mesh that has a state row in this registry."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(mesh_state.c.mesh).order_by(mesh_state.c.mesh)).scalars())
 
     def schema_revision(self) -> str | None:
         with self.engine.connect() as conn:
@@ -141,19 +255,47 @@ class Registry:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    # -- the one serialized path ---------------------------------------------------
+    def _lock(self, conn, expected_revision: int | None = None) -> Any:
+        """Lock this mesh's state row for the transaction (every stage change
+        starts here) and check the revision the caller decided on."""
+        self._ensure_state(conn)
+        state = conn.execute(sa.select(mesh_state).where(mesh_state.c.mesh == self.mesh).with_for_update()).one()
+        if expected_revision is not None and state.revision != expected_revision:
+            raise PromotionConflict(
+                f"the registry changed while this operation was decided (revision {expected_revision}, now "
+                f"{state.revision}: another promotion, rollback or release won); nothing was changed here: look at "
+                "`depmesh release list` and try again if it still applies")
+        return state
+
+    def _bump(self, conn, state, production_release_id: int | None) -> None:
+        conn.execute(mesh_state.update().where(mesh_state.c.mesh == self.mesh)
+                     .values(production_release_id=production_release_id, revision=state.revision + 1))
+
     # -- versions ----------------------------------------------------------------
+    def _where_version(self, node: str, version: str):
+        return sa.and_(model_versions.c.mesh == self.mesh, model_versions.c.node == node,
+                       model_versions.c.version == version)
+
     def register(self, *, node: str, version: str, artifact_hash: str, artifact_path: str, metrics: Mapping,
                  gates: Mapping, run_id: str, input_versions: Mapping, upstream_models: Mapping, code_version: str,
                  library_versions: Mapping, card: str) -> bool:
         """Record a new model version in Development. Idempotent: a version
-        already registered (same content hash) is left as it is; returns False."""
-        with self.engine.begin() as conn:
-            exists = conn.execute(sa.select(model_versions.c.id).where(
-                model_versions.c.node == node, model_versions.c.version == version)).first()
+        already registered (same content hash) keeps its stage and history and
+        returns False; if it was rebuilt into other bytes (an artifact written
+        before artifacts were deterministic), the record takes the new hash,
+        which is also what the new materialization records."""
+        with self._write() as conn:
+            self._lock(conn)
+            exists = conn.execute(sa.select(model_versions.c.id, model_versions.c.artifact_hash)
+                                  .where(self._where_version(node, version))).first()
             if exists:
+                if exists.artifact_hash != artifact_hash:
+                    conn.execute(model_versions.update().where(model_versions.c.id == exists.id)
+                                 .values(artifact_hash=artifact_hash, artifact_path=artifact_path))
                 return False
             conn.execute(model_versions.insert().values(
-                node=node, version=version, stage="Development", artifact_hash=artifact_hash,
+                mesh=self.mesh, node=node, version=version, stage="Development", artifact_hash=artifact_hash,
                 artifact_path=artifact_path, metrics=json.dumps(dict(metrics)), gates=json.dumps(dict(gates), default=str),
                 run_id=run_id, input_versions=json.dumps(dict(input_versions)),
                 upstream_models=json.dumps(dict(upstream_models)), code_version=code_version,
@@ -162,124 +304,198 @@ class Registry:
         return True
 
     def _log(self, conn, node, version, from_stage, to_stage, actor, reason, run_id=None, release_id=None) -> None:
-        _require(actor, reason)
+        check_actor(actor, reason)
         conn.execute(stage_transitions.insert().values(
-            node=node, version=version, from_stage=from_stage, to_stage=to_stage, actor=actor, reason=reason,
-            run_id=run_id, release_id=release_id, at=_now()))
+            mesh=self.mesh, node=node, version=version, from_stage=from_stage, to_stage=to_stage, actor=actor,
+            reason=reason, run_id=run_id, release_id=release_id, at=_now()))
 
     def _set_stage(self, conn, node: str, version: str, stage: str, actor: str, reason: str,
-                   run_id: str | None = None, release_id: int | None = None) -> None:
+                   run_id: str | None = None, release_id: int | None = None) -> bool:
+        """Move one version (inside a locked transaction); True if it moved."""
         if stage not in STAGES:
             raise RegistryError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
-        row = conn.execute(sa.select(model_versions.c.stage).where(
-            model_versions.c.node == node, model_versions.c.version == version)).first()
+        row = conn.execute(sa.select(model_versions.c.stage).where(self._where_version(node, version))).first()
         if row is None:
-            raise RegistryError(f"{node} has no registered version {version}")
+            raise RegistryError(f"{node} has no registered version {version} in mesh {self.mesh}")
         if row.stage == stage:
-            return
-        conn.execute(model_versions.update().where(model_versions.c.node == node, model_versions.c.version == version)
-                     .values(stage=stage))
+            return False
+        conn.execute(model_versions.update().where(self._where_version(node, version)).values(stage=stage))
         self._log(conn, node, version, row.stage, stage, actor, reason, run_id, release_id)
+        return True
 
     def transition(self, node: str, version: str, stage: str, *, actor: str, reason: str) -> None:
         """Move one version to a stage by hand (Production goes through releases)."""
-        _require(actor, reason)
+        check_actor(actor, reason)
         if stage == "Production":
             raise RegistryError("Production is reached by promoting a release: depmesh release promote ID")
-        with self.engine.begin() as conn:
-            self._set_stage(conn, node, version, stage, actor, reason)
+        with self._write() as conn:
+            state = self._lock(conn)
+            current = conn.execute(sa.select(model_versions.c.stage).where(self._where_version(node, version))).scalar()
+            if current == "Production":
+                raise RegistryError(f"{node}@{version} is Production: it leaves Production when another release is "
+                                    "promoted or by a rollback (depmesh release rollback)")
+            if self._set_stage(conn, node, version, stage, actor, reason):
+                self._bump(conn, state, state.production_release_id)
 
     def version(self, node: str, version: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(model_versions).where(
-                model_versions.c.node == node, model_versions.c.version == version)).first()
+            row = conn.execute(sa.select(model_versions).where(self._where_version(node, version))).first()
         return _decode(row) if row else None
+
+    def _production(self, conn) -> dict[str, str]:
+        rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.version).where(
+            model_versions.c.mesh == self.mesh, model_versions.c.stage == "Production")).all()
+        return {r.node: r.version for r in rows}
 
     def production(self) -> dict[str, str]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.version)
-                                .where(model_versions.c.stage == "Production")).all()
-        return {r.node: r.version for r in rows}
+            return self._production(conn)
 
     def production_metrics(self, node: str) -> dict[str, float] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(model_versions.c.metrics, model_versions.c.version).where(
-                model_versions.c.node == node, model_versions.c.stage == "Production")).first()
+            row = conn.execute(sa.select(model_versions.c.metrics).where(
+                model_versions.c.mesh == self.mesh, model_versions.c.node == node,
+                model_versions.c.stage == "Production")).first()
         return json.loads(row.metrics) if row else None
 
-    def history(self, node: str) -> list[dict[str, Any]]:
+    def history(self, node: str | None = None) -> list[dict[str, Any]]:
+        """The audit trail of one model (or of the whole mesh), oldest first."""
+        query = sa.select(stage_transitions).where(stage_transitions.c.mesh == self.mesh)
+        if node is not None:
+            query = query.where(stage_transitions.c.node == node)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(stage_transitions).where(stage_transitions.c.node == node)
-                                .order_by(stage_transitions.c.id)).all()
+            rows = conn.execute(query.order_by(stage_transitions.c.id)).all()
         return [dict(r._mapping) for r in rows]
 
-    def versions(self, node: str) -> list[dict[str, Any]]:
+    def versions(self, node: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(model_versions).where(model_versions.c.mesh == self.mesh)
+        if node is not None:
+            query = query.where(model_versions.c.node == node)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(model_versions).where(model_versions.c.node == node)
-                                .order_by(model_versions.c.id)).all()
+            rows = conn.execute(query.order_by(model_versions.c.id)).all()
         return [_decode(r) for r in rows]
+
+    # -- artifacts -----------------------------------------------------------------
+    def artifact_problems(self, members: Mapping[str, str], conn=None) -> list[str]:
+        """For each member: why its artifact cannot be trusted (missing, or not
+        the recorded bytes); empty when every one verifies. ``conn``: read
+        inside that (locked) transaction."""
+        from depmesh.artifacts import ArtifactIntegrityError
+
+        if self.artifacts is None:
+            return ["no artifact store was given to verify the members' artifacts against"]
+        problems = []
+        for node, version in sorted(members.items()):
+            if conn is None:
+                info = self.version(node, version)
+            else:
+                row = conn.execute(sa.select(model_versions).where(self._where_version(node, version))).first()
+                info = _decode(row) if row else None
+            if info is None:
+                problems.append(f"{node}@{version} is not registered")
+                continue
+            try:
+                self.artifacts.verify(info["artifact_hash"], version)
+            except ArtifactIntegrityError as exc:
+                problems.append(f"{node}@{version}: {exc}")
+        return problems
+
+    def _verify(self, members: Mapping[str, str], doing: str) -> None:
+        problems = self.artifact_problems(members)
+        if problems:
+            raise RegistryError(f"refused to {doing}: nothing was moved, because " + "; ".join(problems))
 
     # -- releases ----------------------------------------------------------------
     def create_release(self, members: Mapping[str, str], *, run_id: str | None, actor: str = SYSTEM_ACTOR,
                        reason: str = "every gate passed") -> int:
-        """Record a release (node -> version) and move its versions to Staging."""
+        """Record a release (node -> version) and move its versions to Staging; its id."""
+        return self.record_release(members, run_id=run_id, actor=actor, reason=reason)["id"]
+
+    def record_release(self, members: Mapping[str, str], *, run_id: str | None, actor: str = SYSTEM_ACTOR,
+                       reason: str = "every gate passed") -> dict[str, Any]:
+        """Record a release and move its Development or Archived versions to
+        Staging. A set identical to an existing release of this mesh is not a
+        new release: that release is returned and nothing moves.
+        Returns {id, created, status, moved: [node@version moved to Staging]}."""
         if not members:
             raise RegistryError("a release needs at least one model version")
-        with self.engine.begin() as conn:
+        members = dict(sorted(members.items()))
+        with self._write() as conn:
+            state = self._lock(conn)
+            for node, version in members.items():
+                if conn.execute(sa.select(model_versions.c.id).where(self._where_version(node, version))).first() is None:
+                    raise RegistryError(f"release member {node}@{version} is not registered in mesh {self.mesh}")
+            same = self._identical_release(conn, members)
+            if same is not None:
+                return {"id": same[0], "created": False, "status": same[1], "moved": []}
             release_id = conn.execute(releases.insert().values(
-                status="Staging", run_id=run_id, created_at=_now())).inserted_primary_key[0]
-            for node, version in sorted(members.items()):
+                mesh=self.mesh, status="Staging", run_id=run_id, created_at=_now())).inserted_primary_key[0]
+            moved = []
+            for node, version in members.items():
                 conn.execute(release_members.insert().values(release_id=release_id, node=node, version=version))
-                stage = conn.execute(sa.select(model_versions.c.stage).where(
-                    model_versions.c.node == node, model_versions.c.version == version)).scalar()
-                if stage is None:
-                    raise RegistryError(f"release member {node}@{version} is not registered")
+                stage = conn.execute(sa.select(model_versions.c.stage).where(self._where_version(node, version))).scalar()
                 if stage in ("Development", "Archived"):
                     self._set_stage(conn, node, version, "Staging", actor, f"{reason} (release {release_id})",
                                     run_id, release_id)
-        return release_id
+                    moved.append(f"{node}@{version}")
+            self._bump(conn, state, state.production_release_id)
+        return {"id": release_id, "created": True, "status": "Staging", "moved": moved}
+
+    def _identical_release(self, conn, members: Mapping[str, str]) -> tuple[int, str] | None:
+        rows = conn.execute(
+            sa.select(releases.c.id, releases.c.status, release_members.c.node, release_members.c.version)
+            .join(release_members, release_members.c.release_id == releases.c.id)
+            .where(releases.c.mesh == self.mesh).order_by(releases.c.id.desc())).all()
+        sets: dict[int, dict[str, str]] = {}
+        statuses: dict[int, str] = {}
+        for r in rows:
+            sets.setdefault(r.id, {})[r.node] = r.version
+            statuses[r.id] = r.status
+        for rid, found in sets.items():
+            if found == dict(members):
+                return rid, statuses[rid]
+        return None
 
     def state(self) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(registry_state).where(registry_state.c.id == 1)).first()
+            row = conn.execute(sa.select(mesh_state).where(mesh_state.c.mesh == self.mesh)).first()
+        if row is None:
+            return {"production_release_id": None, "revision": 0}
         return {"production_release_id": row.production_release_id, "revision": row.revision}
 
-    def release(self, release_id: int) -> dict[str, Any]:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(releases).where(releases.c.id == release_id)).first()
-            if row is None:
-                raise RegistryError(f"no release {release_id} (see: depmesh release list)")
-            members = conn.execute(sa.select(release_members.c.node, release_members.c.version)
-                                   .where(release_members.c.release_id == release_id)
-                                   .order_by(release_members.c.node)).all()
+    def _release(self, conn, release_id: int) -> dict[str, Any]:
+        check_release_id(release_id)
+        row = conn.execute(sa.select(releases).where(releases.c.id == release_id, releases.c.mesh == self.mesh)).first()
+        if row is None:
+            raise RegistryError(f"no release {release_id} in mesh {self.mesh} (see: depmesh release list)")
+        members = conn.execute(sa.select(release_members.c.node, release_members.c.version)
+                               .where(release_members.c.release_id == release_id)
+                               .order_by(release_members.c.node)).all()
         out = dict(row._mapping)
         out["members"] = {m.node: m.version for m in members}
         return out
 
+    def release(self, release_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return self._release(conn, release_id)
+
     def release_count(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(releases)).scalar_one())
+            return int(conn.execute(sa.select(sa.func.count()).select_from(releases)
+                                    .where(releases.c.mesh == self.mesh)).scalar_one())
 
     def releases(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            ids = conn.execute(sa.select(releases.c.id).order_by(releases.c.id)).scalars().all()
-        return [self.release(i) for i in ids]
-
-    def _swap(self, conn, expected_revision: int, production_release_id: int | None) -> None:
-        result = conn.execute(registry_state.update()
-                              .where(registry_state.c.id == 1, registry_state.c.revision == expected_revision)
-                              .values(production_release_id=production_release_id,
-                                      revision=registry_state.c.revision + 1))
-        if result.rowcount != 1:
-            raise PromotionConflict(
-                "Production changed while this operation ran (another promotion or rollback won); nothing was "
-                "changed here: look at `depmesh release list` and try again if it still applies")
+            ids = conn.execute(sa.select(releases.c.id).where(releases.c.mesh == self.mesh)
+                               .order_by(releases.c.id)).scalars().all()
+            return [self._release(conn, i) for i in ids]
 
     def _make_production(self, conn, members: Mapping[str, str], actor: str, reason: str, release_id: int) -> None:
         first = True
         for node, version in sorted(members.items()):
             current = conn.execute(sa.select(model_versions.c.version).where(
-                model_versions.c.node == node, model_versions.c.stage == "Production")).scalar()
+                model_versions.c.mesh == self.mesh, model_versions.c.node == node,
+                model_versions.c.stage == "Production")).scalar()
             if current is not None and current != version:
                 self._set_stage(conn, node, current, "Archived", actor, f"replaced by {version}: {reason}",
                                 release_id=release_id)
@@ -288,95 +504,170 @@ class Registry:
                 _fault("promote:after_first_member")
                 first = False
 
+    def _set_status(self, conn, release_id: int, status: str, **values: Any) -> None:
+        conn.execute(releases.update().where(releases.c.id == release_id).values(status=status, **values))
+
+    def _refresh_status(self, conn, release_id: int | None) -> None:
+        """The Production release says Production while every member is, else PartlyRolledBack."""
+        if release_id is None:
+            return
+        release = self._release(conn, release_id)
+        production = self._production(conn)
+        whole = all(production.get(node) == version for node, version in release["members"].items())
+        self._set_status(conn, release_id, "Production" if whole else "PartlyRolledBack")
+
     def promote(self, release_id: int, *, actor: str, reason: str, expected_revision: int | None = None) -> dict:
         """Make every version of the release Production at once, archive the
-        versions they replace; one audit entry per model. Atomic."""
-        _require(actor, reason)
-        if expected_revision is None:
-            expected_revision = self.state()["revision"]
+        versions they replace; one audit entry per model. Atomic. A release
+        that was partly rolled back can be promoted again."""
+        check_actor(actor, reason)
         release = self.release(release_id)
         if release["status"] == "Production":
             raise RegistryError(f"release {release_id} is already Production")
-        with self.engine.begin() as conn:
-            self._swap(conn, expected_revision, release_id)
-            previous = conn.execute(sa.select(releases.c.id).where(releases.c.status == "Production")).scalar()
+        self._verify(release["members"], f"promote release {release_id}")
+        with self._write() as conn:
+            state = self._lock(conn, expected_revision)
+            release = self._release(conn, release_id)
+            if release["status"] == "Production":
+                raise RegistryError(f"release {release_id} is already Production")
+            previous = state.production_release_id
             self._make_production(conn, release["members"], actor, reason, release_id)
-            if previous is not None:
-                conn.execute(releases.update().where(releases.c.id == previous).values(status="Superseded"))
-            conn.execute(releases.update().where(releases.c.id == release_id).values(
-                status="Production", promoted_at=_now(), replaced_release_id=previous))
+            conn.execute(model_versions.update().where(
+                model_versions.c.mesh == self.mesh,
+                sa.tuple_(model_versions.c.node, model_versions.c.version).in_(list(release["members"].items())))
+                .values(rejected=False))
+            if previous is not None and previous != release_id:
+                self._set_status(conn, previous, "Superseded")
+                self._set_status(conn, release_id, "Production", promoted_at=_now(), replaced_release_id=previous)
+            else:
+                self._set_status(conn, release_id, "Production", promoted_at=_now())
+            self._bump(conn, state, release_id)
         return self.release(release_id)
 
     def rollback(self, *, actor: str, reason: str, expected_revision: int | None = None) -> dict:
         """Make the release the current one replaced Production again, atomically."""
-        _require(actor, reason)
-        if expected_revision is None:
-            expected_revision = self.state()["revision"]
+        check_actor(actor, reason)
         current_id = self.state()["production_release_id"]
         if current_id is None:
             raise RegistryError("no release is in Production, so there is nothing to roll back")
-        current = self.release(current_id)
-        previous_id = current["replaced_release_id"]
+        previous_id = self.release(current_id)["replaced_release_id"]
         if previous_id is None:
             raise RegistryError(f"release {current_id} replaced no earlier release: there is nothing to roll back to")
-        previous = self.release(previous_id)
-        with self.engine.begin() as conn:
-            self._swap(conn, expected_revision, previous_id)
+        self._verify(self.release(previous_id)["members"], f"roll back to release {previous_id}")
+        with self._write() as conn:
+            state = self._lock(conn, expected_revision)
+            if state.production_release_id != current_id:
+                raise PromotionConflict(f"Production moved to release {state.production_release_id} while the "
+                                        "rollback was decided; nothing was changed here")
+            current, previous = self._release(conn, current_id), self._release(conn, previous_id)
             self._make_production(conn, previous["members"], actor, f"rollback of release {current_id}: {reason}",
                                   previous_id)
-            conn.execute(releases.update().where(releases.c.id == current_id).values(status="RolledBack"))
-            conn.execute(releases.update().where(releases.c.id == previous_id).values(status="Production"))
+            left = [(n, v) for n, v in current["members"].items() if previous["members"].get(n) != v]
+            if left:
+                conn.execute(model_versions.update().where(
+                    model_versions.c.mesh == self.mesh,
+                    sa.tuple_(model_versions.c.node, model_versions.c.version).in_(left)).values(rejected=True))
+            self._set_status(conn, current_id, "RolledBack")
+            self._refresh_status(conn, previous_id)
+            self._bump(conn, state, previous_id)
         return self.release(previous_id)
 
-    def _previous_production(self, conn, node: str, current: str) -> str | None:
-        rows = conn.execute(sa.select(stage_transitions.c.version).where(
-            stage_transitions.c.node == node, stage_transitions.c.to_stage == "Production")
-            .order_by(stage_transitions.c.id.desc())).scalars().all()
-        return next((v for v in rows if v != current), None)
+    def _previous_production(self, conn, pointer: int | None, node: str, current: str) -> tuple[str, int] | None:
+        """The version of ``node`` to roll back to, and the release it comes
+        from: walking back from the Production release through the releases
+        each one replaced, the first version that is not the current one and
+        was never rejected by a rollback. Rolled-back releases are not on that path."""
+        seen: set[int] = set()
+        release_id = pointer
+        while release_id is not None and release_id not in seen:
+            seen.add(release_id)
+            release = self._release(conn, release_id)
+            version = release["members"].get(node)
+            if release["status"] != "RolledBack" and version is not None and version != current:
+                rejected = conn.execute(sa.select(model_versions.c.rejected)
+                                        .where(self._where_version(node, version))).scalar()
+                if not rejected:
+                    return version, release_id
+            release_id = release["replaced_release_id"]
+        return None
+
+    def _dependents(self, conn, node: str, version: str) -> list[str]:
+        rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.upstream_models).where(
+            model_versions.c.mesh == self.mesh, model_versions.c.stage == "Production")).all()
+        return sorted(r.node for r in rows if json.loads(r.upstream_models).get(node) == version)
 
     def rollback_set(self, node: str) -> list[str]:
         """The Production models trained against ``node``'s Production version:
         they must move with it."""
-        prod = self.production()
-        version = prod.get(node)
-        if version is None:
-            return []
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.upstream_models)
-                                .where(model_versions.c.stage == "Production")).all()
-        return sorted(r.node for r in rows if json.loads(r.upstream_models).get(node) == version)
+            version = self._production(conn).get(node)
+            return self._dependents(conn, node, version) if version else []
 
     def rollback_model(self, node: str, *, actor: str, reason: str, with_dependents: bool = False,
                        expected_revision: int | None = None) -> dict[str, tuple[str, str]]:
         """Roll one model back to its previous Production version. Refused when
         Production models downstream were trained against the version being
-        removed, unless ``with_dependents`` rolls them back together.
-        Returns node -> (from version, to version)."""
-        _require(actor, reason)
-        if expected_revision is None:
-            expected_revision = self.state()["revision"]
-        dependents = self.rollback_set(node)
-        if dependents and not with_dependents:
-            raise RollbackRefused(
-                f"refused: {', '.join(dependents)} in Production {'was' if len(dependents) == 1 else 'were'} "
-                f"trained against {node}@{self.production().get(node)}; roll back the set together with "
-                f"--with-dependents (rollback set: {', '.join([node, *dependents])})", [node, *dependents])
-        moves: dict[str, tuple[str, str]] = {}
-        production_release = self.state()["production_release_id"]  # read before the write lock is taken
-        with self.engine.begin() as conn:
-            self._swap(conn, expected_revision, production_release)
+        removed (unless ``with_dependents`` rolls them back together), and when
+        a version it would restore was trained against upstream versions that
+        are not Production. Returns node -> (from version, to version)."""
+        check_actor(actor, reason)
+        with self._write() as conn:
+            state = self._lock(conn, expected_revision)
+            production = self._production(conn)
+            version = production.get(node)
+            if version is None:
+                raise RegistryError(f"{node} has no Production version to roll back")
+            dependents = self._dependents(conn, node, version)
+            if dependents and not with_dependents:
+                raise RollbackRefused(
+                    f"refused: {', '.join(dependents)} in Production {'was' if len(dependents) == 1 else 'were'} "
+                    f"trained against {node}@{version}; roll back the set together with --with-dependents "
+                    f"(rollback set: {', '.join([node, *dependents])})", [node, *dependents])
+            plan: dict[str, tuple[str, str, int]] = {}
             for name in [node, *dependents]:
-                current = conn.execute(sa.select(model_versions.c.version).where(
-                    model_versions.c.node == name, model_versions.c.stage == "Production")).scalar()
-                if current is None:
-                    raise RegistryError(f"{name} has no Production version to roll back")
-                previous = self._previous_production(conn, name, current)
-                if previous is None:
-                    raise RegistryError(f"{name} has never had another Production version to roll back to")
+                found = self._previous_production(conn, state.production_release_id, name, production[name])
+                if found is None:
+                    raise RegistryError(f"{name} has never had another Production version to roll back to "
+                                        "(rolled-back and rejected versions do not count)")
+                plan[name] = (production[name], *found)
+            self._check_upstream(conn, production, plan)
+            targets = {name: target for name, (_, target, _) in plan.items()}
+            problems = self.artifact_problems(targets, conn)
+            if problems:
+                raise RegistryError("refused to roll back: nothing was moved, because " + "; ".join(problems))
+            moves: dict[str, tuple[str, str]] = {}
+            for name, (current, target, source) in plan.items():
                 self._set_stage(conn, name, current, "Archived", actor, f"rolled back: {reason}")
-                self._set_stage(conn, name, previous, "Production", actor, f"rollback of {current}: {reason}")
-                moves[name] = (current, previous)
+                conn.execute(model_versions.update().where(self._where_version(name, current)).values(rejected=True))
+                self._set_stage(conn, name, target, "Production", actor,
+                                f"rollback of {current} (to the version of release {source}): {reason}",
+                                release_id=source)
+                moves[name] = (current, target)
+            self._refresh_status(conn, state.production_release_id)
+            self._bump(conn, state, state.production_release_id)
         return moves
+
+    def _check_upstream(self, conn, production: dict[str, str], plan: dict[str, tuple[str, str, int]]) -> None:
+        """Every version a rollback restores must have been trained against the
+        upstream versions that are Production after it."""
+        after = {**production, **{name: target for name, (_, target, _) in plan.items()}}
+        mismatches, sources = [], set()
+        for name, (_, target, source) in plan.items():
+            upstream = json.loads(conn.execute(sa.select(model_versions.c.upstream_models)
+                                               .where(self._where_version(name, target))).scalar() or "{}")
+            for up, up_version in sorted(upstream.items()):
+                if after.get(up) != up_version:
+                    stage = conn.execute(sa.select(model_versions.c.stage)
+                                         .where(self._where_version(up, up_version))).scalar()
+                    mismatches.append(f"{name}@{target} was trained against {up}@{up_version} ({stage or 'unknown'}), "
+                                      f"but {up}@{after.get(up) or 'none'} would be Production")
+                    sources.add(source)
+        if mismatches:
+            hint = " or ".join(f"`depmesh release promote {s}`" for s in sorted(sources))
+            raise RollbackRefused(
+                "refused: " + "; ".join(mismatches) + f". Move the compatible set together: {hint} (the release "
+                "those versions came from), or roll back the upstream model with --with-dependents",
+                sorted(plan))
 
 
 def _decode(row) -> dict[str, Any]:
