@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -161,12 +162,12 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
     _event_batching()
     chosen = _executor_or_exit(executor)
     if parent_id:
-        instance = get_instance(Path(home) if home else None)
+        instance = _writable_home(home, get_instance)
         catalog, sample = _failed_run_settings(instance, parent_id)
         mesh = _load(catalog)
     else:
         mesh = _load(catalog)  # a bad catalog fails before the instance folder is made
-        instance = get_instance(Path(home) if home else None)
+        instance = _writable_home(home, get_instance)
     if chosen in ("celery", "k8s") and "Sqlite" in storage_kind(instance):
         click.echo(f"error: the {chosen} executor runs steps on other machines, which cannot reach this SQLite "
                    "instance: set DAGSTER_POSTGRES_URL", err=True)
@@ -464,11 +465,12 @@ def _open_registry(home: str | None, catalog: str | None, *, read_only: bool = F
         raise click.ClickException(str(exc)) from None
 
 
-def _writable_home(home: str | None, prepare) -> Path:
+def _writable_home(home: str | None, prepare) -> Any:
+    """``prepare(home)`` (make or open the instance folder), or a named error when it cannot be written."""
     try:
         return prepare(Path(home) if home else None)
-    except PermissionError as exc:
-        raise click.ClickException(f"cannot write the instance folder {exc.filename}: {exc.strerror} "
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the instance folder {exc.filename or home}: {exc.strerror or exc} "
                                    "(choose a writable --home or DAGSTER_HOME)") from None
 
 

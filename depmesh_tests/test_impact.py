@@ -157,3 +157,24 @@ def test_changed_since_takes_catalog_and_code_changes(tmp_path):
     assert data["changed_since"]["reasons"]["raw/d"] == ["catalog entry changed"]
     bad = run_impact(repo, "--changed-since", "no-such-ref")
     assert bad.returncode == 1 and "--changed-since no-such-ref" in bad.stderr
+
+
+def test_depth_is_the_shortest_distance_not_the_order_of_a_walk(write_catalog):
+    """raw/a reaches features/d directly and through b and c: breadth-first gives d depth 1 (and e depth 2);
+    a depth-first walk that went through b first would say 3 and 4."""
+    from depmesh.catalog import load_catalog
+
+    build = "compute: depmesh.examples.synthetic:combine"
+    mesh = load_catalog(write_catalog(textwrap.dedent(f"""\
+        mesh: depths
+        nodes:
+          - {{name: raw/a, kind: dataset, owner: team:a, compute: depmesh.examples.synthetic:source}}
+          - {{name: features/b, kind: features, owner: team:a, inputs: [raw/a], {build}}}
+          - {{name: features/c, kind: features, owner: team:a, inputs: [features/b], {build}}}
+          - {{name: features/d, kind: features, owner: team:a, inputs: [features/c, raw/a], {build}}}
+          - {{name: features/e, kind: features, owner: team:a, inputs: [features/d], {build}}}
+        """)))
+    report = impact(mesh, "raw/a")
+    assert {r.node: r.depth for r in report.downstream} == {
+        "features/b": 1, "features/d": 1, "features/c": 2, "features/e": 2}
+    assert [r.node for r in report.downstream] == ["features/b", "features/d", "features/c", "features/e"]

@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 from dagster import AssetKey, DagsterRunStatus, build_sensor_context
 
-from depmesh import graph
 from depmesh.assets import MeshRuntime
 from depmesh.automation.changes import coordinated_selection, pending_changes
 from depmesh.automation.sensors import COORDINATED_TAG, SENSOR_NAME, TRIGGER_TAG
@@ -124,29 +123,46 @@ def test_two_upstream_changes_in_one_tick_make_one_run(mesh_instance, demo_mesh)
     request = data.run_requests[0]
     names = ["/".join(k.path) for k in request.asset_selection]
     assert len(names) == len(set(names))
-    inputs = demo_mesh.inputs_map()
-    union = (set(graph.downstream(inputs, "models/dep_delay")) | set(graph.downstream(inputs, "models/route_segment")))
-    assert set(names) == (union - {"models/dep_delay", "models/route_segment"}) | {"releases/flights"}
+    # written out, not computed by the function under test: what lies downstream of dep_delay or route_segment
+    assert set(names) == {"models/arr_delay", "models/late_arrival", "scores/dep_delay", "scores/arr_delay",
+                          "scores/late_arrival", "consumers/ops_report", "releases/flights"}
     assert "models/dep_delay@" in request.tags[TRIGGER_TAG] and "models/route_segment@" in request.tags[TRIGGER_TAG]
     result = launch(changed, instance, request)
     assert result.success and built(result) == set(names)
     assert tick(changed, instance).run_requests == []
 
 
-def test_change_waits_behind_an_overlapping_run_in_flight(mesh_instance, demo_mesh):
+@pytest.mark.parametrize("status", [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+                                    DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING])
+def test_change_waits_behind_an_overlapping_run_in_flight(mesh_instance, demo_mesh, status):
     from dagster._core.test_utils import create_run_for_test
 
     instance, _ = mesh_instance
     changed = with_params(demo_mesh, dep_delay={"max_iter": 80})
     assert materialize_mesh(changed, instance, selection=[key("models/dep_delay")]).success
-    in_flight = create_run_for_test(instance, job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED,
+    version = instance.get_latest_materialization_event(key("models/dep_delay")).asset_materialization.tags[
+        "dagster/data_version"]
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+
+    # a queued run names the code location the queue will launch it from
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("depmesh"), "__repository__"),
+                             "__ASSET_JOB")
+    in_flight = create_run_for_test(instance, job_name="__ASSET_JOB", status=status, remote_job_origin=origin,
                                     asset_selection=frozenset({key("models/late_arrival")}))
+    assert instance.get_run_by_id(in_flight.run_id).status == status
     held = tick(changed, instance)
     assert held.run_requests == []
-    assert f"held back: run {in_flight.run_id}" in held.skip_message
+    assert f"held back: run {in_flight.run_id} ({status.value})" in held.skip_message
     instance.report_run_failed(in_flight)
     released = tick(changed, instance)
-    assert len(released.run_requests) == 1
+    [request] = released.run_requests
+    assert {"/".join(k.path) for k in request.asset_selection} == {
+        "models/arr_delay", "models/late_arrival", "scores/dep_delay", "scores/arr_delay", "scores/late_arrival",
+        "consumers/ops_report", "releases/flights"}
+    assert request.tags == {COORDINATED_TAG: "true", TRIGGER_TAG: f"models/dep_delay@{version}",
+                            "dagster/sensor_name": SENSOR_NAME,
+                            "depmesh/change.models.dep_delay": version}
+    assert request.run_key is not None and version in request.run_key
 
 
 def test_pending_changes_and_selection_as_pure_functions():
