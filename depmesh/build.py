@@ -15,7 +15,7 @@ from dagster import (
 from depmesh import graph
 from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
 from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
-from depmesh.assets.release import build_release_asset, promote_release_job
+from depmesh.assets.release import build_release_asset, promote_release_job, release_key
 from depmesh.assets.report import build_impact_report
 from depmesh.registry.resource import RegistryResource
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
@@ -45,8 +45,15 @@ def build_definitions(
     ``executor``: a Dagster ExecutorDefinition; default as DEPMESH_EXECUTOR says
     (depmesh.executors), in-process when it is not set."""
     allow_depth(mesh)
-    assets = [*build_assets(mesh, builders), build_impact_report(mesh)]
-    if any(n.kind == "model" for n in mesh.nodes):
+    has_models = any(n.kind == "model" for n in mesh.nodes)
+    release = release_key(mesh).to_user_string()
+
+    def below_release(name: str, below: list[str]) -> list[str]:
+        """The release lies downstream of every model."""
+        return [release] if has_models and any(mesh.node(n).kind == "model" for n in [name, *below]) else []
+
+    assets = [*build_assets(mesh, builders, below_release), build_impact_report(mesh)]
+    if has_models:
         assets.append(build_release_asset(mesh))
     mesh_job = define_asset_job(
         MESH_JOB,

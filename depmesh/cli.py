@@ -107,11 +107,19 @@ def _summary_rows(result, mesh: MeshSpec, missing: str = "NOT BUILT") -> list[li
     from depmesh import graph
 
     events = {"/".join(e.asset_key.path): e for e in result.get_asset_materialization_events()}
+    blocked = {}
+    for line in blocked_checks(result):
+        name, check = line.rsplit(" ", 1)
+        blocked.setdefault(name, []).append(check)
+    skipped = {e.step_key.replace("__", "/") for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
     rows = []
     for name in graph.topological_order(mesh.inputs_map()):
         event = events.get(name)
         if event is None:
-            rows.append([name, mesh.node(name).kind, missing, "", ""])
+            why = (f"BLOCKED by {', '.join(blocked[name])}" if name in blocked
+                   else "not run (blocked upstream)" if name in skipped
+                   else missing)
+            rows.append([name, mesh.node(name).kind, why, "", ""])
             continue
         md = event.materialization.metadata
         value = lambda key: getattr(md.get(key), "value", None)  # noqa: E731
@@ -217,12 +225,26 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
         click.echo("\nno release: the run failed (see the FAILED lines above, or the UI)")
     elif any(mesh.node(n).kind == "model" for n in mesh.names):
         click.echo("\nno release: a gate or check stopped a model (see the CHECK FAILED lines above, or the UI)")
-    status = "succeeded" if result.success else "FAILED"
+    blocked = blocked_checks(result)
+    status = "FAILED" if not result.success else f"BLOCKED at {', '.join(blocked)}" if blocked else "succeeded"
     click.echo(f"\nrun {result.run_id} {status} in {seconds:.1f}s")
     click.echo(f"open the UI on this instance:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev"
                "   (then http://127.0.0.1:3000), or simply: depmesh dev")
     instance.dispose()
-    sys.exit(0 if result.success else 1)
+    sys.exit(0 if result.success and not blocked else 1)
+
+
+def blocked_checks(result) -> list[str]:
+    """'node check' for each blocking verdict that failed in the run (the run
+    itself succeeds: a verdict withholds the output, it does not fail the step)."""
+    from depmesh.assets.factory import BLOCKING_KEY
+
+    out = []
+    for evaluation in result.get_asset_check_evaluations():
+        blocking = evaluation.metadata.get(BLOCKING_KEY)
+        if not evaluation.passed and blocking is not None and blocking.value:
+            out.append(f"{'/'.join(evaluation.asset_key.path)} {evaluation.check_name}")
+    return out
 
 
 def _failed_run_settings(instance, run_id: str) -> tuple[str, float]:
@@ -474,6 +496,25 @@ def _writable_home(home: str | None, prepare) -> Any:
                                    "(choose a writable --home or DAGSTER_HOME)") from None
 
 
+def _with_stage_events(home: str | None, registry, fn):
+    """Run a registry operation that moves stages, then show each move in the
+    Dagster UI as an observation on its model and on the mesh's release asset."""
+    from dagster import DagsterInstance
+
+    from depmesh.assets.release import release_key
+    from depmesh.assets.stages import report_stage_changes
+
+    before = registry.last_transition_id()
+    out = _registry_call(fn)
+    path = _existing_home(home)
+    instance = DagsterInstance.from_config(str(path))
+    try:
+        report_stage_changes(instance, registry, before, release_key(registry.mesh))
+    finally:
+        instance.dispose()
+    return out
+
+
 def _registry_call(fn):
     """Run a registry operation; its refusals are errors the user can act on."""
     from depmesh.registry import RegistryError
@@ -556,7 +597,7 @@ def release_promote(release_id: int, actor: str, reason: str, catalog: str | Non
     """Make every version of a release Production at once (atomic), after
     verifying every member's artifact; archive what it replaces."""
     registry = _open_registry(home, catalog, read_only=True)
-    item = _registry_call(lambda: registry.promote(release_id, actor=actor, reason=reason))
+    item = _with_stage_events(home, registry, lambda: registry.promote(release_id, actor=actor, reason=reason))
     click.echo(f"release {release_id} is Production: " + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
 
 
@@ -572,12 +613,12 @@ def release_rollback(node: str | None, with_dependents: bool, actor: str, reason
     """Make the previous release Production again (atomic), or one model with --node."""
     registry = _open_registry(home, catalog, read_only=True)
     if node is None:
-        item = _registry_call(lambda: registry.rollback(actor=actor, reason=reason))
+        item = _with_stage_events(home, registry, lambda: registry.rollback(actor=actor, reason=reason))
         click.echo(f"release {item['id']} is Production again: "
                    + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
         return
-    moves = _registry_call(lambda: registry.rollback_model(node, actor=actor, reason=reason,
-                                                           with_dependents=with_dependents))
+    moves = _with_stage_events(home, registry, lambda: registry.rollback_model(
+        node, actor=actor, reason=reason, with_dependents=with_dependents))
     for name, (before, after) in moves.items():
         click.echo(f"{name}: {before} -> {after}")
 

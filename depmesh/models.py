@@ -138,30 +138,26 @@ class TrainedModel:
 
 def measure_latency(model: TrainedModel, rows: int = 30, stop_above_ms: float | None = None) -> dict[str, float]:
     """p50/p95/p99 milliseconds of single-row predictions on the model's sample
-    input. With ``stop_above_ms``, stops once five calls all took longer: the
-    p95 is over that bound whatever follows."""
-    import time
-
-    import numpy as np
+    input: each call's own time (wall minus the time the thread waited for a
+    CPU, on one thread: see depmesh.gates.timing), with the wall-clock p95 and
+    the wait share beside it. With ``stop_above_ms``, stops once five calls all
+    took longer: the p95 is over that bound whatever follows."""
+    from depmesh.gates.timing import Timings, one_thread, time_call
 
     sample = model.sample_input
     if sample is None or len(sample) == 0:
         raise ValueError(f"model {model.node} carries no sample input to time predictions on")
-    from threadpoolctl import threadpool_limits
-
-    timings = []
-    # one row gains nothing from OpenMP threads, and spinning thread pools make
-    # single-row timings swing with whatever else the machine runs
-    with threadpool_limits(limits=1):
+    timings = Timings()
+    with one_thread():
         for i in range(min(rows, len(sample))):
             row = sample.iloc[[i]]
-            started = time.perf_counter()
-            model.predict(row)
-            timings.append((time.perf_counter() - started) * 1000)
-            if stop_above_ms is not None and len(timings) >= 5 and min(timings) > stop_above_ms:
+            time_call(lambda r=row: model.predict(r), timings)
+            if stop_above_ms is not None and len(timings.own) >= 5 and min(timings.own) > stop_above_ms:
                 break
-    p50, p95, p99 = np.percentile(timings, [50, 95, 99])
-    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "calls": float(len(timings))}
+    p50, p95, p99 = timings.percentiles("own")
+    return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "min_ms": min(timings.own),
+            "wall_p95_ms": timings.percentiles("wall")[1],
+            "wait_share": timings.wait_share, "calls": float(len(timings.own))}
 
 
 def split_masks(frame: Any, split: Any) -> tuple[Any, Any, Any]:

@@ -16,7 +16,7 @@ def depmesh(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
     )
 
 
-def test_run_materializes_the_mesh_and_prints_a_summary(tmp_path, demo_mesh):
+def test_run_materializes_the_mesh_and_prints_a_summary(tmp_path, demo_mesh, golden):
     home = tmp_path / "home"
     out = depmesh("run", "--sample", "0.2", "--home", str(home))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -36,6 +36,18 @@ def test_run_materializes_the_mesh_and_prints_a_summary(tmp_path, demo_mesh):
         assert instance.get_latest_materialization_event(AssetKey(["consumers", "ops_report"])) is not None
         [run] = instance.get_runs()
         assert run.tags["depmesh/sample"] == "0.2" and run.tags["depmesh/catalog"].endswith("catalog.yaml")
+        # another launch (a CLI process) of the same versions wrote the same artifact bytes as the golden run
+        golden_instance = DagsterInstance.from_config(str(golden.home))
+        try:
+            for node in demo_mesh.nodes:
+                if node.kind != "model":
+                    continue
+                ours, theirs = (i.get_latest_materialization_event(AssetKey(node.name.split("/"))).asset_materialization
+                                .metadata for i in (instance, golden_instance))
+                assert ours["model_version"] == theirs["model_version"], node.name
+                assert ours["artifact_hash"] == theirs["artifact_hash"], node.name
+        finally:
+            golden_instance.dispose()
     finally:
         instance.dispose()
     # re-execution from failure needs a failed run of this instance, and says so

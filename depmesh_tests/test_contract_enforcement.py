@@ -1,5 +1,7 @@
 """Contracts enforced in real Dagster runs on the demo mesh: a broken contract
-stops the flow, stores nothing, and leaves every earlier materialization as it was."""
+stops the flow, stores nothing, and leaves every earlier materialization as it
+was. A verdict blocks by withholding the output: the step succeeds (nothing
+to retry), Dagster skips what is downstream, and those nodes are told why."""
 
 from __future__ import annotations
 
@@ -63,12 +65,26 @@ def test_blocking_contract_failure_skips_downstream(baseline, demo_mesh, fault, 
     faulty = with_compute(demo_mesh, "raw/weather", fault)
     result = materialize_mesh(faulty, instance, selection=downstream_selection(demo_mesh, "raw/weather"))
 
-    assert not result.success
+    assert result.success  # the verdict is not a crash: nothing for run retries to redo
     check = check_evaluations(result)[("raw/weather", "contract")]
     assert check.passed is False
     failures = check.metadata["failures_json"].value
     assert rule in [f["id"] for f in failures]
     assert rule in check.description  # what the UI shows beside the red check
+    assert check.metadata["depmesh/stored"].value is False and check.metadata["depmesh/blocking"].value is True
+    assert check.metadata["depmesh/judged_version"].value.startswith("data version ")
+    assert check.description.startswith("NOT STORED (data version ")
+    # everything downstream was skipped, not failed, and was told which node and check stopped it
+    steps = {e.step_key: e.event_type_value for e in result.all_events if e.is_step_event
+             and e.event_type_value in ("STEP_SUCCESS", "STEP_SKIPPED", "STEP_FAILURE")}
+    assert steps["raw__weather"] == "STEP_SUCCESS"
+    for name in downstream:
+        assert steps[name.replace("/", "__")] == "STEP_SKIPPED", name
+    notes = {"/".join(e.asset_key.path): e.event_specific_data.asset_observation.metadata
+             for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
+    assert set(notes) == downstream  # the release was not in this run's selection
+    assert notes["models/dep_delay"]["depmesh/not_run"].value == "not run: blocked upstream by raw/weather: contract failed"
+    assert instance.get_run_by_id(result.run_id).tags["depmesh/blocked"] == "raw/weather: contract failed"
     # nothing of the bad data, or built from it, was stored in this run
     assert materialized(result) == set()
     for name in ["raw/weather", *downstream]:
@@ -148,10 +164,11 @@ def test_input_contract_blocks_a_node_whose_input_lacks_a_column(write_catalog, 
     mesh = load_catalog(path)
     with instance_for_test(temp_dir=str(tmp_path)) as instance:
         result = materialize_mesh(mesh, instance)
-        assert not result.success
+        assert result.success
         check = check_evaluations(result)[("features/airline_names", "input_contract")]
         assert check.passed is False
         assert "raw/airlines lacks column(s) alliance that features/airline_names reads" in check.description
+        assert check.description.startswith("NOT STORED (nothing built)")
         assert materialized(result) == {"raw/airlines", f"reports/{mesh.name}/impact"}
 
 

@@ -92,8 +92,16 @@ def test_contract_checks_are_declared_per_node(demo_mesh):
     assert ("raw/weather", "contract_warnings") in names  # pressure is a WARN rule
     assert ("raw/airlines", "contract_warnings") not in names
     specs = build_definitions(demo_mesh).resolve_assets_def(AssetKey(["raw", "weather"])).check_specs_by_output_name
-    blocking = {spec.name: spec.blocking for spec in specs.values()}
-    assert blocking == {"contract": True, "contract_warnings": False, "schema_change": False}
+    # depmesh blocks by withholding the output, never by failing the step (Dagster's blocking flag)
+    assert {spec.name: spec.blocking for spec in specs.values()} == {
+        "contract": False, "contract_warnings": False, "schema_change": False}
+    blocks = {spec.name: "Blocking:" in (spec.description or "") for spec in specs.values()}
+    assert blocks == {"contract": True, "contract_warnings": False, "schema_change": False}
+    from depmesh.contracts.checks import blocking_check_names
+
+    assert blocking_check_names(demo_mesh.node("raw/weather")) == {"contract"}
+    assert blocking_check_names(demo_mesh.node("models/arr_delay")) == {
+        "input_contract", "gate_quality", "gate_latency", "gate_subgroups", "gate_malformed_input", "gate_memory"}
     assert AssetCheckKey(AssetKey(["raw", "weather"]), "contract") in check_keys
 
 

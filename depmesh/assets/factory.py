@@ -32,13 +32,15 @@ from dagster import (
     TableColumn,
     TableColumnConstraints,
     TableSchema,
-    asset,
+    AssetOut,
+    multi_asset,
 )
 
 from depmesh.catalog import MeshSpec, NodeSpec, resolve_entrypoint
 from depmesh.contracts.checks import (
     PROFILE_KEY,
     SCHEMA_KEY,
+    blocking_check_names,
     check_specs,
     contract_results,
     input_contract_result,
@@ -141,12 +143,15 @@ def library_versions() -> dict[str, str]:
     }
 
 
+OUTPUT = "result"  # the one output of each node's step
+
+
 def versioned_output(value: Any, version: str, metadata: dict[str, Any]) -> Output:
     """Output carrying its content version as Dagster's DataVersion. The
     parameter is marked beta; a warning per materialization would drown the log."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)
-        return Output(value, data_version=DataVersion(version), metadata=metadata)
+        return Output(value, output_name=OUTPUT, data_version=DataVersion(version), metadata=metadata)
 
 
 def input_version(value: Any) -> str:
@@ -210,9 +215,9 @@ def _gate_results(gates: list[Any]) -> list[AssetCheckResult]:
 
 
 def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: Any, inputs: dict[str, Any],
-                       code: str, seconds: float, ctx: "NodeContext"):
-    """Yield the gate results, then (only if every gate passed) the model's
-    output, then record the version in the registry with its model card."""
+                       code: str, seconds: float, ctx: "NodeContext") -> tuple[list[AssetCheckResult], Output | None]:
+    """The gate results, and (only if every gate passed) the model's output,
+    after recording the version in the registry with its model card."""
     from depmesh.artifacts import PackedModel
     from depmesh.gates.evaluate import LATENCY, evaluate_gates
     from depmesh.registry.cards import render_card
@@ -220,12 +225,9 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     metadata = _model_metadata(model, node, inputs, code, seconds)
     registry = getattr(context.resources, REGISTRY_KEY).registry
     gates = evaluate_gates(model, node.model.gates, ctx.evaluation, registry.production_metrics(node.name))
-    yield from _gate_results(gates)
-    failed = [g for g in gates if not g.passed]
-    if failed:
-        context.log.error(f"depmesh: {node.name}@{model.version} stopped at its gates, not stored: "
-                          + "; ".join(f"{g.name}: {g.summary}" for g in failed))
-        return
+    results = _gate_results(gates)
+    if any(not g.passed for g in gates):
+        return results, None
     input_versions = metadata["input_data_versions"].value
     latency = next((g.figures for g in gates if g.name == LATENCY and g.figures), None)
     if latency and "single_p95_ms" in latency:
@@ -244,7 +246,51 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
         input_versions=input_versions, upstream_models=model.lineage(), code_version=code,
         library_versions=library_versions(), card=card,
     )
-    yield versioned_output(packed, model.version, metadata)
+    return results, versioned_output(packed, model.version, metadata)
+
+
+JUDGED_KEY = "depmesh/judged_version"  # a check's metadata: the data or model version it judged
+STORED_KEY = "depmesh/stored"  # ... and whether that version was stored (False: a blocking verdict withheld it)
+BLOCKING_KEY = "depmesh/blocking"  # ... and whether its failure withholds the output and stops what is downstream
+BLOCKED_TAG = "depmesh/blocked"  # a run's tag: the nodes whose blocking checks failed in it, and which checks
+NOT_RUN_KEY = "depmesh/not_run"  # an observation on a node that did not run: why
+
+
+def annotate_verdict(result: AssetCheckResult, judged: str | None, stored: bool, blocking: bool) -> AssetCheckResult:
+    """The result with what it judged and whether that was stored, for the UI."""
+    metadata = {**(result.metadata or {}), STORED_KEY: stored, BLOCKING_KEY: blocking}
+    if judged:
+        metadata[JUDGED_KEY] = judged
+    description = result.description or ""
+    if not stored:
+        description = f"NOT STORED ({judged or 'nothing built'}): {description}"
+    return AssetCheckResult(check_name=result.check_name, passed=result.passed, severity=result.severity,
+                            metadata=metadata, description=description)
+
+
+def _blocked(context: AssetExecutionContext, node: NodeSpec, failed: list[AssetCheckResult],
+             downstream_of: Any) -> list[Any]:
+    """A blocking verdict failed: the step succeeds without output, so Dagster
+    skips everything downstream (shown as skipped, not failed, and never
+    retried). Say so in the log, on the run (a tag) and on each node
+    downstream in this run (an observation naming the blocking node and check)."""
+    from dagster import AssetObservation
+
+    why = f"{node.name}: " + ", ".join(f"{r.check_name} failed" for r in failed)
+    context.log.error(f"depmesh: {node.name} blocked, not stored, nothing downstream of it runs: "
+                      + "; ".join(f"{r.check_name}: {r.description}" for r in failed))
+    previous = context.run.tags.get(BLOCKED_TAG)
+    context.instance.add_run_tags(context.run.run_id, {BLOCKED_TAG: f"{previous}; {why}" if previous else why})
+    selected = context.run.asset_selection
+    notes = []
+    for name in downstream_of(node.name):
+        key = asset_key(name)
+        if selected and key not in selected:  # no selection (or an empty one): the whole job
+            continue
+        notes.append(AssetObservation(asset_key=key, metadata={
+            NOT_RUN_KEY: f"not run: blocked upstream by {why}", "depmesh/blocked_by": node.name,
+            "depmesh/blocked_in_run": context.run.run_id}))
+    return notes
 
 
 DATABASE_RETRIES = 2
@@ -361,11 +407,31 @@ def _check_table(context: AssetExecutionContext, node: NodeSpec, df: Any,
         extra[PROFILE_KEY] = MetadataValue.json(prof)
         if not report.passed("ERROR"):
             passed = False
-            context.log.error(f"depmesh: {node.name} broke its contract, not stored: {report.describe_failures('ERROR')}")
         for outcome in report.failed("WARN"):
             context.log.warning(f"depmesh: {node.name} contract warning {outcome.id}: {outcome.description}")
     results.append(schema_change_result(df, previous))
     return results, (extra if passed else None)
+
+
+TRIGGER_TAG = "depmesh/trigger"  # what started a run: cli, ui, schedule:<name>, sensor:<name>, backfill
+
+
+def _tag_trigger(context: AssetExecutionContext) -> None:
+    """Runs started by `depmesh run` and the sensor carry their trigger tag
+    already; a run launched from the UI, a schedule or a backfill gets one
+    here, at its first step, so the run list says who or what started it."""
+    tags = context.run.tags
+    if TRIGGER_TAG in tags:
+        return
+    if "dagster/schedule_name" in tags:
+        trigger = f"schedule:{tags['dagster/schedule_name']}"
+    elif "dagster/sensor_name" in tags:
+        trigger = f"sensor:{tags['dagster/sensor_name']}"
+    elif "dagster/backfill" in tags:
+        trigger = "backfill"
+    else:
+        trigger = "ui"  # launched through the webserver (the UI or its GraphQL API)
+    context.instance.add_run_tags(context.run.run_id, {TRIGGER_TAG: trigger})
 
 
 def _refuse_empty_inputs(node: NodeSpec, inputs: dict[str, Any]) -> None:
@@ -392,14 +458,18 @@ def freshness_policy(node: NodeSpec) -> FreshnessPolicy | None:
     return FreshnessPolicy.time_window(fail_window=2 * age, warn_window=age)
 
 
-def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builder: Any = None) -> AssetsDefinition:
+def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builder: Any = None,
+                downstream_of: Any = None) -> AssetsDefinition:
     """One node -> one Dagster asset, with its contract checks. ``impact_row``
     (from depmesh.impact.impact_table) puts the node's reach in its metadata;
-    ``builder`` replaces the catalog's compute or trainer (failure simulation)."""
+    ``builder`` replaces the catalog's compute or trainer (failure simulation);
+    ``downstream_of(name)`` names what lies downstream (told, when blocked, why it did not run)."""
     builder = builder or resolve_entrypoint(node.entrypoint)
     key = asset_key(node.name)
     specs = check_specs(node, key)
-    blocking = any(spec.blocking for spec in specs)
+    blocking_checks = blocking_check_names(node)
+    blocking = bool(blocking_checks)
+    downstream_of = downstream_of or (lambda _name: [])
     code = node_code_version(node)
     ins = {argument_name(name): AssetIn(key=asset_key(name)) for name in node.inputs}
     names = {argument_name(name): name for name in node.inputs}
@@ -417,38 +487,45 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         metadata["depmesh/blast_radius_share"] = impact_row["blast_radius_share"]
     tags = {**node.tags, "depmesh/kind": node.kind, "depmesh/criticality": node.criticality}
 
-    @asset(
-        key=key,
+    # One asset, declared as a subsettable multi-asset: its check outputs are
+    # then optional, so a check that had nothing to judge (the node was
+    # blocked before it was built) is recorded by Dagster as skipped, not
+    # as failed or missing.
+    @multi_asset(
+        name=key.to_python_identifier(),
+        outs={OUTPUT: AssetOut(
+            key=key, is_required=not blocking, io_manager_key=IO_MANAGER_KEY, group_name=node.group,
+            owners=[node.owner], tags=tags, kinds={KINDS_TAG[node.kind]}, description=node.description or None,
+            code_version=code, metadata=metadata, freshness_policy=freshness_policy(node))},
         ins=ins,
         check_specs=specs or None,
-        freshness_policy=freshness_policy(node),
-        output_required=not blocking,
-        group_name=node.group,
-        owners=[node.owner],
-        tags=tags,
-        kinds={KINDS_TAG[node.kind]},
-        description=node.description or None,
-        code_version=code,
-        metadata=metadata,
-        io_manager_key=IO_MANAGER_KEY,
+        can_subset=True,
         required_resource_keys={RUNTIME_KEY, REGISTRY_KEY} if node.kind == "model" else {RUNTIME_KEY},
         pool=TRAINING_POOL if node.kind == "model" else None,
     )
     def _node_asset(context: AssetExecutionContext, **kwargs: Any):
+        selected_checks = {k.name for k in context.selected_asset_check_keys}
+        building = key in context.selected_asset_keys
         with retry_on_lost_database(context, node.name) as guard:
             for event in _build(context, kwargs):
                 if isinstance(event, Output):
+                    if not building:
+                        continue  # only some of its checks were asked for: they judge, nothing is stored
                     guard()
+                elif isinstance(event, AssetCheckResult) and event.check_name not in selected_checks:
+                    continue
                 yield event
 
     def _build(context: AssetExecutionContext, kwargs: dict[str, Any]):
         inputs = {names[arg]: value for arg, value in kwargs.items()}
         runtime: MeshRuntime = getattr(context.resources, RUNTIME_KEY)
+        _tag_trigger(context)
+        results: list[AssetCheckResult] = []
         if node.edges:
             edge_result = input_contract_result(node, inputs, _gate_latencies(context, node, inputs))
-            yield edge_result
+            results.append(edge_result)
             if not edge_result.passed:
-                context.log.error(f"depmesh: {node.name} not built, input contract failed: {edge_result.description}")
+                yield from _finish(context, results, None, None)
                 return
         if node.kind == "model":
             _refuse_empty_inputs(node, inputs)
@@ -462,24 +539,51 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             if not isinstance(result, TrainedModel):
                 raise TypeError(f"node {node.name}: trainer {node.model.trainer} returned {type(result).__name__}, "
                                 "expected a TrainedModel")
-            yield from _gate_and_register(context, node, result, inputs, code, seconds, ctx)
+            gate_results, output = _gate_and_register(context, node, result, inputs, code, seconds, ctx)
+            results.extend(gate_results)
+            judged = f"model version {result.version}"
         else:
             check_results, extra = _check_table(context, node, result, runtime)
-            yield from check_results
-            if extra is None:
-                return
-            yield _table_output(result, node, seconds, extra)
-        context.log.info(f"depmesh: built {node.name} in {seconds:.2f}s")
+            results.extend(check_results)
+            output = _table_output(result, node, seconds, extra) if extra is not None else None
+            judged = f"data version {frame_version(result)}" if output is None else f"data version {output.data_version.value}"
+        yield from _finish(context, results, output, judged)
+        if output is not None:
+            context.log.info(f"depmesh: built {node.name} in {seconds:.2f}s")
+
+    def _finish(context: AssetExecutionContext, results: list[AssetCheckResult], output: Output | None,
+                judged: str | None):
+        """When every blocking verdict passed: the output first, then the
+        verdicts, which so target the materialization they judged. When one
+        failed: the verdicts alone, each naming the version it judged and that
+        it was not stored; the step still succeeds."""
+        if output is not None:
+            yield output
+        for r in results:
+            yield annotate_verdict(r, judged, output is not None, r.check_name in blocking_checks)
+        failed = [r for r in results if not r.passed and r.check_name in blocking_checks]
+        if output is None:
+            yield from _blocked(context, node, failed, downstream_of)
 
     return _node_asset
 
 
-def build_assets(mesh: MeshSpec, builders: dict[str, Any] | None = None) -> list[AssetsDefinition]:
+def build_assets(mesh: MeshSpec, builders: dict[str, Any] | None = None,
+                 extra_downstream: Any = None) -> list[AssetsDefinition]:
+    """Every node's asset. ``extra_downstream(name)``: assets outside the mesh
+    graph that lie downstream of ``name`` (the release asset, below every model)."""
+    from depmesh import graph
     from depmesh.impact import impact_table
 
     rows = {row["node"]: row for row in impact_table(mesh)}
     builders = builders or {}
-    return [build_asset(node, rows[node.name], builders.get(node.name)) for node in mesh.nodes]
+    inputs = mesh.inputs_map()
+
+    def downstream_of(name: str) -> list[str]:  # computed only when a node is blocked
+        below = sorted(graph.downstream(inputs, name))
+        return below + (list(extra_downstream(name, below)) if extra_downstream else [])
+
+    return [build_asset(node, rows[node.name], builders.get(node.name), downstream_of) for node in mesh.nodes]
 
 
 __all__ = ["MeshRuntime", "NodeContext", "asset_key", "build_asset", "build_assets"]

@@ -7,7 +7,19 @@ that were trained against each other as a release and moves them to Staging.
 A failed gate skips it, and the UI shows the red gate on the model.
 """
 
-from dagster import AssetExecutionContext, AssetKey, Config, MetadataValue, OpExecutionContext, Output, asset, job, op
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    asset,
+    job,
+    op,
+)
 
 from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, asset_key, retry_on_lost_database
 from depmesh.catalog import MeshSpec
@@ -18,9 +30,16 @@ def release_key(mesh: MeshSpec | str) -> AssetKey:
 
 
 def build_release_asset(mesh: MeshSpec):
+    from dagster import AssetCheckSpec
+
+    from depmesh.contracts.checks import BLOCKS
+    from depmesh.gates.release import RELEASE_GATES
+
     models = [n.name for n in mesh.nodes if n.kind == "model"]
     key = release_key(mesh)
     name = key.to_user_string()
+    specs = [AssetCheckSpec(gate, asset=key, description=description + BLOCKS)
+             for gate, description, _ in RELEASE_GATES]
 
     @asset(
         key=key,
@@ -30,26 +49,52 @@ def build_release_asset(mesh: MeshSpec):
         required_resource_keys={REGISTRY_KEY},
         kinds={"pandas"},
         tags={"depmesh/kind": "release"},
+        check_specs=specs,
+        output_required=False,
         description=f"A release of the {mesh.name} mesh: the model versions trained against each other, recorded "
-                    "in the registry and moved to Staging once every gate passed.",
+                    "in the registry and moved to Staging once every gate passed. Its checks are the deployment "
+                    "gate of the set: every member passed its gates, its artifact verifies, the members were "
+                    "trained against each other and none depends on a model outside the set.",
     )
-    def mesh_release(context: AssetExecutionContext) -> Output:
+    def mesh_release(context: AssetExecutionContext):
         with retry_on_lost_database(context, name) as guard:
-            output = _record_release(context)
-            guard()
-            return output
+            for event in _record_release(context):
+                if isinstance(event, Output):
+                    guard()
+                yield event
 
-    def _record_release(context: AssetExecutionContext) -> Output:
+    def _record_release(context: AssetExecutionContext):
         import pandas as pd
+
+        from depmesh.assets.factory import annotate_verdict, BLOCKED_TAG
+        from depmesh.assets.stages import stage_observations
+        from depmesh.gates.release import evaluate_release
 
         registry = getattr(context.resources, REGISTRY_KEY).registry
         events = context.instance.get_latest_materialization_events([asset_key(m) for m in models])
         members = {}
-        for name in models:
-            event = events.get(asset_key(name))
+        for model in models:
+            event = events.get(asset_key(model))
             if event is None or event.asset_materialization is None:
-                raise RuntimeError(f"{name} has never passed its gates, so there is nothing to release")
-            members[name] = event.asset_materialization.metadata["model_version"].value
+                raise RuntimeError(f"{model} has never passed its gates, so there is nothing to release")
+            members[model] = event.asset_materialization.metadata["model_version"].value
+        records = {m: registry.version(m, v) for m, v in members.items()}
+        gates = evaluate_release(members, records, registry.artifact_problems(members))
+        judged = "the set " + ", ".join(f"{m}@{v}" for m, v in members.items())
+        results = [AssetCheckResult(check_name=g.name, passed=g.passed, description=g.summary,
+                                    severity=AssetCheckSeverity.ERROR,
+                                    metadata={k: v if isinstance(v, (int, float, str)) else MetadataValue.json(v)
+                                              for k, v in g.figures.items()}) for g in gates]
+        failed = [g for g in gates if not g.passed]
+        if failed:
+            for r in results:
+                yield annotate_verdict(r, judged, False, True)
+            why = f"{name}: " + ", ".join(f"{g.name} failed" for g in failed)
+            context.instance.add_run_tags(context.run.run_id, {BLOCKED_TAG: why})
+            context.log.error(f"depmesh: release of {mesh.name} refused, nothing recorded: "
+                              + "; ".join(f"{g.name}: {g.summary}" for g in failed))
+            return
+        before = registry.last_transition_id()
         recorded = registry.record_release(members, run_id=context.run.run_id)
         release_id = recorded["id"]
         table = pd.DataFrame({"node": list(members), "version": list(members.values())})
@@ -62,14 +107,18 @@ def build_release_asset(mesh: MeshSpec):
         else:
             context.log.info(f"depmesh: these versions are already release {release_id} ({recorded['status']}): "
                              "no new release, nothing moved")
-        return Output(table, metadata={
+        yield Output(table, metadata={
             "release_id": release_id,
             "mesh": mesh.name,
+            "status": recorded["status"],
             "new_release": recorded["created"],
             "moved_to_staging": MetadataValue.json(moved),
             "members": MetadataValue.md(table.to_markdown(index=False)),
             "promote with": f"depmesh release promote {release_id} --actor NAME --reason TEXT",
         })
+        for r in results:
+            yield annotate_verdict(r, judged, True, True)
+        yield from stage_observations(registry, registry.history(after_id=before), key)
 
     return mesh_release
 
@@ -82,8 +131,13 @@ class PromoteConfig(Config):
 
 @op(required_resource_keys={REGISTRY_KEY}, description="Promote a release to Production (atomically).")
 def promote_release_op(context: OpExecutionContext, config: PromoteConfig) -> None:
+    from depmesh.assets.stages import stage_observations
+
     registry = getattr(context.resources, REGISTRY_KEY).registry
+    before = registry.last_transition_id()
     release = registry.promote(config.release_id, actor=config.actor, reason=config.reason)
+    for event in stage_observations(registry, registry.history(after_id=before), release_key(registry.mesh)):
+        context.log_event(event)
     context.log.info(f"release {config.release_id} is Production: {release['members']}")
 
 

@@ -1,7 +1,6 @@
 """Contracts as Dagster asset checks.
 
-Each table node with a contract gets, in its own step and before its output
-is written:
+Each table node with a contract gets, in its own step:
 
 - ``contract``: blocking, every ERROR expectation. When it fails the new data
   is not stored (the previous materialization stays the latest) and nothing
@@ -35,9 +34,23 @@ PROFILE_KEY = "depmesh/profile"
 SCHEMA_KEY = "depmesh/schema"
 
 
+BLOCKS = (" Blocking: when it fails, this version is not stored and nothing downstream of it runs (shown as "
+          "skipped); the step itself succeeds, so the verdict is never retried.")
+
+
 def check_specs(node: NodeSpec, key: AssetKey) -> list[AssetCheckSpec]:
-    return [AssetCheckSpec(name, asset=key, blocking=blocking, description=description)
+    """Dagster's own ``blocking`` flag fails the step when the check fails,
+    which fails the run: Dagster then retries it (run retries) and marks the
+    planned checks of every step that did not run as execution failures. A
+    depmesh verdict blocks by withholding the output instead (Dagster skips
+    what is downstream), so the spec is not Dagster-blocking; the description
+    and each result's ``depmesh/blocking`` metadata say it blocks."""
+    return [AssetCheckSpec(name, asset=key, blocking=False, description=description + (BLOCKS if blocking else ""))
             for name, blocking, description in node_checks(node)]
+
+
+def blocking_check_names(node: NodeSpec) -> frozenset[str]:
+    return frozenset(name for name, blocking, _ in node_checks(node) if blocking)
 
 
 def _failure_table(outcomes: list[Outcome]) -> str:

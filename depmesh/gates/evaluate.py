@@ -84,24 +84,61 @@ def quality(model: TrainedModel, spec: GateSpec, production: dict[str, float] | 
                       f"({word} {bound:.4g} allowed)", figures)
 
 
-def latency(model: TrainedModel, spec: GateSpec, single_calls: int = 30, batch_calls: int = 5) -> GateResult:
-    import numpy as np
+LATENCY_ROUNDS = 3  # a latency gate measures up to this many rounds before it fails a model
+CLEARLY_OVER = 2.0  # a round whose every call took this many times the budget is not re-measured
+
+
+def _latency_round(model: TrainedModel, spec: GateSpec, single_calls: int, batch_calls: int) -> dict[str, float]:
+    from depmesh.gates.timing import Timings, one_thread, time_call
 
     single = measure_latency(model, rows=single_calls, stop_above_ms=spec.single_p95_ms)
     batch_frame = batch_of(model, spec.batch_rows)
-    batch = []
-    for _ in range(batch_calls):
-        t = time.perf_counter()
-        model.predict(batch_frame)
-        batch.append((time.perf_counter() - t) * 1000)
-    s50, s95, s99 = single["p50_ms"], single["p95_ms"], single["p99_ms"]
-    b50, b95, b99 = (float(v) for v in np.percentile(batch, [50, 95, 99]))
-    figures = {"single_p50_ms": s50, "single_p95_ms": s95, "single_p99_ms": s99, "batch_rows": spec.batch_rows,
-               "batch_p50_ms": b50, "batch_p95_ms": b95, "batch_p99_ms": b99,
-               "budget_single_p95_ms": spec.single_p95_ms, "budget_batch_p95_ms": spec.batch_p95_ms}
-    passed = s95 <= spec.single_p95_ms and b95 <= spec.batch_p95_ms
+    batch = Timings()
+    with one_thread():
+        for _ in range(batch_calls):
+            time_call(lambda: model.predict(batch_frame), batch)
+            if len(batch.own) >= 2 and min(batch.own) > spec.batch_p95_ms:
+                break  # over budget whatever follows
+    b50, b95, b99 = batch.percentiles("own")
+    # how far over budget the fastest call was (above 1, every call of that kind was over)
+    fastest = max(single["min_ms"] / spec.single_p95_ms, min(batch.own) / spec.batch_p95_ms)
+    return {"fastest_vs_budget": fastest, "single_p50_ms": single["p50_ms"], "single_p95_ms": single["p95_ms"], "single_p99_ms": single["p99_ms"],
+            "single_wall_p95_ms": single["wall_p95_ms"], "batch_p50_ms": b50, "batch_p95_ms": b95,
+            "batch_p99_ms": b99, "batch_wall_p95_ms": batch.percentiles("wall")[1],
+            "wait_share": max(single["wait_share"], batch.wait_share)}
+
+
+def latency(model: TrainedModel, spec: GateSpec, single_calls: int = 30, batch_calls: int = 5) -> GateResult:
+    """p95 of single-row and batch predictions within budget, measured so that
+    the verdict does not move with the machine's load (depmesh.gates.timing):
+    one thread, each call's own time (wall minus run-queue wait), and a
+    model over budget re-measured up to LATENCY_ROUNDS times, the fastest
+    round counting. The figures say how much of the wall time was other
+    processes' load, and what a reference workload took at the same moment."""
+    from depmesh.gates.timing import calibrate, load_correction_available
+
+    rounds = []
+    for _ in range(LATENCY_ROUNDS):
+        rounds.append(_latency_round(model, spec, single_calls, batch_calls))
+        best = {key: min(r[key] for r in rounds) for key in rounds[0]}
+        passed = best["single_p95_ms"] <= spec.single_p95_ms and best["batch_p95_ms"] <= spec.batch_p95_ms
+        if passed or rounds[-1]["fastest_vs_budget"] > CLEARLY_OVER:
+            break  # within budget; or so far over that no load could explain it
+    s95, b95 = best["single_p95_ms"], best["batch_p95_ms"]
+    figures = {**{k: round(v, 3) for k, v in best.items() if k not in ("wait_share", "fastest_vs_budget")},
+               "batch_rows": spec.batch_rows, "budget_single_p95_ms": spec.single_p95_ms,
+               "budget_batch_p95_ms": spec.batch_p95_ms, "rounds": len(rounds),
+               "round_single_p95_ms": [round(r["single_p95_ms"], 3) for r in rounds],
+               "round_single_wall_p95_ms": [round(r["single_wall_p95_ms"], 3) for r in rounds],
+               "round_batch_p95_ms": [round(r["batch_p95_ms"], 3) for r in rounds],
+               "runqueue_wait_share": round(max(r["wait_share"] for r in rounds), 3),
+               "timing": ("own time: wall minus run-queue wait, one thread, fastest of the rounds"
+                          if load_correction_available() else "wall time, one thread (no schedstat here)"),
+               **calibrate()}
     return GateResult(LATENCY, passed, f"single-row p95 {s95:.1f} ms (budget {spec.single_p95_ms:g}), batch of "
-                      f"{spec.batch_rows} p95 {b95:.1f} ms (budget {spec.batch_p95_ms:g})", figures)
+                      f"{spec.batch_rows} p95 {b95:.1f} ms (budget {spec.batch_p95_ms:g}); "
+                      f"{len(rounds)} round(s), {figures['runqueue_wait_share']:.0%} of wall time was other load",
+                      figures)
 
 
 def _score(task: str, y: Any, predicted: Any) -> float | None:
@@ -202,18 +239,34 @@ def malformed_input(model: TrainedModel, spec: GateSpec) -> GateResult:
     return GateResult(MALFORMED, not failures, summary, {"cases": outcomes})
 
 
+MEMORY_ROUNDS = 2
+
+
 def memory(model: TrainedModel, spec: GateSpec) -> GateResult:
+    """Peak traced memory of a batch prediction, on one thread (thread pools
+    allocate per thread, so the figure would follow the core count and what
+    else runs), measured twice: the verdict takes the higher peak, and the
+    figures say whether the rounds agreed. Load does not change allocations."""
+    from depmesh.gates.timing import one_thread
+
     frame = batch_of(model, spec.batch_rows)
-    tracemalloc.start()
-    try:
-        model.predict(frame)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    peak_mb = peak / 2**20
+    peaks = []
+    with one_thread():
+        for _ in range(MEMORY_ROUNDS):
+            tracemalloc.start()
+            try:
+                model.predict(frame)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            peaks.append(peak / 2**20)
+    peak_mb = max(peaks)
+    spread = (max(peaks) - min(peaks)) / max(peaks) if max(peaks) else 0.0
     return GateResult(MEMORY, peak_mb <= spec.max_peak_mb,
                       f"peak {peak_mb:.1f} MB for a batch of {spec.batch_rows} rows (budget {spec.max_peak_mb:g} MB)",
-                      {"peak_mb": round(peak_mb, 2), "batch_rows": spec.batch_rows, "budget_mb": spec.max_peak_mb})
+                      {"peak_mb": round(peak_mb, 2), "round_peaks_mb": [round(p, 3) for p in peaks],
+                       "round_spread": round(spread, 4), "batch_rows": spec.batch_rows, "budget_mb": spec.max_peak_mb,
+                       "threads": 1})
 
 
 def evaluate_gates(model: TrainedModel, spec: GateSpec, evaluation: Any, production: dict | None) -> list[GateResult]:

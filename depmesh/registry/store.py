@@ -358,14 +358,22 @@ class Registry:
                 model_versions.c.stage == "Production")).first()
         return json.loads(row.metrics) if row else None
 
-    def history(self, node: str | None = None) -> list[dict[str, Any]]:
-        """The audit trail of one model (or of the whole mesh), oldest first."""
+    def history(self, node: str | None = None, after_id: int | None = None) -> list[dict[str, Any]]:
+        """The audit trail of one model (or of the whole mesh), oldest first;
+        with ``after_id``, only the entries written after that one."""
         query = sa.select(stage_transitions).where(stage_transitions.c.mesh == self.mesh)
         if node is not None:
             query = query.where(stage_transitions.c.node == node)
+        if after_id is not None:
+            query = query.where(stage_transitions.c.id > after_id)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(stage_transitions.c.id)).all()
         return [dict(r._mapping) for r in rows]
+
+    def last_transition_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(stage_transitions.c.id), 0))
+                                    .where(stage_transitions.c.mesh == self.mesh)).scalar_one())
 
     def versions(self, node: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(model_versions).where(model_versions.c.mesh == self.mesh)
