@@ -266,18 +266,22 @@ def _failed_run_settings(instance, run_id: str) -> tuple[str, float]:
     return parent.tags["depmesh/catalog"], float(parent.tags["depmesh/sample"])
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+              epilog="Any other option goes to `dagster dev` as it is; its own options: dagster dev --help.")
 @click.option("--home", type=click.Path(file_okay=False), help="Dagster instance folder (default: as `depmesh run`).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the UI listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port the UI listens on.")
 @click.pass_context
-def dev(ctx: click.Context, home: str | None) -> None:
+def dev(ctx: click.Context, home: str | None, host: str, port: int) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on the same instance `depmesh run` uses."""
     from depmesh.instance import prepare_home
 
     _event_batching()
-    path = prepare_home(Path(home) if home else None)
+    path = _writable_home(home, prepare_home)
     env = {**os.environ, "DAGSTER_HOME": str(path)}
-    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "depmesh.definitions", *ctx.args]
-    click.echo(f"DAGSTER_HOME={path} {' '.join(cmd[2:])}", err=True)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "depmesh.definitions", "--host", host, "--port", str(port),
+           *ctx.args]
+    click.echo(f"DAGSTER_HOME={path} {' '.join(cmd[2:])}   (UI at http://{host}:{port})", err=True)
     os.execvpe(cmd[0], cmd, env)
 
 

@@ -20,6 +20,14 @@ EMBEDDED_CONFIG = """\
 # are SQLite files in this folder; no server needed.
 telemetry:
   enabled: false
+
+# As in the team configuration: model steps take a slot of the
+# depmesh_training pool, so at most 2 models train at once across all runs
+# (the UI and the daemon of `depmesh dev` launch runs side by side).
+concurrency:
+  pools:
+    default_limit: 2
+    granularity: op
 """
 
 

@@ -90,3 +90,25 @@ def test_readme_opens_with_the_run_and_test_commands():
     assert "uv run --locked pytest" in lines[1]
     test_command = lines[1].split("#")[0].strip()
     assert test_command in (root / ".ci" / "run").read_text()
+
+
+def test_dev_takes_host_and_port_and_says_where_dagster_options_go(tmp_path):
+    out = depmesh("dev", "-h")
+    text = " ".join(out.stdout.split())
+    assert out.returncode == 0
+    assert "--host" in text and "--port" in text and "its own options: dagster dev --help" in text
+    bad = depmesh("dev", "--port", "70000", "--home", str(tmp_path / "h"))
+    assert bad.returncode == 2 and "70000" in bad.stderr
+
+
+def test_the_embedded_instance_limits_training_steps_like_the_team_one(tmp_path):
+    from depmesh.assets.factory import TRAINING_POOL
+    from depmesh.instance import prepare_home
+
+    home = prepare_home(tmp_path / "home")
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        assert "Sqlite" in type(instance.event_log_storage).__name__
+        assert instance.event_log_storage.get_concurrency_info(TRAINING_POOL).limit == 2
+    finally:
+        instance.dispose()

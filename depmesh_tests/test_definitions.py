@@ -43,6 +43,11 @@ def test_assets_carry_group_owner_tags_code_version_and_schema(demo_mesh):
     origin = next(c for c in flights.metadata["dagster/column_schema"].columns if c.name == "origin")
     assert origin.constraints.nullable is False
     assert "one of EWR, JFK, LGA" in origin.constraints.other
+    delay = next(c for c in flights.metadata["dagster/column_schema"].columns if c.name == "dep_delay")
+    assert "at most 5.00% nulls" in delay.constraints.other
+    weather = defs.resolve_assets_def(AssetKey(["raw", "weather"])).specs_by_key[AssetKey(["raw", "weather"])]
+    pressure = next(c for c in weather.metadata["dagster/column_schema"].columns if c.name == "pressure")
+    assert "WARN: these rules warn, they do not block" in pressure.constraints.other
     assert defs.resolve_job_def(MESH_JOB) is not None
 
 
@@ -95,7 +100,7 @@ def test_contract_checks_are_declared_per_node(demo_mesh):
     # depmesh blocks by withholding the output, never by failing the step (Dagster's blocking flag)
     assert {spec.name: spec.blocking for spec in specs.values()} == {
         "contract": False, "contract_warnings": False, "schema_change": False}
-    blocks = {spec.name: "Blocking:" in (spec.description or "") for spec in specs.values()}
+    blocks = {spec.name: "Blocking (a depmesh gate)" in (spec.description or "") for spec in specs.values()}
     assert blocks == {"contract": True, "contract_warnings": False, "schema_change": False}
     from depmesh.contracts.checks import blocking_check_names
 

@@ -206,3 +206,45 @@ def test_a_queued_run_that_fails_is_retried_by_the_daemon(postgres_server_url, t
                 assert instance.get_latest_materialization_event(AssetKey(["features", "n1"])).run_id == retry.run_id
         finally:
             stop_process_group(daemon)
+
+
+def test_a_blocked_run_is_not_retried_by_the_daemon(postgres_server_url, tmp_path):
+    """With run retries on for step failures, a broken contract is a verdict, not a failure: the run ends
+    SUCCESS with the check failed and the run tagged blocked, nothing downstream ran, and the daemon
+    launches no retry (before, the contract failure failed the step and was retried twice)."""
+    from dagster import AssetCheckKey, AssetKey, DagsterRunStatus
+
+    catalog = tmp_path / "mesh.yaml"
+    catalog.write_text(
+        "mesh: blocked\nnodes:\n"
+        "  - {name: raw/n0, kind: dataset, owner: team:a, compute: depmesh.examples.synthetic:source,\n"
+        "     contract: {row_count: {min: 1000}}}\n"
+        "  - {name: features/n1, kind: features, owner: team:a, inputs: [raw/n0], "
+        "compute: depmesh.examples.synthetic:combine}\n")
+    with fresh_database(postgres_server_url) as database:
+        env = team_env(tmp_path / "home", database, DEPMESH_CATALOG=str(catalog))
+        daemon = start_daemon(env)
+        try:
+            launched = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-m", "depmesh.definitions",
+                                       "-j", "mesh_job"], env=env, cwd=REPO, capture_output=True, text=True,
+                                      timeout=180)
+            assert launched.returncode == 0, launched.stderr[-2000:]
+            deadline = time.monotonic() + 240
+            with team_instance(env) as instance:
+                while True:
+                    runs = instance.get_runs()
+                    if runs and runs[0].is_finished:
+                        break
+                    assert time.monotonic() < deadline, [(r.run_id, r.status) for r in runs]
+                    time.sleep(1)
+                time.sleep(15)  # several daemon cycles: a retry would have been launched by now
+                [run] = instance.get_runs()
+                assert run.status == DagsterRunStatus.SUCCESS
+                assert run.tags["depmesh/blocked"] == "raw/n0: contract failed"
+                assert run.tags["depmesh/trigger"] == "ui"  # launched outside depmesh run: the UI's way
+                [record] = instance.event_log_storage.get_asset_check_execution_history(
+                    AssetCheckKey(AssetKey(["raw", "n0"]), "contract"), limit=1)
+                assert record.evaluation.passed is False
+                assert instance.get_latest_materialization_event(AssetKey(["features", "n1"])) is None
+        finally:
+            stop_process_group(daemon)

@@ -117,6 +117,10 @@ def column_schema(node: NodeSpec) -> TableSchema | None:
             other.append(f"range [{col.min if col.min is not None else '-inf'}, {col.max if col.max is not None else 'inf'}]")
         if col.allowed is not None:
             other.append("one of " + ", ".join(map(str, col.allowed)))
+        if col.max_null_fraction is not None:
+            other.append(f"at most {col.max_null_fraction:.2%} nulls")
+        if col.severity == "WARN":
+            other.append("WARN: these rules warn, they do not block")
         columns.append(
             TableColumn(
                 name=col.name,
@@ -282,14 +286,19 @@ def _blocked(context: AssetExecutionContext, node: NodeSpec, failed: list[AssetC
     previous = context.run.tags.get(BLOCKED_TAG)
     context.instance.add_run_tags(context.run.run_id, {BLOCKED_TAG: f"{previous}; {why}" if previous else why})
     selected = context.run.asset_selection
+    keys = [asset_key(name) for name in downstream_of(node.name)]
+    keys = [k for k in keys if not selected or k in selected]  # no selection (or an empty one): the whole job
+    last = context.instance.get_latest_materialization_events(keys) if keys else {}
     notes = []
-    for name in downstream_of(node.name):
-        key = asset_key(name)
-        if selected and key not in selected:  # no selection (or an empty one): the whole job
-            continue
-        notes.append(AssetObservation(asset_key=key, metadata={
+    for key in keys:
+        event = last.get(key)
+        stored = "nothing stored yet"
+        if event is not None and event.asset_materialization is not None:
+            version = (event.asset_materialization.tags or {}).get("dagster/data_version", "?")
+            stored = f"{version} from run {event.run_id}: it stays current, with its verdicts"
+        notes.append(AssetObservation(asset_key=key, description=f"not run: blocked upstream by {why}", metadata={
             NOT_RUN_KEY: f"not run: blocked upstream by {why}", "depmesh/blocked_by": node.name,
-            "depmesh/blocked_in_run": context.run.run_id}))
+            "depmesh/blocked_in_run": context.run.run_id, "depmesh/last_stored": stored}))
     return notes
 
 

@@ -34,8 +34,9 @@ PROFILE_KEY = "depmesh/profile"
 SCHEMA_KEY = "depmesh/schema"
 
 
-BLOCKS = (" Blocking: when it fails, this version is not stored and nothing downstream of it runs (shown as "
-          "skipped); the step itself succeeds, so the verdict is never retried.")
+BLOCKS = (" Blocking (a depmesh gate): when it fails, this version is not stored and nothing downstream of it runs "
+          "(shown as skipped). Dagster calls the check non-blocking because the step itself does not fail: a "
+          "verdict is not an error, so it is never retried.")
 
 
 def check_specs(node: NodeSpec, key: AssetKey) -> list[AssetCheckSpec]:

@@ -1,0 +1,197 @@
+"""The Dagster UI as a person sees it: a real dagster-webserver over a real
+instance, Debian's chromium driven by Playwright (no browser download).
+
+The instance holds the golden run, a promotion of its release, and then a run
+in which raw/weather broke its contract. What a person must read there: the
+lineage groups; the failed contract with its failing values; the models
+downstream shown as not run (skipped, with why), not failed; the release's
+gate checks; each model's stage and the version in Production.
+
+Screenshots go to $DEPMESH_SCREENSHOTS or a temporary folder; the test prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from dagster import AssetKey
+
+from depmesh import graph
+from depmesh_tests.conftest import REPO, copy_of, in_ci, materialize_mesh, stop_process_group
+from depmesh_tests.test_ui import free_port, graphql
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def ui_instance(golden, demo_mesh, tmp_path_factory):
+    """The golden run, its release promoted, then a run blocked at raw/weather's contract."""
+    from depmesh.cli import main
+
+    home = tmp_path_factory.mktemp("ui") / "home"
+    with copy_of(golden, home) as instance:
+        promoted = CliRunner().invoke(main, ["release", "promote", str(golden.release_id), "--home", str(home),
+                                             "--actor", "ana", "--reason", "weekly release"])
+        assert promoted.exit_code == 0, promoted.output
+        faulty = replace(demo_mesh, nodes=tuple(
+            replace(n, compute="depmesh_tests.faults:weather_with_nulls") if n.name == "raw/weather" else n
+            for n in demo_mesh.nodes))
+        selection = [AssetKey(["raw", "weather"]), AssetKey(["releases", "flights"])] + [
+            AssetKey(n.split("/")) for n in graph.downstream(demo_mesh.inputs_map(), "raw/weather")]
+        blocked = materialize_mesh(faulty, instance, selection=selection)
+        assert blocked.success
+    return home
+
+
+@pytest.fixture(scope="module")
+def webserver(ui_instance, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("webserver") / "webserver.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dagster_webserver", "-m", "depmesh.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO, env={**os.environ, "DAGSTER_HOME": str(ui_instance)}, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if graphql(port, "{ assetNodes { id } }").get("data", {}).get("assetNodes"):
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("dagster-webserver did not start: " + log.read_text(errors="replace")[-3000:])
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(proc)
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("DEPMESH_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nUI screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = "Debian's chromium is not installed (.ci/run installs it)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Screen:
+    """One page of the UI: open a path, dismiss Dagster's newsletter prompt, read and photograph it."""
+
+    def __init__(self, browser, base: str, folder: Path):
+        self.page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        # Dagster asks local users to join its newsletter once; say it was seen
+        self.page.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
+        self.base, self.folder = base, folder
+
+    def open(self, path: str, wait_for: str, shot: str) -> str:
+        self.page.goto(self.base + path)
+        self.page.get_by_text(wait_for, exact=False).first.wait_for(timeout=60_000)
+        skip = self.page.get_by_role("button", name="Skip")
+        if skip.count():
+            skip.first.click()
+        self.page.wait_for_timeout(300)
+        self.page.screenshot(path=str(self.folder / f"{shot}.png"), full_page=True)
+        return self.page.inner_text("body")
+
+    def show_event(self, containing: str, shot: str) -> str:
+        """Click through the asset's event list until the shown event contains ``containing``."""
+        rows = self.page.locator("[role=img][aria-label=observation]")  # the list's observation rows
+        texts = []
+        for i in range(min(rows.count(), 30)):
+            rows.nth(i).click()
+            self.page.wait_for_timeout(400)
+            text = self.page.inner_text("body")
+            if containing in text:
+                self.page.screenshot(path=str(self.folder / f"{shot}.png"), full_page=True)
+                return text
+            texts.append(text[-300:])
+        raise AssertionError(f"no event shows {containing!r} among {rows.count()} rows")
+
+    def close(self) -> None:
+        self.page.close()
+
+
+@pytest.fixture
+def screen(browser, webserver, screenshots):
+    s = Screen(browser, webserver, screenshots)
+    yield s
+    s.close()
+
+
+def test_the_lineage_shows_every_group(screen):
+    text = screen.open("/asset-groups", "Global asset lineage", "lineage")
+    for group in ("ingestion", "features", "training", "scoring", "consumers", "releases", "reports"):
+        assert group in text, group
+
+
+def test_a_failed_contract_shows_its_rule_and_failing_values(screen):
+    # the first check, contract, is the one the page opens on
+    text = screen.open("/assets/raw/weather?view=checks", "temp.null_fraction", "weather_contract")
+    assert "Failed" in text
+    assert "NOT STORED (data version" in text and 'fail, e.g. "nan"' in text  # the rule and its failing values
+    assert "depmesh/stored" in text and "depmesh/judged_version" in text
+
+
+def test_models_below_the_block_show_as_not_run_not_failed(screen):
+    checks = screen.open("/assets/models/dep_delay?view=checks", "gate_quality", "dep_delay_checks")
+    lines = [line.strip() for line in checks.splitlines()]
+    gates = ["gate_latency", "gate_malformed_input", "gate_memory", "gate_quality", "gate_subgroups"]
+    for gate in gates:
+        status = lines[lines.index(gate) + 1:lines.index(gate) + 3]
+        assert "Skipped" in status and "Failed" not in status, (gate, status)
+    assert "Execution failed" not in checks
+    events = screen.open("/assets/models/dep_delay?view=events", "not run: blocked upstream", "dep_delay_events")
+    assert "not run: blocked upstream by raw/weather: contract failed" in events
+    overview = screen.open("/assets/models/dep_delay", "Latest materialization", "dep_delay_overview")
+    assert "Failed" not in overview.split("Description")[0]  # the status block: materialized, not failed
+
+
+def test_the_release_carries_its_gate_checks(screen):
+    text = screen.open("/assets/releases/flights?view=checks", "release_gates_passed", "release_checks")
+    for gate in ("release_gates_passed", "release_artifacts_verified", "release_trained_together",
+                 "release_upstream_in_set"):
+        assert gate in text
+    assert "Blocking (a depmesh gate)" in text
+
+
+def test_a_model_page_shows_its_stage_and_the_production_version(screen, ui_instance):
+    from dagster import DagsterInstance
+
+    instance = DagsterInstance.from_config(str(ui_instance))
+    try:
+        version = instance.get_latest_materialization_event(
+            AssetKey(["models", "late_arrival"])).asset_materialization.metadata["model_version"].value
+    finally:
+        instance.dispose()
+    screen.open("/assets/models/late_arrival?view=events", "not run: blocked upstream", "late_arrival_events")
+    text = screen.show_event("Production by ana", "late_arrival_stage")
+    assert f"{version}: Staging → Production by ana" in text or f"{version}: Staging -> Production by ana" in text
+    for shown in ("depmesh/stage", "depmesh/production_version", "weekly release", "depmesh/release_id"):
+        assert shown in text, shown
