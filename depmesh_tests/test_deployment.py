@@ -80,6 +80,13 @@ def start_daemon(env: dict[str, str]) -> subprocess.Popen:
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def launch_mesh_job(env: dict[str, str]) -> None:
+    """Launch mesh_job as the UI and schedules do: into the queue, for the daemon to start."""
+    launched = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-m", "depmesh.definitions",
+                               "-j", "mesh_job"], env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert launched.returncode == 0, launched.stderr[-2000:]
+
+
 def _doctor(env: dict[str, str]) -> tuple[int, dict]:
     result = subprocess.run(depmesh_cli("doctor", "--format", "json"), env=env, capture_output=True, text=True,
                             timeout=180)
@@ -176,10 +183,7 @@ def test_a_queued_run_that_fails_is_retried_by_the_daemon(postgres_server_url, t
                        DEPMESH_TEST_MARKER=str(tmp_path / "marker"))
         daemon = start_daemon(env)
         try:
-            launched = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-m", "depmesh.definitions",
-                                       "-j", "mesh_job"], env=env, cwd=REPO, capture_output=True, text=True,
-                                      timeout=180)
-            assert launched.returncode == 0, launched.stderr[-2000:]
+            launch_mesh_job(env)
             deadline = time.monotonic() + 240
             with team_instance(env) as instance:
                 while True:
@@ -225,10 +229,7 @@ def test_a_blocked_run_is_not_retried_by_the_daemon(postgres_server_url, tmp_pat
         env = team_env(tmp_path / "home", database, DEPMESH_CATALOG=str(catalog))
         daemon = start_daemon(env)
         try:
-            launched = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-m", "depmesh.definitions",
-                                       "-j", "mesh_job"], env=env, cwd=REPO, capture_output=True, text=True,
-                                      timeout=180)
-            assert launched.returncode == 0, launched.stderr[-2000:]
+            launch_mesh_job(env)
             deadline = time.monotonic() + 240
             with team_instance(env) as instance:
                 while True:

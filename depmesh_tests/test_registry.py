@@ -12,7 +12,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from depmesh.artifacts import ArtifactStore, sha256
+from depmesh.artifacts import ArtifactStore
 from depmesh.registry import PromotionConflict, Registry, RegistryError, RollbackRefused
 from depmesh_tests.conftest import fresh_database
 
@@ -156,20 +156,26 @@ def _migrate_after_barrier(url: str, barrier, results) -> None:
 def test_processes_migrating_a_new_database_at_once_all_succeed(registry_url):
     """Celery workers and step processes open a new registry at the same moment;
     without a lock the second CREATE TABLE failed with a duplicate table."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_migrate_after_barrier, args=(registry_url, barrier, results)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        assert p.exitcode == 0
-    assert [results.get(timeout=5) for _ in procs] == [HEAD] * 3
+    assert race(_migrate_after_barrier, [(registry_url,)] * 3) == [HEAD] * 3
     reg = Registry(registry_url)
     try:
         assert reg.schema_revision() == HEAD
     finally:
         reg.dispose()
+
+
+def race(target, arguments: list[tuple]) -> list:
+    """Start one spawned process per argument tuple (each waits at a shared barrier, passed last but one, then
+    puts its outcome on a queue, passed last); return the outcomes once all exited cleanly."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(len(arguments)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, results)) for args in arguments]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    return [results.get(timeout=5) for _ in procs]
 
 
 def _promote_after_barrier(url: str, artifacts_dir, release_id: int, revision: int, barrier, results) -> None:
@@ -190,16 +196,7 @@ def test_two_processes_promoting_concurrently_exactly_one_wins(registry, registr
     a = registry.create_release({"models/dep": "v1"}, run_id="a")
     b = registry.create_release({"models/dep": "v2"}, run_id="b")
     revision = registry.state()["revision"]  # both read Production's state before either writes
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_promote_after_barrier, args=(registry_url, artifacts_dir, r, revision, barrier, results))
-             for r in (a, b)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        assert p.exitcode == 0
-    outcomes = dict(results.get(timeout=5) for _ in procs)
+    outcomes = dict(race(_promote_after_barrier, [(registry_url, artifacts_dir, r, revision) for r in (a, b)]))
     assert sorted(outcomes.values()) == ["conflict", "won"]
     winner = next(r for r, o in outcomes.items() if o == "won")
     assert registry.state() == {"production_release_id": winner, "revision": revision + 1}
@@ -336,16 +333,7 @@ def test_rollbacks_race_a_promotion_and_exactly_one_wins(registry, registry_url,
     third = registry.create_release({"models/dep": "v3", "models/arr": "w3"}, run_id="run-3")
     assert third == 3
     revision = registry.state()["revision"]
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_stale_operation, args=(registry_url, artifacts_dir, op, revision, barrier, results))
-             for op in ("promote", loser)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        assert p.exitcode == 0
-    outcomes = dict(results.get(timeout=5) for _ in procs)
+    outcomes = dict(race(_stale_operation, [(registry_url, artifacts_dir, op, revision) for op in ("promote", loser)]))
     assert sorted(outcomes.values()) == ["conflict", "won"]
     assert registry.state()["revision"] == revision + 1
     if outcomes["promote"] == "won":

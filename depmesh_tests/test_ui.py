@@ -46,20 +46,24 @@ def dagster_dev(tmp_path):
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                data = graphql(port, QUERY)
-                if data.get("data", {}).get("assetNodes"):
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("dagster dev did not serve the mesh: " + log.read_text(errors="replace")[-3000:])
-            time.sleep(1)
+        wait_until_served(proc, port, log, "dagster dev")
         yield port
     finally:
         stop_process_group(proc)
+
+
+def wait_until_served(proc, port: int, log: Path, what: str, timeout: float = 120) -> None:
+    """Wait until the webserver on ``port`` answers GraphQL with the mesh's assets; fail with its log if it dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if graphql(port, QUERY).get("data", {}).get("assetNodes"):
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what} did not serve the mesh: " + log.read_text(errors="replace")[-3000:])
+        time.sleep(1)
 
 
 def test_dagster_dev_shows_every_node_with_its_lineage(dagster_dev, demo_mesh):

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from dagster import AssetKey
 
 from depmesh import graph
 from depmesh_tests.conftest import REPO, copy_of, in_ci, materialize_mesh, stop_process_group
-from depmesh_tests.test_ui import free_port, graphql
+from depmesh_tests.test_ui import free_port, wait_until_served
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -61,16 +60,7 @@ def webserver(ui_instance, tmp_path_factory):
             cwd=REPO, env={**os.environ, "DAGSTER_HOME": str(ui_instance)}, stdout=sink, stderr=subprocess.STDOUT,
             start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if graphql(port, "{ assetNodes { id } }").get("data", {}).get("assetNodes"):
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("dagster-webserver did not start: " + log.read_text(errors="replace")[-3000:])
-            time.sleep(1)
+        wait_until_served(proc, port, log, "dagster-webserver")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process_group(proc)

@@ -5,7 +5,6 @@ Production version's metrics; each returns a GateResult with its figures."""
 from __future__ import annotations
 
 import threading
-import time
 import tracemalloc
 from dataclasses import dataclass, field
 from typing import Any
