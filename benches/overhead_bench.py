@@ -37,7 +37,7 @@ from depmesh.assets.factory import NodeContext
 from depmesh.build import MESH_JOB, build_definitions
 from depmesh.catalog import load_catalog, resolve_entrypoint
 from depmesh.examples import DEMO_CATALOG
-from depmesh.executors import reconstructable_mesh_job
+from depmesh.runs import reconstructable_mesh_job
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

@@ -83,24 +83,8 @@ def build_executor(name: str | None = None):
 
 
 def mesh_job(catalog: str, sample: float = 1.0, executor: str = DEFAULT_EXECUTOR, as_of: str = ""):
-    """The mesh job of ``catalog`` on ``executor``. Step processes and Celery
-    workers rebuild the job by calling this with the same JSON arguments
-    (``reconstructable_mesh_job``)."""
-    from depmesh.assets import MeshRuntime
-    from depmesh.build import MESH_JOB, build_definitions
-    from depmesh.catalog import load_catalog
+    """Runs recorded before the mesh job moved to ``depmesh.runs`` point here
+    (their records hold this module path): they still re-execute."""
+    from depmesh.runs import mesh_job as job
 
-    defs = build_definitions(load_catalog(catalog), runtime=MeshRuntime(sample_fraction=sample, as_of=as_of),
-                             executor=build_executor(executor))
-    return defs.resolve_job_def(MESH_JOB)
-
-
-def reconstructable_mesh_job(catalog: str, sample: float = 1.0, executor: str = DEFAULT_EXECUTOR, as_of: str = ""):
-    """A job handle other processes and machines can rebuild (needed by every
-    executor but ``in_process``)."""
-    from dagster import build_reconstructable_job
-
-    return build_reconstructable_job(
-        "depmesh.executors", "mesh_job",
-        reconstructable_kwargs={"catalog": str(catalog), "sample": float(sample), "executor": executor_name(executor),
-                                "as_of": as_of})
+    return job(catalog, sample, executor, as_of)

@@ -112,3 +112,50 @@ def test_the_embedded_instance_limits_training_steps_like_the_team_one(tmp_path)
         assert instance.event_log_storage.get_concurrency_info(TRAINING_POOL).limit == 2
     finally:
         instance.dispose()
+
+
+def test_every_command_that_reads_a_catalog_takes_catalog_and_the_variable(tmp_path):
+    from click.testing import CliRunner
+
+    from depmesh.cli import main
+    from depmesh.examples import CLINIC_CATALOG
+
+    runner = CliRunner()
+    for args in (["validate"], ["show", "--format", "json"], ["impact", "models/progression", "--format", "json"]):
+        by_option = runner.invoke(main, [*args, "--catalog", str(CLINIC_CATALOG)])
+        by_variable = CliRunner(env={"DEPMESH_CATALOG": str(CLINIC_CATALOG)}).invoke(main, args)
+        for out in (by_option, by_variable):
+            assert out.exit_code == 0, (args, out.output)
+            assert "clinic" in out.output or "models/high_risk" in out.output, (args, out.output)
+    for group, command in (("release", "list"), ("release", "show"), ("release", "promote"), ("release", "rollback"),
+                           ("registry", "history"), ("registry", "migrate"), ("run", None), ("dev", None),
+                           ("simulate", None), ("impact", None)):
+        args = [group, command, "--help"] if command else [group, "--help"]
+        assert "--catalog" in runner.invoke(main, args).output, args
+    both = runner.invoke(main, ["validate", str(CLINIC_CATALOG), "--catalog", "other.yaml"])
+    assert both.exit_code == 2 and "two catalogs given" in both.output
+
+
+def test_a_bad_catalog_is_one_error_style_everywhere(write_catalog):
+    from click.testing import CliRunner
+
+    from depmesh.cli import main
+
+    bad = write_catalog("mesh: x\nnodes: []\n")
+    for args in (["validate", str(bad)], ["show", "--catalog", str(bad)], ["impact", "a", "--catalog", str(bad)],
+                 ["release", "list", "--catalog", str(bad)]):
+        out = CliRunner().invoke(main, args)
+        assert out.exit_code == 1 and "Error: invalid catalog" in out.output and "a mesh needs at least one node" \
+            in out.output, (args, out.output)
+
+
+def test_runs_recorded_before_the_job_moved_still_rebuild(demo_mesh):
+    """Run records hold the job's module path: depmesh.executors:mesh_job (before) and depmesh.runs:mesh_job."""
+    from dagster import build_reconstructable_job
+
+    from depmesh.examples import DEMO_CATALOG
+
+    kwargs = {"catalog": str(DEMO_CATALOG), "sample": 0.05, "executor": "in_process", "as_of": ""}
+    for module in ("depmesh.executors", "depmesh.runs"):
+        job = build_reconstructable_job(module, "mesh_job", reconstructable_kwargs=kwargs).get_definition()
+        assert job.name == "mesh_job" and len(job.asset_layer.executable_asset_keys) == len(demo_mesh.nodes) + 2

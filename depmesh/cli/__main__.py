@@ -1,0 +1,3 @@
+from depmesh.cli import main
+
+main()

@@ -1,0 +1,183 @@
+"""The registry's commands: releases (list, show, promote, rollback) and versions (history, migrate)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from depmesh.cli.app import main
+from depmesh.cli.common import CATALOG_HELP, FORMAT_OPTION, existing_home, load_mesh, table, writable_home
+
+
+def open_mesh_registry(home: str | None, catalog: str | None, *, read_only: bool = False):
+    """The registry of the catalog's mesh, verifying artifacts in the instance's store."""
+    from depmesh.artifacts import ArtifactStore
+    from depmesh.instance import prepare_home
+    from depmesh.registry.resource import open_registry
+    from depmesh.registry.store import RegistryError, default_url
+
+    mesh = load_mesh(catalog)
+    path = existing_home(home) if read_only else writable_home(home, prepare_home)
+    artifacts = ArtifactStore(path / "storage" / "depmesh" / "artifacts")
+    try:
+        return open_registry(default_url(path), mesh.name, artifacts)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def with_stage_events(home: str | None, registry, fn):
+    """Run a registry operation that moves stages, then show each move in the
+    Dagster UI as an observation on its model and on the mesh's release asset."""
+    from dagster import DagsterInstance
+
+    from depmesh.assets.release import release_key
+    from depmesh.assets.stages import report_stage_changes
+
+    before = registry.last_transition_id()
+    out = registry_call(fn)
+    path = existing_home(home)
+    instance = DagsterInstance.from_config(str(path))
+    try:
+        report_stage_changes(instance, registry, before, release_key(registry.mesh))
+    finally:
+        instance.dispose()
+    return out
+
+
+def registry_call(fn):
+    """Run a registry operation; its refusals are errors the user can act on."""
+    from depmesh.registry import RegistryError
+
+    try:
+        return fn()
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+HOME_OPTION = click.option("--home", type=click.Path(file_okay=False),
+                           help="Dagster instance folder whose registry to use (default as `depmesh run`).")
+REG_CATALOG_OPTION = click.option("--catalog", help=CATALOG_HELP + " Its mesh name picks the releases and versions.")
+RELEASE_ID = click.argument("release_id", type=click.IntRange(1, 2**63 - 1), metavar="RELEASE_ID")
+
+
+@main.group()
+def release() -> None:
+    """Releases: the model versions that belong together; promote and roll back."""
+
+
+@release.command("list")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+@FORMAT_OPTION
+def release_list(catalog: str | None, home: str | None, fmt: str) -> None:
+    """Every release of the mesh with its status and members."""
+    registry = open_mesh_registry(home, catalog, read_only=True)
+    items = registry.releases()
+    if fmt == "json":
+        click.echo(json.dumps(items, indent=2, default=str))
+        return
+    rows = [[r["id"], r["status"], str(r["created_at"])[:19], str(r["promoted_at"] or "")[:19],
+             ", ".join(f"{n}@{v[:8]}" for n, v in r["members"].items())] for r in items]
+    click.echo(table(rows, ["id", "status", "created", "promoted", "members"]) if rows
+               else f"no releases of mesh {registry.mesh} yet")
+
+
+@release.command("show")
+@RELEASE_ID
+@REG_CATALOG_OPTION
+@HOME_OPTION
+@FORMAT_OPTION
+def release_show(release_id: int, catalog: str | None, home: str | None, fmt: str) -> None:
+    """One release: status, members, each member's stage, metrics and whether its artifact verifies."""
+    registry = open_mesh_registry(home, catalog, read_only=True)
+    item = registry_call(lambda: registry.release(release_id))
+    members = []
+    for node, version in item["members"].items():
+        info = registry.version(node, version) or {}
+        problems = registry.artifact_problems({node: version})
+        members.append({"node": node, "version": version, "stage": info.get("stage"),
+                        "metrics": info.get("metrics", {}), "trained_against": info.get("upstream_models", {}),
+                        "artifact": "verified" if not problems else problems[0]})
+    if fmt == "json":
+        click.echo(json.dumps({**item, "members": members}, indent=2, default=str))
+        return
+    click.echo(f"release {item['id']}: {item['status']} (created {str(item['created_at'])[:19]}, run {item['run_id']})")
+    rows = [[m["node"], m["version"], m["stage"], ", ".join(f"{k}={v:.3g}" for k, v in list(m["metrics"].items())[:3]),
+             ", ".join(f"{k}@{v[:8]}" for k, v in m["trained_against"].items()) or "-",
+             "verified" if m["artifact"] == "verified" else "FAILED"] for m in members]
+    click.echo(table(rows, ["node", "version", "stage", "metrics", "trained against", "artifact"]))
+    for m in members:
+        if m["artifact"] != "verified":
+            click.echo(f"artifact FAILED: {m['artifact']}")
+
+
+@release.command("promote")
+@RELEASE_ID
+@click.option("--actor", required=True, help="Who promotes (recorded in the audit trail).")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+def release_promote(release_id: int, actor: str, reason: str, catalog: str | None, home: str | None) -> None:
+    """Make every version of a release Production at once (atomic), after
+    verifying every member's artifact; archive what it replaces."""
+    registry = open_mesh_registry(home, catalog, read_only=True)
+    item = with_stage_events(home, registry, lambda: registry.promote(release_id, actor=actor, reason=reason))
+    click.echo(f"release {release_id} is Production: " + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
+
+
+@release.command("rollback")
+@click.option("--node", help="Roll back this model alone (to its previous Production version).")
+@click.option("--with-dependents", is_flag=True, help="With --node: also roll back the models trained against it.")
+@click.option("--actor", required=True, help="Who rolls back (recorded in the audit trail).")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+def release_rollback(node: str | None, with_dependents: bool, actor: str, reason: str, catalog: str | None,
+                     home: str | None) -> None:
+    """Make the previous release Production again (atomic), or one model with --node."""
+    registry = open_mesh_registry(home, catalog, read_only=True)
+    if node is None:
+        item = with_stage_events(home, registry, lambda: registry.rollback(actor=actor, reason=reason))
+        click.echo(f"release {item['id']} is Production again: "
+                   + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
+        return
+    moves = with_stage_events(home, registry, lambda: registry.rollback_model(
+        node, actor=actor, reason=reason, with_dependents=with_dependents))
+    for name, (before, after) in moves.items():
+        click.echo(f"{name}: {before} -> {after}")
+
+
+@main.group()
+def registry() -> None:
+    """The model registry: versions, stages and their audit trail."""
+
+
+@registry.command("migrate")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+def registry_migrate(catalog: str | None, home: str | None) -> None:
+    """Bring the registry database to the newest migration (runs do this on first use too)."""
+    reg = open_mesh_registry(home, catalog)
+    click.echo(f"registry at migration {reg.schema_revision()} (head {reg.head_revision()})")
+    reg.dispose()
+
+
+@registry.command("history")
+@click.argument("node")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+@FORMAT_OPTION
+def registry_history(node: str, catalog: str | None, home: str | None, fmt: str) -> None:
+    """Every stage transition of a model's versions: from, to, actor, reason, time, run."""
+    reg = open_mesh_registry(home, catalog, read_only=True)
+    items = reg.history(node)
+    if fmt == "json":
+        click.echo(json.dumps({"node": node, "versions": reg.versions(node), "transitions": items}, indent=2, default=str))
+        return
+    if not items:
+        click.echo(f"no versions of {node} are registered")
+        return
+    rows = [[str(t["at"])[:19], t["version"], t["from_stage"] or "-", t["to_stage"], t["actor"], t["reason"][:60],
+             t["release_id"] or ""] for t in items]
+    click.echo(table(rows, ["time", "version", "from", "to", "actor", "reason", "release"]))

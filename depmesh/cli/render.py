@@ -1,0 +1,81 @@
+"""How results read on a terminal: the mesh as Mermaid, run summaries, impact reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from depmesh.catalog import MeshSpec
+from depmesh.cli.common import table
+from depmesh.runs import blocked_checks
+
+KIND_SHAPES = {"dataset": ("[(", ")]"), "features": ("[", "]"), "model": ("{{", "}}"),
+               "scores": ("[/", "/]"), "consumer": ("([", "])")}
+KIND_STYLES = {"dataset": "fill:#e8f1fb,stroke:#4a78b0", "features": "fill:#eef7ea,stroke:#5a9a45",
+               "model": "fill:#fdf0dc,stroke:#c98a1a", "scores": "fill:#f3e9f7,stroke:#8a55a8",
+               "consumer": "fill:#fbe7e7,stroke:#b04a4a"}
+
+
+def mermaid(mesh: MeshSpec) -> str:
+    """The mesh as a Mermaid flowchart (GitHub renders it), one class per kind."""
+    from depmesh import graph
+
+    ident = {name: name.replace("/", "_") for name in mesh.names}
+    lines = ["flowchart LR"]
+    for name in graph.topological_order(mesh.inputs_map()):
+        node = mesh.node(name)
+        left, right = KIND_SHAPES[node.kind]
+        lines.append(f"  {ident[name]}{left}\"{name}\"{right}:::{node.kind}")
+    for node in mesh.nodes:
+        lines.extend(f"  {ident[parent]} --> {ident[node.name]}" for parent in node.inputs)
+    lines += [f"  classDef {kind} {style}" for kind, style in KIND_STYLES.items()]
+    return "\n".join(lines)
+
+
+def summary_rows(result: Any, mesh: MeshSpec, missing: str = "NOT BUILT") -> list[list[object]]:
+    """One row per node: what was built in the run (rows or metrics, version,
+    seconds), or why not (blocked by which check, or skipped below a block)."""
+    from depmesh import graph
+
+    events = {"/".join(e.asset_key.path): e for e in result.get_asset_materialization_events()}
+    blocked: dict[str, list[str]] = {}
+    for line in blocked_checks(result):
+        name, check = line.rsplit(" ", 1)
+        blocked.setdefault(name, []).append(check)
+    skipped = {e.step_key.replace("__", "/") for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+    rows = []
+    for name in graph.topological_order(mesh.inputs_map()):
+        event = events.get(name)
+        if event is None:
+            why = (f"BLOCKED by {', '.join(blocked[name])}" if name in blocked
+                   else "not run (blocked upstream)" if name in skipped else missing)
+            rows.append([name, mesh.node(name).kind, why, "", ""])
+            continue
+        md = event.materialization.metadata
+        value = lambda key: getattr(md.get(key), "value", None)  # noqa: E731
+        if mesh.node(name).kind == "model":
+            metrics = {k.split("/", 1)[1]: v.value for k, v in md.items()
+                       if k.startswith("metric/") and k != "metric/eval_rows"}
+            detail = ", ".join(f"{k}={v:.3g}" for k, v in list(metrics.items())[:4])
+            rows.append([name, "model", detail, value("model_version"), value("seconds")])
+        else:
+            rows.append([name, mesh.node(name).kind, f"{value('dagster/row_count'):,} rows", value("data_version"),
+                         value("seconds")])
+    return rows
+
+
+def impact_report(report: Any) -> str:
+    lines = [f"impact of a change to {report.node}: {len(report.downstream)} downstream nodes, "
+             f"{len(report.consumers)} consumer(s), blast radius {report.blast_radius:g} "
+             f"({report.blast_radius_share:.0%} of the mesh's weight)", ""]
+    rows = [[r.depth, r.node, r.kind, r.owner.removeprefix("team:"), r.criticality] for r in report.downstream]
+    lines.append(table(rows, ["depth", "node", "kind", "owner", "criticality"]) if rows else "nothing downstream")
+    lines += ["", "consumers:      " + (", ".join(report.consumers) or "none"),
+              "owners:         " + ", ".join(o.removeprefix("team:") for o in report.owners),
+              "rollback set:   " + (", ".join(report.rollback_set) or "none"), "", "contracts and checks on the way:"]
+    lines += [f"  {c['node']}: {', '.join(c['checks'])}" + (f" (contract v{c['version']})" if c["version"] else "")
+              for c in report.contracts] or ["  none"]
+    lines += ["", "propagation paths, by depth:"]
+    lines += [f"  {len(p) - 1}: " + " -> ".join(p) for p in report.paths] or ["  none"]
+    if report.paths_truncated:
+        lines.append("  (more paths exist; the longest were left out)")
+    return "\n".join(lines)
