@@ -150,7 +150,7 @@ def dev(ctx: click.Context, catalog: str | None, home: str | None, host: str, po
     os.execvpe(cmd[0], cmd, env)
 
 
-CELERY_CONFIG_DIR = Path(__file__).resolve().parent / "deploy" / "celery"
+CELERY_CONFIG_DIR = Path(__file__).resolve().parent.parent / "deploy" / "celery"
 
 
 @main.command()
