@@ -112,13 +112,16 @@ class TrainedModel:
         return self.predict_prepared(self.with_upstream_predictions(frame))
 
     def predict_proba(self, frame: Any) -> Any:
+        """P(positive class) per row for a binary classifier; one column per
+        class (in ``estimator.classes_`` order) for several classes."""
         import numpy as np
 
         frame = self.validate_input(frame)
         if len(frame) == 0:
             return np.empty(0)
         prepared = self.with_upstream_predictions(frame)
-        return self.estimator.predict_proba(prepared[self.features])[:, 1]
+        proba = self.estimator.predict_proba(prepared[self.features])
+        return proba[:, 1] if proba.shape[1] == 2 else proba
 
     def actual(self, frame: Any) -> Any:
         """The true label or value for ``frame``'s rows (what the model predicts)."""

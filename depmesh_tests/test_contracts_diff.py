@@ -113,3 +113,30 @@ def test_git_ref_against_the_working_tree(tmp_path, demo_text):
     assert json.loads(out.output)["nodes"][0]["changes"][0]["what"] == "range narrowed"
     missing = CliRunner().invoke(main, ["contracts", "diff", "git:HEAD~1", str(path)])
     assert missing.exit_code != 0 and "cannot read mesh.yaml at git ref 'HEAD~1'" in missing.output
+
+
+EDGE_CHANGES = [
+    # (old text, new text, node, what, detail, breaking)
+    ("      - {node: models/dep_delay, latency_p95_ms: 250}", "      - {node: models/dep_delay, latency_p95_ms: 5}",
+     "models/arr_delay", "edge: latency budget tightened", "on models/dep_delay: p95 250.0 -> 5.0 ms", True),
+    ("      - {node: scores/dep_delay, columns: [flight_id, carrier, origin, prediction, model_version]}",
+     "      - {node: scores/dep_delay, columns: [flight_id, carrier, origin, prediction, model_version, actual]}",
+     "consumers/ops_report", "edge: column read added", "on scores/dep_delay: actual", True),
+    ("      - {node: scores/dep_delay, columns: [flight_id, carrier, origin, prediction, model_version]}",
+     "      - {node: scores/dep_delay, columns: [flight_id, carrier, prediction, model_version]}",
+     "consumers/ops_report", "edge: column no longer read", "on scores/dep_delay: origin", False),
+]
+
+
+@pytest.mark.parametrize("old,new,node,what,detail,breaking", EDGE_CHANGES, ids=[c[3] for c in EDGE_CHANGES])
+def test_edge_contracts_are_diffed_with_the_consumer_that_declared_them(write_catalog, demo_mesh, demo_text, old,
+                                                                         new, node, what, detail, breaking):
+    assert demo_text.count(old) == 1
+    path = write_catalog(demo_text.replace(old, new), "edges.yaml")
+    report = diff_meshes(demo_mesh, load_catalog(path))
+    [changed] = report.nodes
+    assert changed.node == node
+    assert [(c.what, c.detail, c.breaking) for c in changed.changes] == [(what, detail, breaking)]
+    assert bool(report.violations) is breaking
+    out = CliRunner().invoke(main, ["contracts", "diff", str(demo_mesh.path), str(path)])
+    assert out.exit_code == (1 if breaking else 0) and what in out.output and "no contract changes" not in out.output

@@ -12,7 +12,6 @@ import threading
 import time
 import warnings
 from datetime import timedelta
-from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
@@ -77,14 +76,22 @@ class MeshRuntime(ConfigurableResource):
         return pd.Timestamp(self.as_of, tz="UTC") if self.as_of else pd.Timestamp.now(tz="UTC")
 
 
-@dataclass
 class NodeContext:
-    """What a compute function or trainer is handed besides its inputs."""
+    """What a compute function or trainer is handed besides its inputs:
+    ``node`` (its NodeSpec: name, params, model spec, contract), ``params``,
+    ``sample_fraction`` (a loader keeps that share of its rows: 1 is all),
+    ``log`` (Dagster's logger) and ``evaluation``, where a trainer may leave
+    (evaluation frame, labels) for the deployment gates. depmesh notes whether
+    a loader read ``sample_fraction``: one that ignores a sample is said so."""
 
-    node: NodeSpec
-    sample_fraction: float
-    log: Any
-    evaluation: Any = None  # a trainer may leave (eval frame, labels) here for the deployment gates
+    def __init__(self, node: NodeSpec, sample_fraction: float, log: Any, evaluation: Any = None):
+        self.node, self._sample_fraction, self.log, self.evaluation = node, sample_fraction, log, evaluation
+        self.sample_read = False
+
+    @property
+    def sample_fraction(self) -> float:
+        self.sample_read = True
+        return self._sample_fraction
 
     @property
     def params(self) -> dict[str, Any]:
@@ -443,6 +450,41 @@ def _tag_trigger(context: AssetExecutionContext) -> None:
     context.instance.add_run_tags(context.run.run_id, {TRIGGER_TAG: trigger})
 
 
+SAMPLE_IGNORED_KEY = "depmesh/sample"
+
+
+class MissingInputColumn(KeyError):
+    """A builder read a column its input does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def _missing_column(node: NodeSpec, inputs: dict[str, Any], exc: KeyError) -> MissingInputColumn | None:
+    """The KeyError a builder raised, read as a column missing from an input:
+    named with the node, the column, the input and the edge contract to extend."""
+    import re
+
+    import pandas as pd
+
+    text = str(exc.args[0]) if exc.args else ""
+    wanted = re.findall(r"'([^']+)'", text) or ([text] if text else [])
+    frames = {name: value for name, value in inputs.items() if isinstance(value, pd.DataFrame)}
+    for column in wanted:
+        lacking = [name for name, frame in frames.items() if column not in frame.columns]
+        if lacking:
+            where = lacking[0] if len(lacking) == 1 else " or ".join(lacking)
+            declared = [name for name in lacking if column in (node.edges.get(name).columns if node.edges.get(name)
+                                                               else ())]
+            hint = (f"its edge contract on {declared[0]} lists {column!r}, so the input contract should have caught "
+                    "this: check that the input was rebuilt" if declared else
+                    f"add {column!r} to the edge contract (inputs: - {{node: {lacking[0]}, columns: [..., {column}]}})"
+                    " so that a change upstream that drops it is caught where it happens")
+            return MissingInputColumn(f"node {node.name}: its builder reads column {column!r}, which {where} does "
+                                      f"not have (it was dropped or renamed upstream); {hint}")
+    return None
+
+
 def _refuse_empty_inputs(node: NodeSpec, inputs: dict[str, Any]) -> None:
     from depmesh.models import EmptyTrainingData
 
@@ -540,8 +582,18 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             _refuse_empty_inputs(node, inputs)
         ctx = NodeContext(node=node, sample_fraction=runtime.sample_fraction, log=context.log)
         started = time.perf_counter()
-        result = builder(inputs, ctx)
+        try:
+            result = builder(inputs, ctx)
+        except KeyError as exc:
+            missing = _missing_column(node, inputs, exc)
+            if missing is None:
+                raise
+            raise missing from exc
         seconds = time.perf_counter() - started
+        ignored_sample = not node.inputs and runtime.sample_fraction < 1 and not ctx.sample_read
+        if ignored_sample:
+            context.log.warning(f"depmesh: {node.name}'s loader ignored --sample {runtime.sample_fraction:g}: it "
+                                "stored its full data (read ctx.sample_fraction to honour samples)")
         if node.kind == "model":
             from depmesh.models import TrainedModel
 
@@ -554,6 +606,8 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         else:
             check_results, extra = _check_table(context, node, result, runtime)
             results.extend(check_results)
+            if extra is not None and ignored_sample:
+                extra[SAMPLE_IGNORED_KEY] = f"the loader ignored the sample {runtime.sample_fraction:g}: full data"
             output = _table_output(result, node, seconds, extra) if extra is not None else None
             judged = f"data version {frame_version(result)}" if output is None else f"data version {output.data_version.value}"
         yield from _finish(context, results, output, judged)

@@ -8,15 +8,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from depmesh import graph
-from depmesh.catalog import ColumnSpec, ContractSpec, MeshSpec
+from depmesh.catalog import ColumnSpec, ContractSpec, EdgeContract, MeshSpec, NodeSpec
 
 
 @dataclass(frozen=True)
 class Change:
     node: str
-    what: str  # e.g. "column removed", "range narrowed"
+    what: str  # e.g. "column removed", "range narrowed", "edge: column read added"
     detail: str
     breaking: bool
+
+    @property
+    def on_edge(self) -> bool:
+        """A change to what this node declares it needs from an input (an edge contract)."""
+        return self.what.startswith(EDGE)
+
+
+EDGE = "edge: "
 
 
 @dataclass
@@ -41,8 +49,14 @@ class NodeDiff:
 
     @property
     def violation(self) -> bool:
-        """A breaking change without a major version bump."""
-        return self.breaking and not self.major_bumped
+        """A breaking change without a major version bump. An edge contract is
+        versioned by its consumer's contract: a breaking edge change needs that
+        contract to bump its major version (a consumer with no contract of its
+        own cannot, so the change is flagged)."""
+        node_breaking = any(c.breaking and not c.on_edge for c in self.changes)
+        edge_breaking = any(c.breaking and c.on_edge for c in self.changes)
+        bumped = bool(self.old_version and self.new_version) and self.major_bumped
+        return (node_breaking and not self.major_bumped) or (edge_breaking and not bumped)
 
     @property
     def unversioned(self) -> bool:
@@ -177,6 +191,35 @@ def contract_changes(node: str, old: ContractSpec | None, new: ContractSpec | No
     return out
 
 
+def edge_changes(node: str, old: NodeSpec | None, new: NodeSpec | None) -> list[Change]:
+    """What ``node`` (the consumer) needs from each input, before and after:
+    reading another column or a tighter latency budget is breaking (a producer
+    that met the old need may not meet the new one)."""
+    before: dict[str, EdgeContract] = dict(old.edges) if old else {}
+    after: dict[str, EdgeContract] = dict(new.edges) if new else {}
+    out: list[Change] = []
+    for name in sorted(set(before) | set(after)):
+        a, b = before.get(name), after.get(name)
+        if a is None:
+            detail = ", ".join(filter(None, [f"reads {', '.join(b.columns)}" if b.columns else "",
+                                             f"p95 <= {b.latency_p95_ms:g} ms" if b.latency_p95_ms else ""]))
+            out.append(Change(node, EDGE + "contract added", f"on {name}: {detail}", True))
+            continue
+        if b is None:
+            out.append(Change(node, EDGE + "contract removed", f"on {name}", False))
+            continue
+        added, dropped = sorted(set(b.columns) - set(a.columns)), sorted(set(a.columns) - set(b.columns))
+        if added:
+            out.append(Change(node, EDGE + "column read added", f"on {name}: {', '.join(added)}", True))
+        if dropped:
+            out.append(Change(node, EDGE + "column no longer read", f"on {name}: {', '.join(dropped)}", False))
+        if a.latency_p95_ms != b.latency_p95_ms:
+            tighter = _hi(b.latency_p95_ms) < _hi(a.latency_p95_ms)
+            out.append(Change(node, EDGE + ("latency budget tightened" if tighter else "latency budget relaxed"),
+                              f"on {name}: p95 {a.latency_p95_ms} -> {b.latency_p95_ms} ms", tighter))
+    return out
+
+
 def diff_meshes(old: MeshSpec, new: MeshSpec) -> DiffReport:
     """Every contract change from ``old`` to ``new``, per node, with whom it reaches."""
     old_nodes = {n.name: n for n in old.nodes}
@@ -190,6 +233,8 @@ def diff_meshes(old: MeshSpec, new: MeshSpec) -> DiffReport:
             changes = contract_changes(name, before.contract if before else None, after.contract)
             if before is None:
                 changes = [c for c in changes if c.what != "contract added"]
+            else:
+                changes += edge_changes(name, before, after)
         if not changes:
             continue
         mesh = new if after is not None else old

@@ -59,7 +59,34 @@ def batch_of(model: TrainedModel, rows: int) -> Any:
     return pd.concat([sample] * repeats, ignore_index=True).head(rows)
 
 
-def quality(model: TrainedModel, spec: GateSpec, production: dict[str, float] | None) -> GateResult:
+def _baseline(model: TrainedModel, evaluation: tuple[Any, Any] | None) -> tuple[float, str]:
+    """The bar a first version must clear, and where it came from: the
+    trainer's own ``baseline_<metric>`` when it reports one, else depmesh's
+    dummy estimator on the evaluation labels (the median for regression:
+    the best constant in hindsight), else chance (AUC 0.5) or no structure
+    (silhouette 0)."""
+    import numpy as np
+
+    metric, _ = PRIMARY_METRIC[model.task]
+    reported = model.metrics.get(f"baseline_{metric}")
+    if reported is not None and np.isfinite(float(reported)):
+        return float(reported), "naive baseline (the trainer's)"
+    if model.task == "regression":
+        if evaluation is None:
+            raise ValueError(f"no baseline: the trainer of {model.node} reported no baseline_{metric} and left no "
+                             "evaluation window (ctx.evaluation) for depmesh to compute one")
+        from sklearn.dummy import DummyRegressor
+        from sklearn.metrics import mean_absolute_error
+
+        y = np.asarray(evaluation[1], dtype="float64")
+        y = y[np.isfinite(y)]
+        dummy = DummyRegressor(strategy="median").fit(np.zeros((len(y), 1)), y)
+        return float(mean_absolute_error(y, dummy.predict(np.zeros((len(y), 1))))), "naive baseline (depmesh's median)"
+    return {"classification": 0.5, "clustering": 0.0}[model.task], "naive baseline (chance)"
+
+
+def quality(model: TrainedModel, spec: GateSpec, production: dict[str, float] | None,
+            evaluation: tuple[Any, Any] | None = None) -> GateResult:
     metric, higher = PRIMARY_METRIC[model.task]
     value = float(model.metrics.get(metric, float("nan")))
     if production and metric in production:
@@ -71,9 +98,7 @@ def quality(model: TrainedModel, spec: GateSpec, production: dict[str, float] | 
             bound = reference + abs(reference) * spec.max_regression
             passed = value <= bound
     else:
-        against = "naive baseline"
-        reference = {"regression": model.metrics.get("baseline_mae", float("inf")),
-                     "classification": 0.5, "clustering": 0.0}[model.task]
+        reference, against = _baseline(model, evaluation)
         bound = reference
         passed = value > bound if higher else value < bound
     figures = {"metric": metric, "value": value, "reference": reference, "against": against, "bound": bound,
@@ -150,6 +175,12 @@ def _score(task: str, y: Any, predicted: Any) -> float | None:
 
         if len(set(np.asarray(y).tolist())) < 2:
             return None
+        predicted = np.asarray(predicted)
+        if predicted.ndim == 2:  # several classes: one-vs-rest over the classes this group holds
+            try:
+                return float(roc_auc_score(y, predicted, multi_class="ovr", labels=list(range(predicted.shape[1]))))
+            except ValueError:
+                return None
         return float(roc_auc_score(y, predicted))
     return None
 
@@ -271,7 +302,7 @@ def memory(model: TrainedModel, spec: GateSpec) -> GateResult:
 def evaluate_gates(model: TrainedModel, spec: GateSpec, evaluation: Any, production: dict | None) -> list[GateResult]:
     """Every gate; a gate that raises fails with the error as its evidence."""
     runs = [
-        (QUALITY, lambda: quality(model, spec, production)),
+        (QUALITY, lambda: quality(model, spec, production, evaluation)),
         (LATENCY, lambda: latency(model, spec)),
         (SUBGROUPS, lambda: subgroups(model, spec, evaluation)),
         (MALFORMED, lambda: malformed_input(model, spec)),

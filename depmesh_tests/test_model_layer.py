@@ -1,0 +1,118 @@
+"""The model layer beyond the flights demo: several classes, a trainer that
+reports no baseline, a builder reading a column its input lost, a loader
+that ignores --sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import instance_for_test
+
+from depmesh.catalog import GateSpec, load_catalog
+from depmesh.examples import CLINIC_CATALOG
+from depmesh.gates import evaluate as gates
+from depmesh.models import TrainedModel
+from depmesh_tests.conftest import materialize_mesh
+
+
+@pytest.fixture(scope="module")
+def iris_model():
+    """A three-class classifier on scikit-learn's bundled iris data, with a subgroup column."""
+    from sklearn.datasets import load_iris
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    data = load_iris(as_frame=True)
+    frame = data.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    frame["site"] = np.where(np.arange(len(frame)) % 2 == 0, "north", "south")
+    features = [c for c in frame.columns if c not in ("target", "site")]
+    estimator = make_pipeline(SimpleImputer(), LogisticRegression(max_iter=500)).fit(frame[features], frame["target"])
+    model = TrainedModel(node="models/species", task="classification", estimator=estimator, features=features,
+                         target="target", prediction_column="pred_species", version="v1",
+                         metrics={"roc_auc": 0.99}, sample_input=frame[features + ["site"]].head(32))
+    return model, (frame[features + ["site"]], frame["target"].to_numpy())
+
+
+def test_a_three_class_model_gets_one_probability_per_class(iris_model):
+    model, (frame, _) = iris_model
+    proba = model.predict_proba(frame.head(5))
+    assert proba.shape == (5, 3) and np.allclose(proba.sum(axis=1), 1)
+
+
+def test_every_gate_works_for_a_three_class_model_with_subgroups(iris_model):
+    model, evaluation = iris_model
+    spec = GateSpec(subgroups=("site",), subgroup_min_rows=20, subgroup_limit=0.9)
+    results = {r.name: r for r in gates.evaluate_gates(model, spec, evaluation, None)}
+    assert set(results) == set(gates.GATES)
+    subgroups = results[gates.SUBGROUPS]
+    assert subgroups.passed, subgroups.summary  # before: "multi_class must be in ('ovo', 'ovr')"
+    assert {row["group"] for row in subgroups.figures["per_group"]} == {"north", "south"}
+    assert all(r.passed for r in results.values()), {n: r.summary for n, r in results.items() if not r.passed}
+
+
+def test_a_first_version_without_a_trainer_baseline_is_judged_against_depmesh_s(iris_model):
+    frame = pd.DataFrame({"x": np.arange(200.0)})
+    y = np.arange(200.0)
+    good = TrainedModel(node="models/r", task="regression", estimator=None, features=["x"], target="y",
+                        prediction_column="p", version="v1", metrics={"mae": 3.0})
+    awful = TrainedModel(node="models/r", task="regression", estimator=None, features=["x"], target="y",
+                         prediction_column="p", version="v2", metrics={"mae": 1e9})
+    spec = GateSpec()
+    passed = gates.quality(good, spec, None, (frame, y))
+    assert passed.passed and passed.figures["against"] == "naive baseline (depmesh's median)"
+    assert passed.figures["reference"] == pytest.approx(50.0)  # MAE of the median of 0..199
+    failed = gates.quality(awful, spec, None, (frame, y))
+    assert not failed.passed  # before: an MAE of 1e9 passed against "naive baseline inf"
+    with pytest.raises(ValueError, match="reported no baseline_mae and left no evaluation window"):
+        gates.quality(awful, spec, None, None)
+
+
+def drop_bmi(inputs, ctx):
+    """A feature step that lost a column the model reads (no edge contract lists it)."""
+    from depmesh.examples.clinic.builders import patient_features
+
+    return patient_features(inputs, ctx).drop(columns=["bmi"])
+
+
+def test_a_column_lost_upstream_is_named_with_the_edge_contract_to_extend(tmp_path):
+    text = CLINIC_CATALOG.read_text().replace("compute: depmesh.examples.clinic.builders:patient_features",
+                                              "compute: depmesh_tests.test_model_layer:drop_bmi")
+    (tmp_path / "clinic.yaml").write_text(text)
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        result = materialize_mesh(load_catalog(tmp_path / "clinic.yaml"), instance)
+        [failure] = [e for e in result.get_step_failure_events() if e.step_key == "models__progression"]
+        error = failure.step_failure_data.error.cause
+        assert error.cls_name == "MissingInputColumn"
+        assert ("node models/progression: its builder reads column 'bmi', which features/patients does not have"
+                in error.message)
+        assert "add 'bmi' to the edge contract (inputs: - {node: features/patients, columns: [..., bmi]})" \
+            in error.message
+
+
+def test_a_loader_that_ignores_the_sample_is_said_to(tmp_path, demo_mesh):
+    text = ("mesh: tiny\nnodes:\n"
+            "  - {name: raw/a, kind: dataset, owner: team:a, compute: depmesh.examples.synthetic:source}\n")
+    (tmp_path / "tiny.yaml").write_text(text)
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        result = materialize_mesh(load_catalog(tmp_path / "tiny.yaml"), instance, sample=0.5)
+        [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["raw", "a"]]
+        assert event.materialization.metadata["depmesh/sample"].value == \
+            "the loader ignored the sample 0.5: full data"
+        full = materialize_mesh(load_catalog(tmp_path / "tiny.yaml"), instance, sample=1.0)
+        [event] = [e for e in full.get_asset_materialization_events() if e.asset_key.path == ["raw", "a"]]
+        assert "depmesh/sample" not in event.materialization.metadata
+
+
+def test_the_demo_loaders_honour_the_sample(golden):
+    from dagster import AssetKey, DagsterInstance
+
+    instance = DagsterInstance.from_config(str(golden.home))
+    try:
+        md = instance.get_latest_materialization_event(AssetKey(["raw", "flights"])).asset_materialization.metadata
+        assert "depmesh/sample" not in md
+    finally:
+        instance.dispose()
