@@ -434,3 +434,18 @@ def test_a_mesh_deeper_than_dagster_loads_by_default_loads(write_catalog):
     mesh = load_catalog(write_catalog(chain_catalog(2500)))
     defs = build_definitions(mesh)
     assert len(defs.resolve_job_def(MESH_JOB).asset_layer.selected_asset_keys) == 2500 + 1  # + the impact report
+
+
+def test_an_unimportable_module_is_reported_once_with_the_hint(write_catalog):
+    nodes = "".join(f"""\
+  - name: features/f{i}
+    kind: features
+    owner: team:f
+    inputs: [raw/a]
+    compute: team_code.features:build_{i}
+""" for i in range(4))
+    problems = problems_of(write_catalog, HEADER + SOURCE + nodes)
+    assert len(problems) == 1, problems
+    [problem] = problems
+    assert "cannot import module 'team_code.features', used by 4 nodes (features/f0, features/f1" in problem
+    assert "ModuleNotFoundError" in problem and "set PYTHONPATH" in problem

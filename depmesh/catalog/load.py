@@ -138,6 +138,20 @@ class _Checker:
     def __init__(self, path: Path):
         self.file = path.name
         self.problems: list[Problem] = []
+        # module -> (error, line, field and entrypoint of its first use, nodes that use it): reported once,
+        # after every node is read, not once per node
+        self.missing_modules: dict[str, tuple[str, int | None, str, str, list[str]]] = {}
+
+    def report_missing_modules(self) -> None:
+        hint = ("custom code is found on Python's path: run from the folder that holds the package, or set "
+                "PYTHONPATH to it (the Dagster code location needs the same)")
+        for module, (error, line, field, ref, nodes) in self.missing_modules.items():
+            if len(nodes) == 1:
+                self.problems.append(Problem(self.file, line, nodes[0], field, f"cannot import {ref!r}: {error}; {hint}"))
+            else:
+                shown = ", ".join(nodes[:5]) + (" ..." if len(nodes) > 5 else "")
+                self.problems.append(Problem(self.file, line, None, None, f"cannot import module {module!r}, used by "
+                                             f"{len(nodes)} nodes ({shown}): {error}; {hint}"))
 
     def add(self, message: str, *, node: str | None = None, field: str | None = None, at: Any = None) -> None:
         self.problems.append(Problem(self.file, getattr(at, "line", None), node, field, message))
@@ -176,8 +190,18 @@ def _check_entrypoint(c: _Checker, ref: Any, *, node: str, field: str, at: Any) 
     if not ENTRYPOINT_RE.match(ref):
         c.add(f"{ref!r} is not of the form 'package.module:function'", node=node, field=field, at=at)
         return None
+    module = ref.partition(":")[0]
+    if module in c.missing_modules:
+        c.missing_modules[module][4].append(node)
+        return None
     try:
         resolve_entrypoint(ref)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):  # the module itself (or its package) is not on the path
+            c.missing_modules[module] = (f"{type(exc).__name__}: {exc}", getattr(at, "line", None), field, ref, [node])
+        else:
+            c.add(f"cannot import {ref!r}: {type(exc).__name__}: {exc}", node=node, field=field, at=at)
+        return None
     except Exception as exc:  # any import failure is the user's to see, named
         c.add(f"cannot import {ref!r}: {type(exc).__name__}: {exc}", node=node, field=field, at=at)
         return None
@@ -755,6 +779,7 @@ def parse_catalog(text: str, path: Path) -> MeshSpec:
     if cycle:
         c.add("dependency cycle (each feeds the next): " + " -> ".join(reversed(cycle)), node=cycle[0], field="inputs",
               at=next(n for n in nodes if n.name == cycle[0]))
+    c.report_missing_modules()
     if not cycle and not c.problems:
         chain = graph.longest_chain_path({n.name: list(n.inputs) for n in nodes})
         if len(chain) > MAX_CHAIN_DEPTH:
