@@ -87,6 +87,17 @@ def launch_mesh_job(env: dict[str, str]) -> None:
     assert launched.returncode == 0, launched.stderr[-2000:]
 
 
+def wait_for_runs(instance, done, timeout: float = 240) -> list:
+    """The instance's runs (oldest retry first) once ``done(runs)`` holds; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = sorted(instance.get_runs(), key=lambda r: int(r.tags.get("dagster/retry_number", "0")))
+        if done(runs):
+            return runs
+        assert time.monotonic() < deadline, [(r.run_id, r.status, r.tags) for r in runs]
+        time.sleep(1)
+
+
 def _doctor(env: dict[str, str]) -> tuple[int, dict]:
     result = subprocess.run(depmesh_cli("doctor", "--format", "json"), env=env, capture_output=True, text=True,
                             timeout=180)
@@ -184,14 +195,9 @@ def test_a_queued_run_that_fails_is_retried_by_the_daemon(postgres_server_url, t
         daemon = start_daemon(env)
         try:
             launch_mesh_job(env)
-            deadline = time.monotonic() + 240
             with team_instance(env) as instance:
-                while True:
-                    runs = sorted(instance.get_runs(), key=lambda r: int(r.tags.get("dagster/retry_number", "0")))
-                    if len(runs) == 2 and runs[1].status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE):
-                        break
-                    assert time.monotonic() < deadline, [(r.run_id, r.status, r.tags) for r in runs]
-                    time.sleep(1)
+                runs = wait_for_runs(instance, lambda runs: len(runs) == 2 and runs[1].status in (
+                    DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE))
                 first, retry = runs
                 assert first.status == DagsterRunStatus.FAILURE
                 assert retry.status == DagsterRunStatus.SUCCESS
@@ -230,14 +236,8 @@ def test_a_blocked_run_is_not_retried_by_the_daemon(postgres_server_url, tmp_pat
         daemon = start_daemon(env)
         try:
             launch_mesh_job(env)
-            deadline = time.monotonic() + 240
             with team_instance(env) as instance:
-                while True:
-                    runs = instance.get_runs()
-                    if runs and runs[0].is_finished:
-                        break
-                    assert time.monotonic() < deadline, [(r.run_id, r.status) for r in runs]
-                    time.sleep(1)
+                wait_for_runs(instance, lambda runs: bool(runs) and runs[0].is_finished)
                 time.sleep(15)  # several daemon cycles: a retry would have been launched by now
                 [run] = instance.get_runs()
                 assert run.status == DagsterRunStatus.SUCCESS
