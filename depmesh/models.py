@@ -49,13 +49,30 @@ class TrainedModel:
     serializer: str = "skops"  # how its artifact stores the estimator (the catalog's model.serializer)
     trusted_types: tuple[str, ...] = ()  # extra types its skops file may load
 
+    def output_columns(self) -> list[str]:
+        """The columns this model adds to a downstream model's frame: its
+        prediction, or for a classifier of three or more classes one
+        probability column per class (``<prediction_column>_<class>``)."""
+        classes = list(getattr(self.estimator, "classes_", []))
+        if self.task == "classification" and len(classes) > 2:
+            return [f"{self.prediction_column}_{c}" for c in classes]
+        return [self.prediction_column]
+
+    def outputs(self, prepared: Any) -> dict[str, Any]:
+        """What this model adds to a downstream frame (see output_columns), from a prepared frame."""
+        columns = self.output_columns()
+        if columns == [self.prediction_column]:
+            return {self.prediction_column: self.predict_prepared(prepared)}
+        proba = self.estimator.predict_proba(prepared[self.features])
+        return {column: proba[:, i] for i, column in enumerate(columns)}
+
     def with_upstream_predictions(self, frame: Any) -> Any:
-        """``frame`` plus one column per upstream model, in training order."""
+        """``frame`` plus the output columns of each upstream model, in training order."""
         out = frame
         for model in self.upstream.values():
-            if model.prediction_column not in out.columns:
+            if any(c not in out.columns for c in model.output_columns()):
                 out = model.with_upstream_predictions(out)
-                out = out.assign(**{model.prediction_column: model.predict_prepared(out)})
+                out = out.assign(**model.outputs(out))
         return out
 
     def predict_prepared(self, frame: Any) -> Any:
@@ -66,7 +83,7 @@ class TrainedModel:
 
     def required_columns(self) -> list[str]:
         """The raw columns a frame must hold for this model and its upstream models."""
-        produced = {m.prediction_column for m in self.upstream.values()}
+        produced = {c for m in self.upstream.values() for c in m.output_columns()}
         needed = [c for c in self.features if c not in produced]
         for model in self.upstream.values():
             needed += [c for c in model.required_columns() if c not in needed]

@@ -1,0 +1,64 @@
+"""The penguins mesh end to end: a three-class classifier whose probability for
+each species feeds a regressor, a clustering model, scores with one
+probability per class; every contract and gate on the way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dagster import AssetKey, instance_for_test
+
+from depmesh.assets.io import recorded_metadata, storage_dir
+from depmesh.assets import MeshStore
+from depmesh.catalog import load_catalog
+from depmesh.examples import PENGUINS_CATALOG
+from depmesh_tests.conftest import materialize_mesh
+
+SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
+
+
+@pytest.fixture(scope="module")
+def penguins_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("penguins")
+    with instance_for_test(temp_dir=str(home)) as instance:
+        result = materialize_mesh(load_catalog(PENGUINS_CATALOG), instance, sample=1.0)
+        yield instance, result
+
+
+def test_the_penguins_mesh_runs_end_to_end_and_records_a_release(penguins_run):
+    instance, result = penguins_run
+    assert result.success
+    built = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
+    assert built == {"raw/penguins", "features/penguins", "models/species", "models/body_mass", "models/colonies",
+                     "scores/species", "releases/penguins", "reports/penguins/impact"}
+    failed = [(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations()
+              if not e.passed and e.severity.value == "ERROR"]
+    assert failed == []
+    release = recorded_metadata(instance, ["releases", "penguins"])
+    assert release["new_release"] is True
+
+
+def test_the_regressor_reads_the_classifier_s_probability_for_each_species(penguins_run):
+    instance, _ = penguins_run
+    store = MeshStore(storage_dir(instance), instance=instance)
+    species, body_mass = store.load(["models", "species"]), store.load(["models", "body_mass"])
+    assert species.output_columns() == [f"pred_species_{s}" for s in SPECIES]
+    assert set(species.output_columns()) <= set(body_mass.features)
+    assert recorded_metadata(instance, ["models", "body_mass"])["trained_against"] == {"models/species": species.version}
+    frame = store.load(["features", "penguins"]).head(5)
+    proba = species.predict_proba(frame)
+    assert proba.shape == (5, 3) and np.allclose(proba.sum(axis=1), 1)
+    assert body_mass.predict(frame).shape == (5,)  # computes the species probabilities itself, with that version
+
+
+def test_species_scores_carry_a_probability_per_class(penguins_run):
+    instance, _ = penguins_run
+    scores = MeshStore(storage_dir(instance), instance=instance).load(["scores", "species"])
+    columns = [f"probability_{s}" for s in SPECIES]
+    assert set(columns) <= set(scores.columns)
+    assert np.allclose(scores[columns].sum(axis=1), 1)
+    assert set(scores["prediction"]) <= set(SPECIES)
+    assert (scores["prediction"] == scores["actual"]).mean() > 0.9
+    md = recorded_metadata(instance, ["models", "species"])
+    assert md["metric/roc_auc"] > 0.9 and md["task"] == "classification"
+    assert instance.get_latest_materialization_event(AssetKey(["models", "colonies"])) is not None
