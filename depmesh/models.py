@@ -18,6 +18,12 @@ TASKS = ("regression", "classification", "clustering")
 PRIMARY_METRIC = {"regression": ("mae", False), "classification": ("roc_auc", True), "clustering": ("silhouette", True)}
 
 
+def primary_of(model: "TrainedModel") -> tuple[str, bool]:
+    """The metric a model is judged by and whether higher is better: the
+    catalog's declared one, else its task's default."""
+    return model.primary_metric or PRIMARY_METRIC[model.task]
+
+
 class EmptyTrainingData(ValueError):
     """A model was given no rows to train or to evaluate on."""
 
@@ -46,6 +52,7 @@ class TrainedModel:
     sample_input: Any = None  # a few raw input rows, for latency measurements and gates
     categorical: list[str] = field(default_factory=list)  # features read as categories (the rest are numbers)
     version: str = ""  # set by the factory once the inputs' versions are known
+    primary_metric: tuple[str, bool] | None = None  # (scorer name, higher is better) when the catalog declares one
     serializer: str = "skops"  # how its artifact stores the estimator (the catalog's model.serializer)
     trusted_types: tuple[str, ...] = ()  # extra types its skops file may load
 

@@ -62,3 +62,30 @@ def test_species_scores_carry_a_probability_per_class(penguins_run):
     md = recorded_metadata(instance, ["models", "species"])
     assert md["metric/roc_auc"] > 0.9 and md["task"] == "classification"
     assert instance.get_latest_materialization_event(AssetKey(["models", "colonies"])) is not None
+
+
+def test_declared_scorer_metrics_are_what_the_quality_gate_judges(penguins_run):
+    instance, result = penguins_run
+    species = recorded_metadata(instance, ["models", "species"])
+    for name in ("f1_macro", "accuracy", "roc_auc_ovr", "baseline_f1_macro"):
+        assert f"metric/{name}" in species, name
+    assert species["metric/baseline_f1_macro"] < species["metric/f1_macro"]
+    gates = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    quality = gates[("models/species", "gate_quality")]
+    assert quality.metadata["metric"].value == "f1_macro"
+    assert quality.metadata["against"].value == "naive baseline (depmesh's dummy estimator)"
+    mass = gates[("models/body_mass", "gate_quality")]
+    assert mass.metadata["metric"].value == "neg_mean_absolute_error"  # a loss, negated: higher is better
+    assert mass.passed and mass.metadata["value"].value > mass.metadata["reference"].value
+
+
+def test_an_unknown_scorer_is_named_at_validation(tmp_path):
+    from depmesh.catalog import CatalogError
+
+    text = PENGUINS_CATALOG.read_text().replace("primary: f1_macro", "primary: f1_makro")
+    (tmp_path / "penguins.yaml").write_text(text)
+    with pytest.raises(CatalogError) as refused:
+        load_catalog(tmp_path / "penguins.yaml")
+    [problem] = [str(p) for p in refused.value.problems]
+    assert "node models/species" in problem and "model.metrics.primary" in problem
+    assert "'f1_makro' is not a scikit-learn scorer" in problem

@@ -233,6 +233,11 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     from depmesh.gates.evaluate import LATENCY, evaluate_gates
     from depmesh.registry.cards import render_card
 
+    if node.model.metrics is not None:
+        from depmesh.metrics import declared_metrics
+
+        model.metrics = {**model.metrics, **declared_metrics(model, node.model.metrics, ctx.evaluation)}
+        model.primary_metric = (node.model.metrics.primary, node.model.metrics.higher_is_better)
     metadata = _model_metadata(model, node, inputs, code, seconds)
     registry = getattr(context.resources, REGISTRY_KEY).registry
     gates = evaluate_gates(model, node.model.gates, ctx.evaluation, registry.production_metrics(node.name))

@@ -55,7 +55,9 @@ NODE_KEYS = {
     "name", "kind", "owner", "description", "inputs", "tags", "criticality",
     "compute", "params", "contract", "model",
 }
-MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule", "gates", "serializer", "trusted_types"}
+MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule", "gates", "serializer", "trusted_types",
+              "metrics"}
+METRIC_KEYS = {"primary", "direction", "also"}
 SPLIT_KEYS = {"time_column", "train_until", "evaluate_until"}
 CONTRACT_KEYS = {"version", "severity", "columns", "row_count", "keys", "freshness", "distribution", "expectations"}
 COLUMN_KEYS = {"dtype", "nullable", "max_null_fraction", "unique", "min", "max", "allowed", "description", "severity"}
@@ -499,10 +501,46 @@ def _parse_model(c: _Checker, raw: Any, node: str) -> ModelSpec | None:
     if "trusted_types" in raw:
         trusted = _column_list(c, raw["trusted_types"], node=node, field="model.trusted_types", at=raw)
         ok = ok and trusted is not None
+    metrics = None
+    if "metrics" in raw:
+        metrics = _parse_metrics(c, raw["metrics"], node)
+        ok = ok and metrics is not None
     if not (ok and trainer and split and gates):
         return None
     return ModelSpec(trainer=trainer, target=target, split=split, seed=seed, params=dict(params), schedule=schedule,
-                     gates=gates, serializer=serializer, trusted_types=tuple(trusted))
+                     gates=gates, serializer=serializer, trusted_types=tuple(trusted), metrics=metrics)
+
+
+def _parse_metrics(c: _Checker, raw: Any, node: str) -> Any:
+    from depmesh.catalog.spec import MetricSpec
+
+    if not c.typed(raw, dict, "a mapping with primary (and direction, also)", node=node, field="model.metrics", at=raw):
+        return None
+    c.keys(raw, METRIC_KEYS, node=node, prefix="model.metrics.")
+    from depmesh.metrics import higher_is_better, scorer_names
+
+    known = set(scorer_names())
+    primary, also = raw.get("primary"), raw.get("also", [])
+    ok = c.typed(primary, str, "a scikit-learn scorer name", node=node, field="model.metrics.primary", at=raw)
+    if not isinstance(also, list) or not all(isinstance(a, str) for a in also):
+        c.add(f"expected a list of scorer names, got {also!r}", node=node, field="model.metrics.also", at=raw)
+        ok = False
+    for name, field in ([(primary, "primary")] if ok else []) + [(a, "also") for a in also if isinstance(a, str)]:
+        if name not in known:
+            close = [k for k in sorted(known) if name.split("_")[-1] in k][:6]
+            c.add(f"{name!r} is not a scikit-learn scorer" + (f" (did you mean {', '.join(close)}?)" if close else
+                                                              " (see sklearn.metrics.get_scorer_names())"),
+                  node=node, field=f"model.metrics.{field}", at=raw)
+            ok = False
+    direction = raw.get("direction")
+    if direction is not None and direction not in ("higher", "lower"):
+        c.add(f"direction must be higher or lower, got {direction!r}", node=node, field="model.metrics.direction",
+              at=raw)
+        ok = False
+    if not ok:
+        return None
+    higher = higher_is_better(primary) if direction is None else direction == "higher"
+    return MetricSpec(primary=primary, higher_is_better=higher, also=tuple(also))
 
 
 def _parse_gates(c: _Checker, raw: Any, node: str) -> GateSpec | None:

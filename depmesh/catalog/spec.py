@@ -172,6 +172,15 @@ GATE_KEYS = {
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """Metrics by scikit-learn scorer name; ``primary`` is what the quality and subgroup gates judge."""
+
+    primary: str
+    higher_is_better: bool = True
+    also: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     trainer: str
     target: str | None
@@ -184,6 +193,7 @@ class ModelSpec:
     # opt-in for estimators skops cannot hold, pickle
     serializer: str = "skops"
     trusted_types: tuple[str, ...] = ()  # extra types a skops file may load (beyond scikit-learn's)
+    metrics: MetricSpec | None = None  # declared metrics (else the trainer's, judged by the task's default)
 
 
 @dataclass(frozen=True)

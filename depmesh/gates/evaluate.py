@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from depmesh.catalog import GateSpec
-from depmesh.models import PRIMARY_METRIC, InvalidInput, TrainedModel, measure_latency
+from depmesh.models import InvalidInput, TrainedModel, measure_latency, primary_of
 
 QUALITY, LATENCY, SUBGROUPS, MALFORMED, MEMORY = (
     "gate_quality", "gate_latency", "gate_subgroups", "gate_malformed_input", "gate_memory")
@@ -67,10 +67,11 @@ def _baseline(model: TrainedModel, evaluation: tuple[Any, Any] | None) -> tuple[
     (silhouette 0)."""
     import numpy as np
 
-    metric, _ = PRIMARY_METRIC[model.task]
+    metric, _ = primary_of(model)
     reported = model.metrics.get(f"baseline_{metric}")
     if reported is not None and np.isfinite(float(reported)):
-        return float(reported), "naive baseline (the trainer's)"
+        source = "depmesh's dummy estimator" if model.primary_metric else "the trainer's"
+        return float(reported), f"naive baseline ({source})"
     if model.task == "regression":
         if evaluation is None:
             raise ValueError(f"no baseline: the trainer of {model.node} reported no baseline_{metric} and left no "
@@ -87,7 +88,7 @@ def _baseline(model: TrainedModel, evaluation: tuple[Any, Any] | None) -> tuple[
 
 def quality(model: TrainedModel, spec: GateSpec, production: dict[str, float] | None,
             evaluation: tuple[Any, Any] | None = None) -> GateResult:
-    metric, higher = PRIMARY_METRIC[model.task]
+    metric, higher = primary_of(model)
     value = float(model.metrics.get(metric, float("nan")))
     if production and metric in production:
         reference, against = float(production[metric]), "Production"
@@ -165,7 +166,7 @@ def latency(model: TrainedModel, spec: GateSpec, single_calls: int = 30, batch_c
                       figures)
 
 
-def _score(task: str, y: Any, predicted: Any) -> float | None:
+def _score(task: str, y: Any, predicted: Any, classes: Any = None) -> float | None:
     import numpy as np
 
     if task == "regression":
@@ -178,17 +179,28 @@ def _score(task: str, y: Any, predicted: Any) -> float | None:
         predicted = np.asarray(predicted)
         if predicted.ndim == 2:  # several classes: one-vs-rest over the classes this group holds
             try:
-                return float(roc_auc_score(y, predicted, multi_class="ovr", labels=list(range(predicted.shape[1]))))
+                labels = list(classes) if classes is not None else list(range(predicted.shape[1]))
+                return float(roc_auc_score(y, predicted, multi_class="ovr", labels=labels))
             except ValueError:
                 return None
         return float(roc_auc_score(y, predicted))
     return None
 
 
+def _declared_score(model: TrainedModel, frame: Any, y: Any) -> float | None:
+    """The declared scorer on one group; None where it is undefined there (one class only, say)."""
+    from depmesh.metrics import score
+
+    try:
+        return score(model, model.primary_metric[0], frame, y)
+    except ValueError:
+        return None
+
+
 def subgroups(model: TrainedModel, spec: GateSpec, evaluation: tuple[Any, Any] | None) -> GateResult:
     import numpy as np
 
-    metric, higher = PRIMARY_METRIC[model.task]
+    metric, higher = primary_of(model)
     if not spec.subgroups:
         return GateResult(SUBGROUPS, True, "no subgroup columns declared for this model", {"groups": 0})
     if evaluation is None or model.task == "clustering":
@@ -205,7 +217,9 @@ def subgroups(model: TrainedModel, spec: GateSpec, evaluation: tuple[Any, Any] |
         for value, index in frame.groupby(column, sort=True).indices.items():
             if len(index) < spec.subgroup_min_rows:
                 continue
-            score = _score(model.task, np.asarray(y)[index], np.asarray(predicted)[index])
+            score = (_declared_score(model, frame.iloc[index], np.asarray(y)[index]) if model.primary_metric
+                     else _score(model.task, np.asarray(y)[index], np.asarray(predicted)[index],
+                                 getattr(model.estimator, "classes_", None)))
             if score is not None:
                 scores[str(value)] = score
                 rows.append({"column": column, "group": str(value), metric: round(score, 4), "rows": len(index)})

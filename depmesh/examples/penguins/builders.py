@@ -87,8 +87,7 @@ def train_species(inputs: dict[str, Any], ctx: Any) -> TrainedModel:
                      "accuracy": float(accuracy_score(y_eval, np.asarray(classes)[proba.argmax(axis=1)])),
                      "eval_rows": float(len(y_eval))}
     model.rows_trained = int(train.sum())
-    # the gates score one-vs-rest probabilities against class indices
-    ctx.evaluation = (frame[evaluate].reset_index(drop=True), np.array([classes.index(v) for v in y_eval]))
+    ctx.evaluation = (frame[evaluate].reset_index(drop=True), y_eval)
     return model
 
 
