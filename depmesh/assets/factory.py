@@ -201,7 +201,7 @@ def _model_metadata(model: Any, node: NodeSpec, inputs: dict[str, Any], code: st
         "input_data_versions": MetadataValue.json(input_versions),
         "trained_against": MetadataValue.json(model.lineage()),
         "library_versions": MetadataValue.json(library_versions()),
-        "evaluation_window": f"[{spec.split.train_until}, {spec.split.evaluate_until}) on {spec.split.time_column}",
+        "evaluation_window": spec.split.describe(),
         "seconds": round(seconds, 3),
     }
     for metric, value in model.metrics.items():

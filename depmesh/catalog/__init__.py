@@ -9,21 +9,24 @@ from depmesh.catalog.spec import (
     KINDS,
     SEVERITIES,
     ColumnSpec,
+    ColumnSplit,
     ContractSpec,
     DistributionSpec,
     EdgeContract,
     ExpectationSpec,
     FreshnessSpec,
     GateSpec,
+    MetricSpec,
     MeshSpec,
     ModelSpec,
     NodeSpec,
+    RandomSplit,
     TimeSplit,
 )
 
 __all__ = [
     "CRITICALITY_WEIGHTS", "DTYPES", "EXTRA_EXPECTATIONS", "KIND_GROUPS", "KINDS", "SEVERITIES", "CatalogError",
-    "ColumnSpec", "ContractSpec", "DistributionSpec", "EdgeContract", "ExpectationSpec", "FreshnessSpec", "GateSpec",
-    "MeshSpec", "ModelSpec", "NodeSpec", "Problem", "TimeSplit", "load_catalog", "parse_catalog",
+    "ColumnSpec", "ColumnSplit", "ContractSpec", "DistributionSpec", "EdgeContract", "ExpectationSpec", "FreshnessSpec", "GateSpec",
+    "MeshSpec", "MetricSpec", "ModelSpec", "NodeSpec", "Problem", "RandomSplit", "TimeSplit", "load_catalog", "parse_catalog",
     "resolve_entrypoint",
 ]

@@ -468,20 +468,7 @@ def _parse_model(c: _Checker, raw: Any, node: str) -> ModelSpec | None:
     split = None
     rs = raw.get("split")
     if rs is not None and c.typed(rs, dict, "a mapping", node=node, field="model.split", at=raw):
-        c.keys(rs, SPLIT_KEYS, node=node, prefix="model.split.")
-        dates = {}
-        for key in ("train_until", "evaluate_until"):
-            d = _as_date(rs.get(key))
-            if d is None:
-                c.add(f"expected a date like 2013-10-01, got {rs.get(key)!r}", node=node, field=f"model.split.{key}", at=rs)
-            dates[key] = d
-        tc = rs.get("time_column")
-        if not c.typed(tc, str, "a column name", node=node, field="model.split.time_column", at=rs):
-            tc = None
-        if all(dates.values()) and dates["train_until"] >= dates["evaluate_until"]:
-            c.add("train_until must be before evaluate_until", node=node, field="model.split", at=rs)
-        elif all(dates.values()) and tc:
-            split = TimeSplit(time_column=tc, **dates)
+        split = _parse_split(c, rs, node)
     schedule = raw.get("schedule")
     if schedule is not None:
         from dagster._utils.schedules import is_valid_cron_string
@@ -541,6 +528,68 @@ def _parse_metrics(c: _Checker, raw: Any, node: str) -> Any:
         return None
     higher = higher_is_better(primary) if direction is None else direction == "higher"
     return MetricSpec(primary=primary, higher_is_better=higher, also=tuple(also))
+
+
+SPLIT_KINDS = {"time": SPLIT_KEYS, "random": {"kind", "evaluate_share", "score_share", "seed", "key"},
+               "column": {"kind", "column", "evaluate", "score"}}
+
+
+def _parse_split(c: _Checker, rs: Mapping, node: str) -> Any:
+    """A time split (the default), a seeded random split, or a split by a group or holdout column."""
+    from depmesh.catalog.spec import ColumnSplit, RandomSplit
+
+    kind = rs.get("kind", "time")
+    if kind not in SPLIT_KINDS:
+        c.add(f"unknown split kind {kind!r} (known: {', '.join(SPLIT_KINDS)})", node=node, field="model.split.kind",
+              at=rs)
+        return None
+    c.keys(rs, SPLIT_KINDS[kind] | {"kind"}, node=node, prefix="model.split.")
+    if kind == "random":
+        shares = {}
+        for key, default in (("evaluate_share", None), ("score_share", 0.0)):
+            value = rs.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                c.add(f"expected a share between 0 and 1, got {value!r}", node=node, field=f"model.split.{key}", at=rs)
+                return None
+            shares[key] = float(value)
+        if shares["evaluate_share"] <= 0 or sum(shares.values()) >= 1:
+            c.add("evaluate_share must be above 0 and leave rows to train on", node=node, field="model.split", at=rs)
+            return None
+        seed, key = rs.get("seed", 0), rs.get("key")
+        if not c.typed(seed, int, "a whole number", node=node, field="model.split.seed", at=rs) or (
+                key is not None and not c.typed(key, str, "a column name", node=node, field="model.split.key", at=rs)):
+            return None
+        return RandomSplit(seed=seed, key=key, **shares)
+    if kind == "column":
+        column = rs.get("column")
+        if not c.typed(column, str, "a column name", node=node, field="model.split.column", at=rs):
+            return None
+        parts = {}
+        for key in ("evaluate", "score"):
+            value = rs.get(key, [])
+            if not isinstance(value, list) or (key == "evaluate" and not value):
+                c.add(f"expected a list of {column} values" + (" (at least one)" if key == "evaluate" else ""),
+                      node=node, field=f"model.split.{key}", at=rs)
+                return None
+            parts[key] = tuple(value)
+        if set(parts["evaluate"]) & set(parts["score"]):
+            c.add("a value cannot be both evaluated and scored", node=node, field="model.split", at=rs)
+            return None
+        return ColumnSplit(column=column, **parts)
+    dates = {}
+    for key in ("train_until", "evaluate_until"):
+        d = _as_date(rs.get(key))
+        if d is None:
+            c.add(f"expected a date like 2013-10-01, got {rs.get(key)!r}", node=node, field=f"model.split.{key}", at=rs)
+        dates[key] = d
+    tc = rs.get("time_column")
+    if not c.typed(tc, str, "a column name", node=node, field="model.split.time_column", at=rs):
+        tc = None
+    if all(dates.values()) and dates["train_until"] >= dates["evaluate_until"]:
+        c.add("train_until must be before evaluate_until", node=node, field="model.split", at=rs)
+    elif all(dates.values()) and tc:
+        return TimeSplit(time_column=tc, **dates)
+    return None
 
 
 def _parse_gates(c: _Checker, raw: Any, node: str) -> GateSpec | None:

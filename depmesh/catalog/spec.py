@@ -147,6 +147,41 @@ class TimeSplit:
     train_until: date
     evaluate_until: date
 
+    def describe(self) -> str:
+        return f"[{self.train_until}, {self.evaluate_until}) on {self.time_column}"
+
+
+@dataclass(frozen=True)
+class RandomSplit:
+    """Rows assigned by a seeded hash of ``key`` (or of the row position):
+    ``evaluate_share`` evaluated, ``score_share`` scored, the rest trained on.
+    The same row lands in the same part in every run, whatever the row order."""
+
+    evaluate_share: float
+    score_share: float = 0.0
+    seed: int = 0
+    key: str | None = None
+
+    def describe(self) -> str:
+        return (f"a seeded random split (seed {self.seed}, by {self.key or 'row position'}): "
+                f"{self.evaluate_share:.0%} evaluated, {self.score_share:.0%} scored")
+
+
+@dataclass(frozen=True)
+class ColumnSplit:
+    """Rows assigned by the value of a group or holdout column."""
+
+    column: str
+    evaluate: tuple[Any, ...]
+    score: tuple[Any, ...] = ()
+
+    def describe(self) -> str:
+        return (f"{self.column} in {list(self.evaluate)} evaluated" +
+                (f", in {list(self.score)} scored" if self.score else "") + ", the rest trained on")
+
+
+Split = TimeSplit | RandomSplit | ColumnSplit
+
 
 @dataclass(frozen=True)
 class GateSpec:
@@ -184,7 +219,7 @@ class MetricSpec:
 class ModelSpec:
     trainer: str
     target: str | None
-    split: TimeSplit
+    split: "Split"
     seed: int = 0
     params: Mapping[str, Any] = field(default_factory=dict)
     schedule: str | None = None  # cron: when to retrain

@@ -20,9 +20,10 @@ def render_card(node: NodeSpec, model: Any, gates: list[Any], input_versions: di
            if spec.target else "") + ".",
         "",
         "## Training data and window",
-        f"Trained on rows with `{split.time_column}` before {split.train_until} ({model.rows_trained:,} rows); "
-        f"evaluated on the fixed window [{split.train_until}, {split.evaluate_until}); scores from "
-        f"{split.evaluate_until} on.",
+        (f"Trained on rows with `{split.time_column}` before {split.train_until} ({model.rows_trained:,} rows); "
+         f"evaluated on the fixed window [{split.train_until}, {split.evaluate_until}); scores from "
+         f"{split.evaluate_until} on." if hasattr(split, "time_column") else
+         f"Split: {split.describe()}; trained on {model.rows_trained:,} rows."),
         "",
         "| input | data version |", "|---|---|",
         *[f"| {name} | `{version}` |" for name, version in sorted(input_versions.items())],
@@ -43,7 +44,7 @@ def render_card(node: NodeSpec, model: Any, gates: list[Any], input_versions: di
     lines += [f"- {name} @ `{version}`" for name, version in sorted(upstream.items())] or ["- none"]
     lines += [
         "", "## Known limits",
-        f"- Judged on one fixed window ({split.train_until} to {split.evaluate_until}); behaviour outside the "
+        f"- Judged on one fixed evaluation set ({split.describe()}); behaviour outside the "
         "ranges seen in training is not measured.",
         "- It serves only with the upstream model versions listed above (they are embedded in its artifact).",
         "", "## Rollback procedure",
