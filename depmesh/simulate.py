@@ -181,22 +181,37 @@ def _copy_asset(prod, sim, name: str, production_instance, instance) -> None:
     instance.report_runless_asset_event(AssetMaterialization(AssetKey(key_path), metadata=dict(metadata)))
 
 
-def _shift(prod_value: Any, sim_value: Any, unique_key: str | None) -> dict[str, float]:
-    """How much the predictions moved: for scores tables aligned on their key."""
+DEFAULT_PREDICTIONS = ("prediction", "probability")
+
+
+def _shift(prod_value: Any, sim_value: Any, unique_key: str | None,
+           columns: tuple[str, ...] = DEFAULT_PREDICTIONS) -> dict[str, float]:
+    """How much the predictions moved, for each prediction column (the scores
+    node's ``predictions`` in the catalog, else prediction and probability),
+    rows aligned on the table's unique key: numbers by their mean absolute
+    shift, labels (a class) by the share of rows whose label changed."""
     import numpy as np
+    import pandas as pd
 
     out: dict[str, float] = {}
-    for column in ("prediction", "probability"):
+    for column in columns:
         if column not in getattr(prod_value, "columns", []) or column not in getattr(sim_value, "columns", []):
             continue
+        numeric = pd.api.types.is_numeric_dtype(prod_value[column]) and pd.api.types.is_numeric_dtype(sim_value[column])
         if unique_key and unique_key in prod_value and unique_key in sim_value:
             joined = prod_value[[unique_key, column]].merge(sim_value[[unique_key, column]], on=unique_key,
                                                             suffixes=("_prod", "_sim"))
-            delta = (joined[f"{column}_sim"] - joined[f"{column}_prod"]).abs()
-            out[f"{column}_mean_abs_shift"] = float(delta.mean()) if len(delta) else 0.0
-            out[f"{column}_changed_share"] = float((delta > 1e-9).mean()) if len(delta) else 0.0
-        out[f"{column}_mean_prod"] = float(np.mean(prod_value[column]))
-        out[f"{column}_mean_sim"] = float(np.mean(sim_value[column]))
+            before, after = joined[f"{column}_prod"], joined[f"{column}_sim"]
+            if numeric:
+                delta = (after - before).abs()
+                out[f"{column}_mean_abs_shift"] = float(delta.mean()) if len(delta) else 0.0
+                changed = delta > 1e-9
+            else:
+                changed = before.astype(str) != after.astype(str)
+            out[f"{column}_changed_share"] = float(changed.mean()) if len(changed) else 0.0
+        if numeric:
+            out[f"{column}_mean_prod"] = float(np.mean(prod_value[column]))
+            out[f"{column}_mean_sim"] = float(np.mean(sim_value[column]))
     return out
 
 
@@ -315,7 +330,7 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
                         shift.update({f"{k}_sim": float(v) for k, v in sim_value.metrics.items() if k != "eval_rows"})
                     else:
                         unique = next((c.name for c in (node.contract.columns if node.contract else ()) if c.unique), None)
-                        shift = _shift(prod_value, sim_value, unique)
+                        shift = _shift(prod_value, sim_value, unique, node.predictions or DEFAULT_PREDICTIONS)
                 outcomes.append(NodeOutcome(name, node.kind, depth[name], outcome,
                                             failed.get(name, []), warned.get(name, []), shift, errors.get(name)))
         finally:

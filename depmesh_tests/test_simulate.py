@@ -162,3 +162,36 @@ def test_a_simulation_on_postgres_writes_nothing_to_production(postgres_server_u
             assert digests(storage_dir(instance)) == files
         finally:
             instance.dispose()
+
+
+def test_the_shift_covers_the_declared_prediction_columns_labels_included():
+    import pandas as pd
+
+    from depmesh.simulate import _shift
+
+    prod = pd.DataFrame({"id": [1, 2, 3], "prediction": ["A", "B", "A"], "probability_A": [0.9, 0.2, 0.8]})
+    sim = pd.DataFrame({"id": [3, 2, 1], "prediction": ["A", "A", "A"], "probability_A": [0.8, 0.6, 0.9]})
+    shift = _shift(prod, sim, "id", ("prediction", "probability_A"))
+    assert shift["prediction_changed_share"] == pytest.approx(1 / 3)
+    assert shift["probability_A_mean_abs_shift"] == pytest.approx(0.4 / 3)
+    assert shift["probability_A_changed_share"] == pytest.approx(1 / 3)
+    assert "prediction_mean_prod" not in shift  # labels have no mean
+    assert _shift(prod, sim, "id") == {"prediction_changed_share": pytest.approx(1 / 3)}  # the default columns
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("    predictions: [prediction, probability_Adelie, probability_Chinstrap, probability_Gentoo]",
+     "    predictions: [prediction, probability_Emperor]", "prediction column 'probability_Emperor' is not in"),
+    ("    compute: depmesh.examples.penguins.builders:penguin_features",
+     "    compute: depmesh.examples.penguins.builders:penguin_features\n    predictions: [bill_ratio]",
+     "only scores nodes declare prediction columns, this node is a features"),
+])
+def test_prediction_columns_are_checked_at_validation(tmp_path, old, new, message):
+    from depmesh.catalog import CatalogError, load_catalog
+    from depmesh.examples import PENGUINS_CATALOG
+
+    text = PENGUINS_CATALOG.read_text()
+    assert old in text
+    (tmp_path / "p.yaml").write_text(text.replace(old, new))
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(tmp_path / "p.yaml")

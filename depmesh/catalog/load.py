@@ -53,7 +53,7 @@ MAX_CHAIN_DEPTH = 5000
 TOP_KEYS = {"mesh", "version", "description", "nodes"}
 NODE_KEYS = {
     "name", "kind", "owner", "description", "inputs", "tags", "criticality",
-    "compute", "params", "contract", "model",
+    "compute", "params", "contract", "model", "predictions",
 }
 MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule", "gates", "serializer", "trusted_types",
               "metrics"}
@@ -706,6 +706,18 @@ def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
     if contract is not None and kind == "model":
         c.add("a model's output is not a table, so it takes no table contract", node=label, field="contract", at=raw)
 
+    predictions: tuple[str, ...] = ()
+    if "predictions" in raw:
+        if kind != "scores":
+            c.add(f"only scores nodes declare prediction columns, this node is a {kind}", node=label,
+                  field="predictions", at=raw)
+        else:
+            predictions = _column_list(c, raw["predictions"], node=label, field="predictions", at=raw) or ()
+            declared = {col.name for col in contract.columns} if contract is not None else set()
+            for column in predictions if declared else ():
+                if column not in declared:
+                    c.add(f"prediction column {column!r} is not in the node's contract", node=label,
+                          field="predictions", at=raw)
     if not isinstance(name, str) or kind not in KINDS or not isinstance(owner, str):
         return None
     return NodeSpec(
@@ -713,7 +725,7 @@ def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
         inputs=tuple(i for i in inputs if isinstance(i, str)), tags={str(k): str(v) for k, v in tags.items()},
         criticality=criticality if criticality in CRITICALITY_WEIGHTS else "medium",
         compute=compute, params=dict(params), contract=contract, model=model, edges=edges,
-        line=getattr(raw, "line", None),
+        predictions=tuple(predictions), line=getattr(raw, "line", None),
     )
 
 

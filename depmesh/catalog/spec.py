@@ -245,6 +245,7 @@ class NodeSpec:
     contract: ContractSpec | None = None
     model: ModelSpec | None = None
     edges: Mapping[str, EdgeContract] = field(default_factory=dict)  # input name -> what this node needs of it
+    predictions: tuple[str, ...] = ()  # a scores node's prediction columns (what a simulation compares)
     line: int | None = None
 
     @property
