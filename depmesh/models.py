@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-TASKS = ("regression", "classification", "clustering")
+TASKS = ("regression", "classification", "clustering", "custom")
 
 # The metric each task is judged by, and whether higher is better.
 PRIMARY_METRIC = {"regression": ("mae", False), "classification": ("roc_auc", True), "clustering": ("silhouette", True)}
@@ -20,8 +20,15 @@ PRIMARY_METRIC = {"regression": ("mae", False), "classification": ("roc_auc", Tr
 
 def primary_of(model: "TrainedModel") -> tuple[str, bool]:
     """The metric a model is judged by and whether higher is better: the
-    catalog's declared one, else its task's default."""
-    return model.primary_metric or PRIMARY_METRIC[model.task]
+    catalog's declared one, else its task's default. A ``custom`` task (any
+    estimator with ``predict``: a ranker, a forecaster) has no default: its
+    catalog entry declares ``model.metrics``."""
+    if model.primary_metric:
+        return model.primary_metric
+    if model.task not in PRIMARY_METRIC:
+        raise ValueError(f"model {model.node} is a {model.task!r} task, which has no default metric: declare "
+                         "model.metrics (primary: a scikit-learn scorer name) in the catalog")
+    return PRIMARY_METRIC[model.task]
 
 
 class EmptyTrainingData(ValueError):
@@ -161,6 +168,29 @@ class TrainedModel:
             out[name] = model.version
             out.update(model.lineage())
         return out
+
+
+def score_table(model: TrainedModel, rows: Any, keep: list[str]) -> Any:
+    """A scores table for any task: the ``keep`` columns of ``rows``, then
+    ``prediction`` (the value, the cluster or the class); for a binary
+    classifier ``probability`` (of the positive class); for three or more
+    classes ``probability_<class>`` for each class; and ``model_version``."""
+    import numpy as np
+    import pandas as pd
+
+    out = rows[keep].reset_index(drop=True).copy()
+    classes = list(getattr(model.estimator, "classes_", []))
+    if model.task == "classification" and len(classes) > 2:
+        proba = np.asarray(model.predict_proba(rows), dtype="float64")
+        out["prediction"] = pd.Series(np.asarray(classes, dtype=object)[proba.argmax(axis=1)], dtype="string")
+        for i, name in enumerate(classes):
+            out[f"probability_{name}"] = proba[:, i]
+    else:
+        out["prediction"] = np.asarray(model.predict(rows))
+        if model.task == "classification":
+            out["probability"] = np.asarray(model.predict_proba(rows), dtype="float64")
+    out["model_version"] = model.version
+    return out
 
 
 def measure_latency(model: TrainedModel, rows: int = 30, stop_above_ms: float | None = None) -> dict[str, float]:

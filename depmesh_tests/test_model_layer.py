@@ -164,3 +164,45 @@ def test_bad_splits_are_named_at_validation(tmp_path, split, message):
         load_catalog(tmp_path / "p.yaml")
     [problem] = [str(p) for p in refused.value.problems]
     assert "node models/colonies" in problem and message in problem
+
+
+class Forecaster:
+    """A custom task's estimator: not scikit-learn, just predict."""
+
+    def predict(self, frame):
+        return 2 * np.asarray(frame["x"], dtype="float64")
+
+
+def test_a_custom_task_is_judged_by_the_metric_its_catalog_declares():
+    from depmesh.catalog import MetricSpec
+    from depmesh.metrics import declared_metrics
+
+    frame = pd.DataFrame({"x": np.arange(300.0), "region": np.where(np.arange(300) % 3 == 0, "north", "south")})
+    y = 2 * frame["x"].to_numpy() + np.random.default_rng(0).normal(0, 1, 300)
+    model = TrainedModel(node="models/forecast", task="custom", estimator=Forecaster(), features=["x"],
+                         target="y", prediction_column="pred_forecast", version="v1",
+                         sample_input=frame.head(32))
+    model.metrics = declared_metrics(model, MetricSpec(primary="r2", also=("neg_mean_absolute_error",)), (frame, y))
+    assert model.metrics["r2"] > 0.99 and model.metrics["baseline_r2"] <= 0
+    model.primary_metric = ("r2", True)
+    spec = GateSpec(subgroups=("region",), subgroup_min_rows=50, subgroup_limit=0.9)
+    results = {r.name: r for r in gates.evaluate_gates(model, spec, (frame, y), None)}
+    assert results[gates.QUALITY].passed and results[gates.QUALITY].figures["metric"] == "r2"
+    assert results[gates.SUBGROUPS].passed and results[gates.SUBGROUPS].figures["groups"] == 2
+    undeclared = TrainedModel(node="models/forecast", task="custom", estimator=Forecaster(), features=["x"],
+                              target="y", prediction_column="p", version="v1", metrics={"r2": 0.9})
+    quality = gates.evaluate_gates(undeclared, GateSpec(), (frame, y), None)[0]
+    assert not quality.passed and "has no default metric: declare model.metrics" in quality.summary
+
+
+def test_scores_tables_follow_the_task(iris_model):
+    from depmesh.models import score_table
+
+    model, (frame, _) = iris_model
+    multi = score_table(model, frame.head(4), ["site"])
+    assert list(multi.columns) == ["site", "prediction", "probability_0", "probability_1", "probability_2",
+                                   "model_version"]
+    regression = TrainedModel(node="models/f", task="custom", estimator=Forecaster(), features=["x"], target="y",
+                              prediction_column="p", version="v9")
+    table = score_table(regression, pd.DataFrame({"x": [1.0, 2.0], "id": [7, 8]}), ["id"])
+    assert list(table.columns) == ["id", "prediction", "model_version"] and table["prediction"].tolist() == [2.0, 4.0]

@@ -132,18 +132,10 @@ def train_colonies(inputs: dict[str, Any], ctx: Any) -> TrainedModel:
 
 def score_species(inputs: dict[str, Any], ctx: Any) -> Any:
     """For the birds after the evaluation window: the predicted species and one probability per species."""
-    import numpy as np
-    import pandas as pd
+    from depmesh.models import score_table
 
     model = inputs["models/species"]
     frame = inputs["features/penguins"]
     _, _, scoring = split_masks(frame, model.split)
     rows = frame[scoring].reset_index(drop=True)
-    proba = np.asarray(model.predict_proba(rows), dtype="float64")
-    classes = list(model.estimator.classes_)
-    out = rows[["penguin_id", "observed", "species"]].rename(columns={"species": "actual"})
-    out["prediction"] = pd.Series(np.asarray(classes, dtype=object)[proba.argmax(axis=1)], dtype="string")
-    for i, name in enumerate(classes):
-        out[f"probability_{name}"] = proba[:, i]
-    out["model_version"] = model.version
-    return out
+    return score_table(model, rows, ["penguin_id", "observed"]).assign(actual=rows["species"])
