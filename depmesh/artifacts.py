@@ -164,11 +164,12 @@ def _frame_bytes(frame: Any) -> bytes | None:
 def _split_json(split: Any) -> dict[str, Any] | None:
     from dataclasses import asdict
 
-    from depmesh.catalog.spec import ColumnSplit, RandomSplit
+    from depmesh.catalog.spec import ColumnSplit, RandomSplit, TableSplit
 
     if split is None:
         return None
-    kind = "random" if isinstance(split, RandomSplit) else "column" if isinstance(split, ColumnSplit) else "time"
+    kind = ("random" if isinstance(split, RandomSplit) else "column" if isinstance(split, ColumnSplit)
+            else "table" if isinstance(split, TableSplit) else "time")
     fields = {k: (v.isoformat() if hasattr(v, "isoformat") else list(v) if isinstance(v, tuple) else v)
               for k, v in asdict(split).items()}
     return {"kind": kind, **fields} if kind != "time" else fields  # time splits keep the format of before
@@ -179,10 +180,12 @@ def _split_from(raw: dict[str, Any] | None) -> Any:
         return None
     from datetime import date
 
-    from depmesh.catalog.spec import ColumnSplit, RandomSplit, TimeSplit
+    from depmesh.catalog.spec import ColumnSplit, RandomSplit, TableSplit, TimeSplit
 
     raw = dict(raw)
     kind = raw.pop("kind", "time")
+    if kind == "table":
+        return TableSplit(**raw)
     if kind == "random":
         return RandomSplit(**raw)
     if kind == "column":

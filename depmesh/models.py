@@ -170,6 +170,22 @@ class TrainedModel:
         return out
 
 
+def split_frames(frame: Any, split: Any, inputs: dict[str, Any] | None = None) -> tuple[Any, Any, Any]:
+    """(train, evaluate, score) frames for any split: masks of ``frame``, or
+    for a fixed evaluation table all of ``frame`` to train on and the table
+    from ``inputs`` to evaluate on (nothing to score)."""
+    from depmesh.catalog.spec import TableSplit
+
+    if isinstance(split, TableSplit):
+        table = (inputs or {}).get(split.evaluate)
+        if table is None or len(table) == 0:
+            raise EmptyTrainingData(f"the fixed evaluation table {split.evaluate} is missing or empty")
+        return frame.reset_index(drop=True), table.reset_index(drop=True), frame.head(0)
+    train, evaluate, score = split_masks(frame, split)
+    return (frame[train].reset_index(drop=True), frame[evaluate].reset_index(drop=True),
+            frame[score].reset_index(drop=True))
+
+
 def score_table(model: TrainedModel, rows: Any, keep: list[str]) -> Any:
     """A scores table for any task: the ``keep`` columns of ``rows``, then
     ``prediction`` (the value, the cluster or the class); for a binary
@@ -225,8 +241,11 @@ def split_masks(frame: Any, split: Any) -> tuple[Any, Any, Any]:
     import numpy as np
     import pandas as pd
 
-    from depmesh.catalog.spec import ColumnSplit, RandomSplit
+    from depmesh.catalog.spec import ColumnSplit, RandomSplit, TableSplit
 
+    if isinstance(split, TableSplit):
+        raise ValueError(f"a fixed evaluation table ({split.evaluate}) splits no frame: use "
+                         "depmesh.models.split_frames(frame, split, inputs)")
     if isinstance(split, RandomSplit):
         ids = frame[split.key] if split.key else pd.Series(np.arange(len(frame)), index=frame.index)
         salt = pd.util.hash_pandas_object(pd.Series([split.seed]), index=False).iloc[0]

@@ -206,3 +206,34 @@ def test_scores_tables_follow_the_task(iris_model):
                               prediction_column="p", version="v9")
     table = score_table(regression, pd.DataFrame({"x": [1.0, 2.0], "id": [7, 8]}), ["id"])
     assert list(table.columns) == ["id", "prediction", "model_version"] and table["prediction"].tolist() == [2.0, 4.0]
+
+
+def test_a_fixed_evaluation_table_is_what_the_model_is_judged_on(tmp_path):
+    from depmesh.assets.io import recorded_metadata
+
+    text = CLINIC_CATALOG.read_text().replace(
+        "  - name: models/progression\n", "  - name: features/holdout\n    kind: features\n    owner: team:clinical-data\n"
+        "    inputs: [raw/patients]\n    compute: depmesh.examples.clinic.builders:holdout_patients\n\n"
+        "  - name: models/progression\n")
+    text = text.replace(
+        "    inputs: [features/patients]\n    model:\n      trainer: depmesh.examples.clinic.builders:train_progression",
+        "    inputs: [features/patients, features/holdout]\n    model:\n"
+        "      trainer: depmesh.examples.clinic.builders:train_progression")
+    text = text.replace("      params: {alpha: 1.0}\n      seed: 1\n      split: {time_column: visit_date, "
+                        "train_until: 2020-10-01, evaluate_until: 2021-01-01}",
+                        "      params: {alpha: 1.0}\n      seed: 1\n      split: {kind: table, evaluate: features/holdout}")
+    (tmp_path / "clinic.yaml").write_text(text)
+    mesh = load_catalog(tmp_path / "clinic.yaml")
+    assert mesh.node("models/progression").model.split.evaluate == "features/holdout"
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        assert materialize_mesh(mesh, instance).success
+        md = recorded_metadata(instance, ["models", "progression"])
+        assert md["evaluation_window"] == "the fixed evaluation table features/holdout"
+        assert md["metric/eval_rows"] == 88  # 442 patients, every fifth
+    bad = text.replace("    inputs: [features/patients, features/holdout]\n", "    inputs: [features/patients]\n", 1)
+    (tmp_path / "bad.yaml").write_text(bad)
+    from depmesh.catalog import CatalogError
+
+    with pytest.raises(CatalogError, match="the evaluation table 'features/holdout' must be one of the model's inputs"):
+        load_catalog(tmp_path / "bad.yaml")

@@ -21,12 +21,13 @@ from depmesh.catalog.spec import (
     ModelSpec,
     NodeSpec,
     RandomSplit,
+    TableSplit,
     TimeSplit,
 )
 
 __all__ = [
     "CRITICALITY_WEIGHTS", "DTYPES", "EXTRA_EXPECTATIONS", "KIND_GROUPS", "KINDS", "SEVERITIES", "CatalogError",
     "ColumnSpec", "ColumnSplit", "ContractSpec", "DistributionSpec", "EdgeContract", "ExpectationSpec", "FreshnessSpec", "GateSpec",
-    "MeshSpec", "MetricSpec", "ModelSpec", "NodeSpec", "Problem", "RandomSplit", "TimeSplit", "load_catalog", "parse_catalog",
+    "MeshSpec", "MetricSpec", "ModelSpec", "NodeSpec", "Problem", "RandomSplit", "TableSplit", "TimeSplit", "load_catalog", "parse_catalog",
     "resolve_entrypoint",
 ]

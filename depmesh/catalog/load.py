@@ -531,12 +531,12 @@ def _parse_metrics(c: _Checker, raw: Any, node: str) -> Any:
 
 
 SPLIT_KINDS = {"time": SPLIT_KEYS, "random": {"kind", "evaluate_share", "score_share", "seed", "key"},
-               "column": {"kind", "column", "evaluate", "score"}}
+               "column": {"kind", "column", "evaluate", "score"}, "table": {"kind", "evaluate"}}
 
 
 def _parse_split(c: _Checker, rs: Mapping, node: str) -> Any:
     """A time split (the default), a seeded random split, or a split by a group or holdout column."""
-    from depmesh.catalog.spec import ColumnSplit, RandomSplit
+    from depmesh.catalog.spec import ColumnSplit, RandomSplit, TableSplit
 
     kind = rs.get("kind", "time")
     if kind not in SPLIT_KINDS:
@@ -560,6 +560,11 @@ def _parse_split(c: _Checker, rs: Mapping, node: str) -> Any:
                 key is not None and not c.typed(key, str, "a column name", node=node, field="model.split.key", at=rs)):
             return None
         return RandomSplit(seed=seed, key=key, **shares)
+    if kind == "table":
+        table = rs.get("evaluate")
+        if not c.typed(table, str, "the name of an input table", node=node, field="model.split.evaluate", at=rs):
+            return None
+        return TableSplit(evaluate=table)
     if kind == "column":
         column = rs.get("column")
         if not c.typed(column, str, "a column name", node=node, field="model.split.column", at=rs):
@@ -706,6 +711,10 @@ def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
     if contract is not None and kind == "model":
         c.add("a model's output is not a table, so it takes no table contract", node=label, field="contract", at=raw)
 
+    evaluation_table = getattr(getattr(model, "split", None), "evaluate", None) if model else None
+    if isinstance(evaluation_table, str) and evaluation_table not in inputs:
+        c.add(f"the evaluation table {evaluation_table!r} must be one of the model's inputs", node=label,
+              field="model.split.evaluate", at=raw)
     predictions: tuple[str, ...] = ()
     if "predictions" in raw:
         if kind != "scores":

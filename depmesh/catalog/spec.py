@@ -180,7 +180,18 @@ class ColumnSplit:
                 (f", in {list(self.score)} scored" if self.score else "") + ", the rest trained on")
 
 
-Split = TimeSplit | RandomSplit | ColumnSplit
+@dataclass(frozen=True)
+class TableSplit:
+    """A fixed evaluation table: the rows of input ``evaluate`` are the
+    evaluation set; the trainer's own frame is all training data."""
+
+    evaluate: str
+
+    def describe(self) -> str:
+        return f"the fixed evaluation table {self.evaluate}"
+
+
+Split = TimeSplit | RandomSplit | ColumnSplit | TableSplit
 
 
 @dataclass(frozen=True)

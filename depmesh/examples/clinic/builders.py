@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from depmesh.models import TrainedModel, split_masks
+from depmesh.models import TrainedModel, split_frames, split_masks
 
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
@@ -43,23 +43,26 @@ def _fit(inputs: dict[str, Any], ctx: Any, task: str, features: list[str], posit
     model = TrainedModel(node=ctx.node.name, task=task, estimator=None, features=features, target=spec.target,
                          prediction_column="pred_" + ctx.node.name.split("/")[-1], upstream=upstream,
                          split=spec.split, positive_above=positive_above)
-    train_mask, eval_mask, _ = split_masks(frame, spec.split)
-    prepared = model.with_upstream_predictions(frame)
-    y = prepared[spec.target].to_numpy(dtype="float64")
-    if positive_above is not None:
-        y = (y > positive_above).astype("int64")
+    train_frame, eval_frame, _ = split_frames(frame, spec.split, inputs)  # any split, a fixed table included
+
+    def labels(prepared: Any) -> Any:
+        y = prepared[spec.target].to_numpy(dtype="float64")
+        return (y > positive_above).astype("int64") if positive_above is not None else y
+
+    train, evaluate = model.with_upstream_predictions(train_frame), model.with_upstream_predictions(eval_frame)
+    y_train, y_eval = labels(train), labels(evaluate)
     estimator = Ridge(**spec.params) if task == "regression" else LogisticRegression(max_iter=1000, **spec.params)
     # missing values are imputed: a malformed row gets a prediction, not a crash (gate_malformed_input)
     model.estimator = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), estimator)
-    model.estimator.fit(prepared.loc[train_mask, features], y[train_mask.to_numpy()])
-    model.rows_trained = int(train_mask.sum())
-    model.sample_input = frame[eval_mask].head(32).reset_index(drop=True)
-    ctx.evaluation = (frame[eval_mask].reset_index(drop=True), y[eval_mask.to_numpy()])
-    evaluate, y_eval = prepared.loc[eval_mask, features], y[eval_mask.to_numpy()]
+    model.estimator.fit(train[features], y_train)
+    model.rows_trained = len(train)
+    model.sample_input = eval_frame.head(32)
+    ctx.evaluation = (eval_frame, y_eval)
+    evaluate = evaluate[features]
     if task == "regression":
         from sklearn.metrics import mean_absolute_error
 
-        median = float(np.median(y[train_mask.to_numpy()]))
+        median = float(np.median(y_train))
         model.metrics = {"mae": mean_absolute_error(y_eval, model.estimator.predict(evaluate)),
                          "baseline_mae": mean_absolute_error(y_eval, np.full(len(y_eval), median)),
                          "eval_rows": float(len(y_eval))}
@@ -69,6 +72,12 @@ def _fit(inputs: dict[str, Any], ctx: Any, task: str, features: list[str], posit
         model.metrics = {"roc_auc": roc_auc_score(y_eval, model.estimator.predict_proba(evaluate)[:, 1]),
                          "eval_rows": float(len(y_eval))}
     return model
+
+
+def holdout_patients(inputs: dict[str, Any], ctx: Any) -> Any:
+    """Every fifth patient, kept apart as a fixed evaluation table."""
+    frame = patient_features(inputs, ctx)
+    return frame[frame["patient_id"] % 5 == 0].reset_index(drop=True)
 
 
 def train_progression(inputs: dict[str, Any], ctx: Any) -> TrainedModel:
