@@ -188,8 +188,9 @@ def check_registry(home: Path) -> list[Finding]:
     if error:
         return [Finding(FAIL, "registry", f"registry database at {where} is unreachable: {error}")]
     from depmesh.artifacts import ArtifactStore
+    from depmesh.assets.io import artifacts_dir
 
-    registry = Registry(url, artifacts=ArtifactStore(home / "storage" / "depmesh" / "artifacts"))
+    registry = Registry(url, artifacts=ArtifactStore(artifacts_dir(home)))
     try:
         current, head = registry.schema_revision(), Registry.head_revision()
         if current is None:

@@ -203,4 +203,9 @@ def storage_dir(instance: Any) -> Path:
     return Path(instance.storage_directory()) / "depmesh"
 
 
-__all__ = ["MeshIOManager", "MeshStore", "RECOVER", "recorded_metadata", "storage_dir"]
+def artifacts_dir(home: Path) -> Path:
+    """The artifact store of the instance at ``home`` (its local storage folder), for commands that open no instance."""
+    return Path(home) / "storage" / "depmesh" / "artifacts"
+
+
+__all__ = ["MeshIOManager", "MeshStore", "RECOVER", "artifacts_dir", "recorded_metadata", "storage_dir"]

@@ -21,7 +21,14 @@ from dagster import (
     op,
 )
 
-from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, asset_key, retry_on_lost_database
+from depmesh.assets.factory import (
+    BLOCKED_TAG,
+    IO_MANAGER_KEY,
+    REGISTRY_KEY,
+    annotate_verdict,
+    asset_key,
+    retry_on_lost_database,
+)
 from depmesh.catalog import MeshSpec
 
 def release_key(mesh: MeshSpec | str) -> AssetKey:
@@ -66,7 +73,6 @@ def build_release_asset(mesh: MeshSpec):
     def _record_release(context: AssetExecutionContext):
         import pandas as pd
 
-        from depmesh.assets.factory import annotate_verdict, BLOCKED_TAG
         from depmesh.assets.stages import stage_observations
         from depmesh.gates.release import evaluate_release
 

@@ -13,13 +13,14 @@ from depmesh.cli.common import CATALOG_HELP, FORMAT_OPTION, existing_home, load_
 def open_mesh_registry(home: str | None, catalog: str | None, *, read_only: bool = False):
     """The registry of the catalog's mesh, verifying artifacts in the instance's store."""
     from depmesh.artifacts import ArtifactStore
+    from depmesh.assets.io import artifacts_dir
     from depmesh.instance import prepare_home
     from depmesh.registry.resource import open_registry
     from depmesh.registry.store import RegistryError, default_url
 
     mesh = load_mesh(catalog)
     path = existing_home(home) if read_only else writable_home(home, prepare_home)
-    artifacts = ArtifactStore(path / "storage" / "depmesh" / "artifacts")
+    artifacts = ArtifactStore(artifacts_dir(path))
     try:
         return open_registry(default_url(path), mesh.name, artifacts)
     except RegistryError as exc:
