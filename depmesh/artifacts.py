@@ -49,6 +49,9 @@ TRUSTED_MODULES = ("sklearn.",)
 # function is itself a type skops lists, so it must be trusted on its own)
 TRUSTED_TYPES = ("numpy.dtype", "functools.partial")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+# set on a TrainedModel loaded from, or packed into, a bundle: those bytes are what a downstream bundle embeds
+# (not a dataclass field, so dataclasses.replace, e.g. swapping the estimator, drops it)
+BUNDLE_ATTR = "_bundle"
 RECOVER = ("rebuild that version (materialize the model again: the same inputs and code give the same version, "
            "and the store rewrites a file that fails its hash), or roll back to a version whose artifact is intact")
 
@@ -215,7 +218,8 @@ def pack(model: Any, serializer: str = "skops", trusted: tuple[str, ...] = ()) -
         entries["sample.parquet"] = sample
     upstream = {}
     for i, (name, up) in enumerate(sorted(model.upstream.items())):
-        up_bytes = pack(up, getattr(up, "serializer", "skops"), getattr(up, "trusted_types", ()))
+        # a model loaded from (or packed into) a verified bundle is embedded as those very bytes
+        up_bytes = getattr(up, BUNDLE_ATTR, None) or pack(up, up.serializer, up.trusted_types)
         entries[f"upstream/{i}.model"] = up_bytes
         upstream[name] = {"version": up.version, "sha256": sha256(up_bytes), "entry": f"upstream/{i}.model"}
     manifest = {
@@ -272,9 +276,9 @@ def unpack(payload: bytes, *, expected_sha: str, expected_version: str, what: st
             target=manifest["target"], prediction_column=manifest["prediction_column"], upstream=upstream,
             metrics=manifest["metrics"], rows_trained=manifest["rows_trained"],
             split=_split_from(manifest["split"]), positive_above=manifest["positive_above"],
-            sample_input=sample, categorical=manifest["categorical"], version=manifest["version"])
-        model.serializer = manifest["serializer"]
-        model.trusted_types = tuple(manifest["trusted_types"])
+            sample_input=sample, categorical=manifest["categorical"], version=manifest["version"],
+            serializer=manifest["serializer"], trusted_types=tuple(manifest["trusted_types"]))
+        setattr(model, BUNDLE_ATTR, payload)
     if getattr(model, "version", None) != expected_version:
         raise ArtifactIntegrityError(
             f"{what} holds version {getattr(model, 'version', None)!r}, not the recorded version {expected_version}: "
@@ -310,6 +314,7 @@ class PackedModel:
     def of(cls, model: Any, serializer: str = "skops", trusted: tuple[str, ...] = ()) -> PackedModel:
         model.serializer, model.trusted_types = serializer, tuple(trusted)
         payload = pack(model, serializer, trusted)
+        setattr(model, BUNDLE_ATTR, payload)
         return cls(model, payload, sha256(payload))
 
 
@@ -327,9 +332,6 @@ class ArtifactStore:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ArtifactIntegrityError(f"{digest!r} is not a SHA-256 hex digest")
         return self.root / digest[:2] / f"{digest}{suffix}"
-
-    def relative_path(self, digest: str) -> str:
-        return self.path_for(digest).relative_to(self.root.parent).as_posix()
 
     def find(self, digest: str) -> Path | None:
         for suffix in self.SUFFIXES:

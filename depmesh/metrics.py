@@ -55,7 +55,7 @@ def score(model: Any, name: str, frame: Any, y: Any) -> float:
     return float(get_scorer(name)(_as_estimator(model), frame, y))
 
 
-def baseline(model: Any, name: str, frame: Any, y: Any) -> float:
+def baseline(model: Any, name: str, y: Any) -> float:
     """The scorer on the best constant for these labels: the prior class
     probabilities for a classifier, the median for a regressor."""
     import numpy as np
@@ -74,5 +74,5 @@ def declared_metrics(model: Any, spec: Any, evaluation: tuple[Any, Any] | None) 
                          "(set ctx.evaluation = (frame, labels))")
     frame, y = evaluation
     out = {name: score(model, name, frame, y) for name in (spec.primary, *spec.also)}
-    out[f"baseline_{spec.primary}"] = baseline(model, spec.primary, frame, y)
+    out[f"baseline_{spec.primary}"] = baseline(model, spec.primary, y)
     return out

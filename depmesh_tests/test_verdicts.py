@@ -141,3 +141,22 @@ def test_every_run_says_what_started_it(home, demo_mesh):
     assert home.get_run_by_id(scheduled.run_id).tags["depmesh/trigger"] == "schedule:retrain_dep_delay"
     cli = materialize_mesh(demo_mesh, home, selection=[key("raw/airlines")], tags={"depmesh/trigger": "cli"})
     assert home.get_run_by_id(cli.run_id).tags["depmesh/trigger"] == "cli"
+
+
+def test_the_blocked_tag_names_every_node_a_run_blocked(tmp_path):
+    """Two nodes blocked in one run: the second step must add to the tag, not overwrite the first's."""
+    from dagster import instance_for_test
+
+    from depmesh.catalog import load_catalog
+
+    (tmp_path / "two.yaml").write_text(
+        "mesh: two\nnodes:\n"
+        "  - {name: raw/a, kind: dataset, owner: team:a, compute: depmesh.examples.synthetic:source,\n"
+        "     contract: {row_count: {min: 1000}}}\n"
+        "  - {name: raw/b, kind: dataset, owner: team:a, compute: depmesh.examples.synthetic:source,\n"
+        "     contract: {row_count: {min: 1000}}}\n")
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        result = materialize_mesh(load_catalog(tmp_path / "two.yaml"), instance)
+        tag = instance.get_run_by_id(result.run_id).tags["depmesh/blocked"]
+        assert sorted(tag.split("; ")) == ["raw/a: contract failed", "raw/b: contract failed"]

@@ -209,7 +209,8 @@ def _model_metadata(model: Any, node: NodeSpec, inputs: dict[str, Any], code: st
     return metadata
 
 
-def _gate_results(gates: list[Any]) -> list[AssetCheckResult]:
+def gate_results(gates: list[Any]) -> list[AssetCheckResult]:
+    """GateResults as Dagster check results, their figures as metadata."""
     results = []
     for gate in gates:
         metadata: dict[str, Any] = {}
@@ -241,7 +242,7 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     metadata = _model_metadata(model, node, inputs, code, seconds)
     registry = getattr(context.resources, REGISTRY_KEY).registry
     gates = evaluate_gates(model, node.model.gates, ctx.evaluation, registry.production_metrics(node.name))
-    results = _gate_results(gates)
+    results = gate_results(gates)
     if any(not g.passed for g in gates):
         return results, None
     input_versions = metadata["input_data_versions"].value
@@ -284,6 +285,15 @@ def annotate_verdict(result: AssetCheckResult, judged: str | None, stored: bool,
                             metadata=metadata, description=description)
 
 
+def tag_blocked(context: AssetExecutionContext, name: str, checks: list[str]) -> str:
+    """Add '<name>: <check> failed, ...' to the run's depmesh/blocked tag (after
+    what earlier steps of the run added); returns that text."""
+    why = f"{name}: " + ", ".join(f"{check} failed" for check in checks)
+    previous = context.instance.get_run_by_id(context.run.run_id).tags.get(BLOCKED_TAG)
+    context.instance.add_run_tags(context.run.run_id, {BLOCKED_TAG: f"{previous}; {why}" if previous else why})
+    return why
+
+
 def _blocked(context: AssetExecutionContext, node: NodeSpec, failed: list[AssetCheckResult],
              downstream_of: Any) -> list[Any]:
     """A blocking verdict failed: the step succeeds without output, so Dagster
@@ -292,11 +302,9 @@ def _blocked(context: AssetExecutionContext, node: NodeSpec, failed: list[AssetC
     downstream in this run (an observation naming the blocking node and check)."""
     from dagster import AssetObservation
 
-    why = f"{node.name}: " + ", ".join(f"{r.check_name} failed" for r in failed)
+    why = tag_blocked(context, node.name, [r.check_name for r in failed])
     context.log.error(f"depmesh: {node.name} blocked, not stored, nothing downstream of it runs: "
                       + "; ".join(f"{r.check_name}: {r.description}" for r in failed))
-    previous = context.run.tags.get(BLOCKED_TAG)
-    context.instance.add_run_tags(context.run.run_id, {BLOCKED_TAG: f"{previous}; {why}" if previous else why})
     selected = context.run.asset_selection
     keys = [asset_key(name) for name in downstream_of(node.name)]
     keys = [k for k in keys if not selected or k in selected]  # no selection (or an empty one): the whole job
@@ -437,12 +445,15 @@ def _check_table(context: AssetExecutionContext, node: NodeSpec, df: Any,
 TRIGGER_TAG = "depmesh/trigger"  # what started a run: cli, ui, schedule:<name>, sensor:<name>, backfill
 
 
+_triggers_tagged: set[str] = set()  # runs this process already tagged (once per run, not once per step)
+
+
 def _tag_trigger(context: AssetExecutionContext) -> None:
     """Runs started by `depmesh run` and the sensor carry their trigger tag
     already; a run launched from the UI, a schedule or a backfill gets one
     here, at its first step, so the run list says who or what started it."""
-    tags = context.run.tags
-    if TRIGGER_TAG in tags:
+    tags = context.run.tags  # as the run started: a tag added by an earlier step is not in it
+    if TRIGGER_TAG in tags or context.run.run_id in _triggers_tagged:
         return
     if "dagster/schedule_name" in tags:
         trigger = f"schedule:{tags['dagster/schedule_name']}"
@@ -453,6 +464,7 @@ def _tag_trigger(context: AssetExecutionContext) -> None:
     else:
         trigger = "ui"  # launched through the webserver (the UI or its GraphQL API)
     context.instance.add_run_tags(context.run.run_id, {TRIGGER_TAG: trigger})
+    _triggers_tagged.add(context.run.run_id)
 
 
 SAMPLE_IGNORED_KEY = "depmesh/sample"

@@ -181,9 +181,6 @@ class MeshStore(IOManager):
                     f"{recorded}; refusing to read it. To recover: materialize {name} again")
         return frame
 
-    def verify_model(self, digest: str, version: str) -> None:
-        self.artifacts.verify(digest, version)
-
 
 class MeshIOManager(ConfigurableIOManagerFactory):
     """Stores mesh assets. ``base_dir`` defaults to the instance's storage folder."""

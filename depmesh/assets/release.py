@@ -8,8 +8,6 @@ A failed gate skips it, and the UI shows the red gate on the model.
 """
 
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
     Config,
@@ -22,12 +20,13 @@ from dagster import (
 )
 
 from depmesh.assets.factory import (
-    BLOCKED_TAG,
     IO_MANAGER_KEY,
     REGISTRY_KEY,
     annotate_verdict,
     asset_key,
+    gate_results,
     retry_on_lost_database,
+    tag_blocked,
 )
 from depmesh.catalog import MeshSpec
 
@@ -87,16 +86,12 @@ def build_release_asset(mesh: MeshSpec):
         records = {m: registry.version(m, v) for m, v in members.items()}
         gates = evaluate_release(members, records, registry.artifact_problems(members))
         judged = "the set " + ", ".join(f"{m}@{v}" for m, v in members.items())
-        results = [AssetCheckResult(check_name=g.name, passed=g.passed, description=g.summary,
-                                    severity=AssetCheckSeverity.ERROR,
-                                    metadata={k: v if isinstance(v, (int, float, str)) else MetadataValue.json(v)
-                                              for k, v in g.figures.items()}) for g in gates]
+        results = gate_results(gates)
         failed = [g for g in gates if not g.passed]
         if failed:
             for r in results:
                 yield annotate_verdict(r, judged, False, True)
-            why = f"{name}: " + ", ".join(f"{g.name} failed" for g in failed)
-            context.instance.add_run_tags(context.run.run_id, {BLOCKED_TAG: why})
+            tag_blocked(context, name, [g.name for g in failed])
             context.log.error(f"depmesh: release of {mesh.name} refused, nothing recorded: "
                               + "; ".join(f"{g.name}: {g.summary}" for g in failed))
             return

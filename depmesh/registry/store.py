@@ -133,9 +133,6 @@ def check_actor(actor: Any, reason: Any) -> None:
         raise RegistryError(f"the actor is {len(str(actor))} characters long; the registry keeps at most {ACTOR_MAX}")
 
 
-_require = check_actor
-
-
 def check_release_id(release_id: Any) -> int:
     if isinstance(release_id, bool) or not isinstance(release_id, int) or not 0 < release_id <= MAX_ID:
         raise RegistryError(f"{release_id!r} is not a release id (a whole number from 1 to {MAX_ID}; "
@@ -337,10 +334,13 @@ class Registry:
             if self._set_stage(conn, node, version, stage, actor, reason):
                 self._bump(conn, state, state.production_release_id)
 
+    def _version(self, conn, node: str, version: str) -> dict[str, Any] | None:
+        row = conn.execute(sa.select(model_versions).where(self._where_version(node, version))).first()
+        return _decode(row) if row else None
+
     def version(self, node: str, version: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(model_versions).where(self._where_version(node, version))).first()
-        return _decode(row) if row else None
+            return self._version(conn, node, version)
 
     def _production(self, conn) -> dict[str, str]:
         rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.version).where(
@@ -394,11 +394,7 @@ class Registry:
             return ["no artifact store was given to verify the members' artifacts against"]
         problems = []
         for node, version in sorted(members.items()):
-            if conn is None:
-                info = self.version(node, version)
-            else:
-                row = conn.execute(sa.select(model_versions).where(self._where_version(node, version))).first()
-                info = _decode(row) if row else None
+            info = self.version(node, version) if conn is None else self._version(conn, node, version)
             if info is None:
                 problems.append(f"{node}@{version} is not registered")
                 continue
@@ -408,8 +404,8 @@ class Registry:
                 problems.append(f"{node}@{version}: {exc}")
         return problems
 
-    def _verify(self, members: Mapping[str, str], doing: str) -> None:
-        problems = self.artifact_problems(members)
+    def _verify(self, members: Mapping[str, str], doing: str, conn=None) -> None:
+        problems = self.artifact_problems(members, conn)
         if problems:
             raise RegistryError(f"refused to {doing}: nothing was moved, because " + "; ".join(problems))
 
@@ -430,8 +426,11 @@ class Registry:
         members = dict(sorted(members.items()))
         with self._write() as conn:
             state = self._lock(conn)
+            stages = {}
             for node, version in members.items():
-                if conn.execute(sa.select(model_versions.c.id).where(self._where_version(node, version))).first() is None:
+                stages[node] = conn.execute(sa.select(model_versions.c.stage)
+                                            .where(self._where_version(node, version))).scalar()
+                if stages[node] is None:
                     raise RegistryError(f"release member {node}@{version} is not registered in mesh {self.mesh}")
             same = self._identical_release(conn, members)
             if same is not None:
@@ -441,8 +440,7 @@ class Registry:
             moved = []
             for node, version in members.items():
                 conn.execute(release_members.insert().values(release_id=release_id, node=node, version=version))
-                stage = conn.execute(sa.select(model_versions.c.stage).where(self._where_version(node, version))).scalar()
-                if stage in ("Development", "Archived"):
+                if stages[node] in ("Development", "Archived"):
                     self._set_stage(conn, node, version, "Staging", actor, f"{reason} (release {release_id})",
                                     run_id, release_id)
                     moved.append(f"{node}@{version}")
@@ -450,19 +448,21 @@ class Registry:
         return {"id": release_id, "created": True, "status": "Staging", "moved": moved}
 
     def _identical_release(self, conn, members: Mapping[str, str]) -> tuple[int, str] | None:
-        rows = conn.execute(
-            sa.select(releases.c.id, releases.c.status, release_members.c.node, release_members.c.version)
-            .join(release_members, release_members.c.release_id == releases.c.id)
-            .where(releases.c.mesh == self.mesh).order_by(releases.c.id.desc())).all()
-        sets: dict[int, dict[str, str]] = {}
-        statuses: dict[int, str] = {}
-        for r in rows:
-            sets.setdefault(r.id, {})[r.node] = r.version
-            statuses[r.id] = r.status
-        for rid, found in sets.items():
-            if found == dict(members):
-                return rid, statuses[rid]
-        return None
+        """The newest release of this mesh with exactly these members: among
+        the releases holding every pair, one with no other member."""
+        holding = (sa.select(release_members.c.release_id)
+                   .where(sa.tuple_(release_members.c.node, release_members.c.version).in_(list(members.items())))
+                   .group_by(release_members.c.release_id)
+                   .having(sa.func.count() == len(members)))
+        sizes = (sa.select(release_members.c.release_id, sa.func.count().label("size"))
+                 .where(release_members.c.release_id.in_(holding))
+                 .group_by(release_members.c.release_id).subquery())
+        row = conn.execute(
+            sa.select(releases.c.id, releases.c.status)
+            .join(sizes, sizes.c.release_id == releases.c.id)
+            .where(releases.c.mesh == self.mesh, sizes.c.size == len(members))
+            .order_by(releases.c.id.desc()).limit(1)).first()
+        return (row.id, row.status) if row else None
 
     def state(self) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -639,10 +639,7 @@ class Registry:
                                         "(rolled-back and rejected versions do not count)")
                 plan[name] = (production[name], *found)
             self._check_upstream(conn, production, plan)
-            targets = {name: target for name, (_, target, _) in plan.items()}
-            problems = self.artifact_problems(targets, conn)
-            if problems:
-                raise RegistryError("refused to roll back: nothing was moved, because " + "; ".join(problems))
+            self._verify({name: target for name, (_, target, _) in plan.items()}, "roll back", conn)
             moves: dict[str, tuple[str, str]] = {}
             for name, (current, target, source) in plan.items():
                 self._set_stage(conn, name, current, "Archived", actor, f"rolled back: {reason}")
