@@ -119,10 +119,12 @@ def check_executor(chosen: str, instance: Any) -> None:
 
 
 def run_mesh(catalog: str | Path, instance: Any, *, sample: float = 1.0, executor: str = DEFAULT_EXECUTOR,
-             parent_id: str | None = None, run_config: dict | None = None, tags: dict | None = None) -> RunOutcome:
+             parent_id: str | None = None, run_config: dict | None = None, tags: dict | None = None,
+             mesh: Any = None) -> RunOutcome:
     """Materialize the whole mesh of ``catalog`` on ``instance`` (or
     re-execute failed run ``parent_id`` from its failure). Every run is tagged
-    with its catalog and sample, so it can be re-executed the same way."""
+    with its catalog and sample, so it can be re-executed the same way.
+    ``mesh``: the catalog already loaded (else it is loaded here)."""
     catalog_path = str(Path(catalog).resolve())
     chosen = executor_name(executor)
     check_executor(chosen, instance)
@@ -134,7 +136,7 @@ def run_mesh(catalog: str | Path, instance: Any, *, sample: float = 1.0, executo
         from depmesh.catalog import load_catalog
         from depmesh.executors import build_executor
 
-        defs = build_definitions(load_catalog(catalog_path), runtime=MeshRuntime(sample_fraction=sample),
+        defs = build_definitions(mesh or load_catalog(catalog_path), runtime=MeshRuntime(sample_fraction=sample),
                                  executor=build_executor(chosen))
         result = defs.resolve_job_def(MESH_JOB).execute_in_process(
             instance=instance, raise_on_error=False, run_config=run_config or {}, tags=tags)

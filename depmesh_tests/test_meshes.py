@@ -6,7 +6,6 @@ on SQLite here and on PostgreSQL in test_materialize."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -71,9 +70,8 @@ def test_two_meshes_share_a_sqlite_instance_and_registry(golden, tmp_path):
         check_meshes_stay_apart(instance, golden.release_id)
 
 
-def test_registry_commands_take_the_catalog_from_the_environment(golden, tmp_path, monkeypatch):
+def test_registry_commands_take_the_catalog_from_the_environment(golden, tmp_path):
     with copy_of(golden, tmp_path / "home") as instance:
         runner = CliRunner(env={"DEPMESH_CATALOG": str(CLINIC_CATALOG)})
         out = runner.invoke(main, ["release", "list", "--home", str(instance.root_directory)])
         assert out.exit_code == 0 and "no releases of mesh clinic yet" in out.output
-    assert os.environ.get("DEPMESH_CATALOG") is None

@@ -99,8 +99,8 @@ def test_a_release_whose_member_artifact_fails_is_not_recorded(home, demo_mesh, 
     assert home.get_run_by_id(result.run_id).tags["depmesh/blocked"] == "releases/flights: release_artifacts_verified failed"
 
 
-def test_the_release_gates_pass_and_target_the_recorded_release(golden, demo_mesh):
-    with copy_of(golden, golden.home.parent / "release_gates_home") as instance:
+def test_the_release_gates_pass_and_target_the_recorded_release(golden, tmp_path):
+    with copy_of(golden, tmp_path / "home") as instance:
         for gate, _, _ in RELEASE_GATES:
             record = latest_check(instance, "releases/flights", gate)
             assert record.run_id == golden.run_id and record.evaluation.passed, gate

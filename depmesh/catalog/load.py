@@ -758,9 +758,10 @@ ALIAS_FLOOR = 100_000  # YAML nodes a catalog may expand to through aliases, at 
 ALIAS_FACTOR = 10  # ... or this many times the nodes it is written with
 
 
-def _expanded_size(root: yaml.Node, file: str) -> int:
+def _expanded_size(root: yaml.Node, file: str) -> tuple[int, int]:
     """How many YAML nodes the document holds once every alias is expanded
-    (what constructing it, and hashing it, costs), without expanding it."""
+    (what constructing it, and hashing it, costs), without expanding it; and
+    how many it is written with (each node once, however often aliased)."""
     sizes: dict[int, int] = {}
     in_progress: set[int] = set()
 
@@ -781,22 +782,7 @@ def _expanded_size(root: yaml.Node, file: str) -> int:
         sizes[key] = total
         return total
 
-    return size(root)
-
-
-def _distinct_nodes(root: yaml.Node) -> int:
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            stack.extend(x for pair in node.value for x in pair)
-    return len(seen)
+    return size(root), len(sizes)
 
 
 def _compose(loader: _Loader, c: _Checker) -> Any:
@@ -806,8 +792,7 @@ def _compose(loader: _Loader, c: _Checker) -> Any:
     root = loader.get_single_node()
     if root is None:
         return None
-    expanded = _expanded_size(root, c.file)
-    written = _distinct_nodes(root)
+    expanded, written = _expanded_size(root, c.file)
     bound = max(ALIAS_FLOOR, ALIAS_FACTOR * written)
     if expanded > bound:
         raise CatalogError([Problem(c.file, None, None, None,

@@ -9,13 +9,13 @@ import click
 
 from depmesh.catalog import CatalogError, MeshSpec, load_catalog
 from depmesh.cli.app import main
-from depmesh.cli.common import CATALOG_HELP, existing_home, load_mesh, table
+from depmesh.cli.common import CATALOG_OPTION, existing_home, load_mesh, table
 from depmesh.cli.render import impact_report
 
 
 @main.command()
 @click.argument("nodes", nargs=-1)
-@click.option("--catalog", help=CATALOG_HELP)
+@CATALOG_OPTION
 @click.option("--changed-since", "ref", help="Take the nodes whose catalog entry or code changed since this git ref.")
 @click.option("--format", "fmt", default="table", show_default=True,
               help="table, json, html, or a path ending in .html to write the page to.")
@@ -70,7 +70,7 @@ def impact(nodes: tuple[str, ...], catalog: str | None, ref: str | None, fmt: st
 @main.command()
 @click.option("--inject", "injections", multiple=True, required=True,
               help="NODE:COLUMN:shift=X|scale=X|nulls=R|drop|rename=NEW|dtype=T, or MODEL:latency=300ms. Repeatable.")
-@click.option("--catalog", help=CATALOG_HELP)
+@CATALOG_OPTION
 @click.option("--home", type=click.Path(file_okay=False), help="The production instance to read (default as `depmesh run`).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def simulate(injections: tuple[str, ...], catalog: str | None, home: str | None, fmt: str) -> None:
@@ -80,12 +80,13 @@ def simulate(injections: tuple[str, ...], catalog: str | None, home: str | None,
 
     from dagster import DagsterInstance
 
+    from depmesh.assets.io import storage_dir
     from depmesh.simulate import InjectionError, simulate as run_simulation
 
     mesh = load_mesh(catalog)
     instance = DagsterInstance.from_config(str(existing_home(home)))  # production is only read
     try:
-        report = run_simulation(mesh, list(injections), instance, Path(instance.storage_directory()) / "depmesh")
+        report = run_simulation(mesh, list(injections), instance, storage_dir(instance))
     except InjectionError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -101,7 +101,7 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
     if parent_id:
         click.echo(f"re-executing run {parent_id} from its failure", err=True)
     outcome = run_mesh(catalog_path(catalog), instance, sample=sample, executor=chosen, parent_id=parent_id,
-                       run_config={"loggers": {PROGRESS_LOGGER: {}}})
+                       run_config={"loggers": {PROGRESS_LOGGER: {}}}, mesh=mesh)
     result = outcome.result
     click.echo("")
     missing = "not in this run (built before the failure, or NOT BUILT)" if parent_id else "NOT BUILT"
