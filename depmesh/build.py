@@ -23,6 +23,7 @@ from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.catalog import MeshSpec
 from depmesh.executors import build_executor
 from depmesh.progress import PROGRESS_LOGGER, progress_logger
+from depmesh.tuning.jobs import build_candidate_sensor, build_tune_jobs
 
 MESH_JOB = "mesh_job"
 
@@ -61,11 +62,15 @@ def build_definitions(
         description=f"Materialize the whole {mesh.name} mesh: datasets, features, models, scores, consumers.",
         tags={"depmesh/mesh": mesh.name},
     )
+    tune_jobs = build_tune_jobs(mesh)
+    sensors = [build_retrain_sensor(mesh)]
+    if tune_jobs:
+        sensors.append(build_candidate_sensor(mesh, tune_jobs, mesh_job))
     return Definitions(
         assets=assets,
-        jobs=[mesh_job, *domain_jobs(mesh), promote_release_job],
+        jobs=[mesh_job, *domain_jobs(mesh), promote_release_job, *tune_jobs],
         schedules=retrain_schedules(mesh),
-        sensors=[build_retrain_sensor(mesh)],
+        sensors=sensors,
         resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime(),
                    REGISTRY_KEY: registry or RegistryResource(mesh=mesh.name)},
         executor=executor or build_executor(),

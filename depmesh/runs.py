@@ -120,16 +120,22 @@ def check_executor(chosen: str, instance: Any) -> None:
 
 def run_mesh(catalog: str | Path, instance: Any, *, sample: float = 1.0, executor: str = DEFAULT_EXECUTOR,
              parent_id: str | None = None, run_config: dict | None = None, tags: dict | None = None,
-             mesh: Any = None) -> RunOutcome:
+             mesh: Any = None, selection: list[str] | None = None) -> RunOutcome:
     """Materialize the whole mesh of ``catalog`` on ``instance`` (or
     re-execute failed run ``parent_id`` from its failure). Every run is tagged
     with its catalog and sample, so it can be re-executed the same way.
-    ``mesh``: the catalog already loaded (else it is loaded here)."""
+    ``mesh``: the catalog already loaded (else it is loaded here).
+    ``selection``: only these assets (``models/x``, ``releases/<mesh>``)."""
     catalog_path = str(Path(catalog).resolve())
     chosen = executor_name(executor)
     check_executor(chosen, instance)
     tags = {"depmesh/trigger": "cli", CATALOG_TAG: catalog_path, SAMPLE_TAG: repr(sample), **(tags or {})}
     started = time.perf_counter()
+    assets = None
+    if selection:
+        from dagster import AssetKey
+
+        assets = [AssetKey.from_user_string(name) for name in selection]
     if chosen == "in_process" and not parent_id:
         from depmesh.assets import MeshRuntime
         from depmesh.build import MESH_JOB, build_definitions
@@ -139,12 +145,13 @@ def run_mesh(catalog: str | Path, instance: Any, *, sample: float = 1.0, executo
         defs = build_definitions(mesh or load_catalog(catalog_path), runtime=MeshRuntime(sample_fraction=sample),
                                  executor=build_executor(chosen))
         result = defs.resolve_job_def(MESH_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=run_config or {}, tags=tags)
+            instance=instance, raise_on_error=False, run_config=run_config or {}, tags=tags, asset_selection=assets)
     else:
         # other executors, and re-execution, need a job other processes can rebuild
         from dagster import ReexecutionOptions, execute_job
 
         options = ReexecutionOptions.from_failure(parent_id, instance) if parent_id else None
         result = execute_job(reconstructable_mesh_job(catalog_path, sample, chosen), instance=instance,
-                             run_config=run_config or {}, tags=tags, raise_on_error=False, reexecution_options=options)
+                             run_config=run_config or {}, tags=tags, raise_on_error=False, reexecution_options=options,
+                             asset_selection=assets)
     return RunOutcome(result, time.perf_counter() - started)

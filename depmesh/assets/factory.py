@@ -84,9 +84,27 @@ class NodeContext:
     (evaluation frame, labels) for the deployment gates. depmesh notes whether
     a loader read ``sample_fraction``: one that ignores a sample is said so."""
 
-    def __init__(self, node: NodeSpec, sample_fraction: float, log: Any, evaluation: Any = None):
+    def __init__(self, node: NodeSpec, sample_fraction: float, log: Any, evaluation: Any = None, trial: Any = None):
         self.node, self._sample_fraction, self.log, self.evaluation = node, sample_fraction, log, evaluation
         self.sample_read = False
+        self.curves: Any = None  # the training curves ctx.fit recorded
+        self.trial = trial  # a tuning trial (depmesh.tuning) that is told intermediate values and may prune
+
+    def fit(self, estimator: Any, X: Any, y: Any, evaluation: tuple[Any, Any] | None = None) -> Any:
+        """Fit ``estimator`` on (X, y) and record its training curves: per
+        iteration, the loss on the training rows and on ``evaluation``
+        (prepared features, labels) for estimators that predict stage by
+        stage, else what the fit exposes. Inside a tuning trial with a pruner,
+        an iterative estimator is fitted in steps and the trial may stop it
+        early (optuna.TrialPruned)."""
+        from depmesh.tracking.capture import staged_curves
+
+        if self.trial is not None:
+            self.trial.fit(estimator, X, y, evaluation)
+        else:
+            estimator.fit(X, y)
+        self.curves = staged_curves(estimator, (X, y), evaluation)
+        return estimator
 
     @property
     def sample_fraction(self) -> float:
@@ -227,12 +245,16 @@ def gate_results(gates: list[Any]) -> list[AssetCheckResult]:
 
 
 def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: Any, inputs: dict[str, Any],
-                       code: str, seconds: float, ctx: "NodeContext") -> tuple[list[AssetCheckResult], Output | None]:
+                       code: str, seconds: float, ctx: "NodeContext",
+                       recorder: Any) -> tuple[list[AssetCheckResult], Output | None]:
     """The gate results, and (only if every gate passed) the model's output,
-    after recording the version in the registry with its model card."""
+    after recording the version in the registry with its model card and
+    recipe. Either way the training is tracked (registered or rejected)."""
     from depmesh.artifacts import PackedModel
     from depmesh.gates.evaluate import LATENCY, evaluate_gates
     from depmesh.registry.cards import render_card
+    from depmesh.tracking.plots import curves_markdown
+    from depmesh.tracking.recorder import curves_for
 
     if node.model.metrics is not None:
         from depmesh.metrics import declared_metrics
@@ -243,9 +265,11 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     registry = getattr(context.resources, REGISTRY_KEY).registry
     gates = evaluate_gates(model, node.model.gates, ctx.evaluation, registry.production_metrics(node.name))
     results = gate_results(gates)
-    if any(not g.passed for g in gates):
-        return results, None
     input_versions = metadata["input_data_versions"].value
+    curves = curves_for(model, ctx)
+    if any(not g.passed for g in gates):
+        recorder.record("rejected", model=model, metrics=model.metrics, input_versions=input_versions, curves=curves)
+        return results, None
     latency = next((g.figures for g in gates if g.name == LATENCY and g.figures), None)
     if latency and "single_p95_ms" in latency:
         metadata[LATENCY_P95_KEY] = round(float(latency["single_p95_ms"]), 3)
@@ -253,6 +277,10 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     metadata["model_card"] = MetadataValue.md(card)
     # packed once: the registry records the hash of the very bytes the store writes
     packed = PackedModel.of(model, node.model.serializer, node.model.trusted_types)
+    from depmesh.assets.io import recorded_metadata
+
+    records = {name: recorded_metadata(context.instance, asset_key(name).path) for name in inputs}
+    recipe = recorder.recipe(model, inputs, records)
     # registered before the output is stored: if the registry cannot be reached
     # nothing is materialized, and the step's retry starts clean (registration
     # is idempotent, so a retry after this point records nothing twice)
@@ -261,9 +289,20 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
         artifact_path=f"artifacts/{packed.sha256[:2]}/{packed.sha256}.model", metrics=model.metrics,
         gates={g.name: {"passed": g.passed, "summary": g.summary} for g in gates}, run_id=context.run.run_id,
         input_versions=input_versions, upstream_models=model.lineage(), code_version=code,
-        library_versions=library_versions(), card=card,
+        library_versions=library_versions(), card=card, recipe=recipe,
     )
+    training = recorder.record("registered", model=model, metrics=model.metrics, input_versions=input_versions,
+                               curves=curves)
+    metadata[TRAINING_KEY] = training
+    metadata["git_commit"] = recipe.get("commit") or ""
+    if dict(node.model.params) != dict(getattr(recorder, "catalog_params", node.model.params)):
+        metadata["params_from_run"] = MetadataValue.json(dict(node.model.params))
+    if curves is not None and curves.series:
+        metadata["training_curves"] = MetadataValue.md(curves_markdown(curves, f"{node.name} {model.version}"))
     return results, versioned_output(packed, model.version, metadata)
+
+
+TRAINING_KEY = "depmesh/training_id"  # a model's metadata: its tracked training (depmesh runs show ID)
 
 
 JUDGED_KEY = "depmesh/judged_version"  # a check's metadata: the data or model version it judged
@@ -448,23 +487,56 @@ TRIGGER_TAG = "depmesh/trigger"  # what started a run: cli, ui, schedule:<name>,
 _triggers_tagged: set[str] = set()  # runs this process already tagged (once per run, not once per step)
 
 
-def _tag_trigger(context: AssetExecutionContext) -> None:
+def trigger_of(tags: dict[str, str]) -> str:
+    """What started a run, from its tags: its depmesh/trigger tag if it has one."""
+    if TRIGGER_TAG in tags:
+        return tags[TRIGGER_TAG]
+    if "dagster/schedule_name" in tags:
+        return f"schedule:{tags['dagster/schedule_name']}"
+    if "dagster/sensor_name" in tags:
+        return f"sensor:{tags['dagster/sensor_name']}"
+    if "dagster/backfill" in tags:
+        return "backfill"
+    return "ui"  # launched through the webserver (the UI or its GraphQL API)
+
+
+def _tag_trigger(context: AssetExecutionContext) -> str:
     """Runs started by `depmesh run` and the sensor carry their trigger tag
     already; a run launched from the UI, a schedule or a backfill gets one
-    here, at its first step, so the run list says who or what started it."""
+    here, at its first step, so the run list says who or what started it.
+    Returns the trigger."""
     tags = context.run.tags  # as the run started: a tag added by an earlier step is not in it
+    trigger = trigger_of(tags)
     if TRIGGER_TAG in tags or context.run.run_id in _triggers_tagged:
-        return
-    if "dagster/schedule_name" in tags:
-        trigger = f"schedule:{tags['dagster/schedule_name']}"
-    elif "dagster/sensor_name" in tags:
-        trigger = f"sensor:{tags['dagster/sensor_name']}"
-    elif "dagster/backfill" in tags:
-        trigger = "backfill"
-    else:
-        trigger = "ui"  # launched through the webserver (the UI or its GraphQL API)
+        return trigger
     context.instance.add_run_tags(context.run.run_id, {TRIGGER_TAG: trigger})
     _triggers_tagged.add(context.run.run_id)
+    return trigger
+
+
+PARAMS_TAG = "depmesh/params"  # a run's tag: JSON {node: {param: value}} overriding the catalog's (a tuned candidate)
+
+
+def with_run_params(node: NodeSpec, tags: dict[str, str]) -> NodeSpec:
+    """The node with the parameters a run's depmesh/params tag sets for it
+    merged over the catalog's (a tuning candidate's run); else the node."""
+    import dataclasses
+    import json
+
+    raw = tags.get(PARAMS_TAG)
+    if not raw or node.model is None:
+        return node
+    try:
+        overrides = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"the run's {PARAMS_TAG} tag is not JSON ({exc}): {raw[:200]!r}") from None
+    mine = overrides.get(node.name) if isinstance(overrides, dict) else None
+    if mine is None:
+        return node
+    if not isinstance(mine, dict):
+        raise ValueError(f"the run's {PARAMS_TAG} tag gives {node.name} {mine!r}, expected a mapping of parameters")
+    model = dataclasses.replace(node.model, params={**dict(node.model.params), **mine})
+    return dataclasses.replace(node, model=model)
 
 
 SAMPLE_IGNORED_KEY = "depmesh/sample"
@@ -526,8 +598,33 @@ def freshness_policy(node: NodeSpec) -> FreshnessPolicy | None:
     return FreshnessPolicy.time_window(fail_window=2 * age, warn_window=age)
 
 
+def _recorder(context: AssetExecutionContext, node: NodeSpec, code: str, trigger: str,
+              catalog_path: Any) -> Any:
+    from depmesh.assets.io import MeshStore, storage_dir
+    from depmesh.tracking.recorder import TrainingRecorder
+
+    store = getattr(context.resources, IO_MANAGER_KEY, None)
+    storage = store.base if isinstance(store, MeshStore) else storage_dir(context.instance)
+    tags = {k: v for k, v in context.run.tags.items() if not k.startswith("dagster/") or k in (
+        "dagster/schedule_name", "dagster/sensor_name", "dagster/backfill")}
+    study, trial = tags.get("depmesh/study"), tags.get("depmesh/trial")
+    return TrainingRecorder(registry=getattr(context.resources, REGISTRY_KEY).registry, node=node,
+                            run_id=context.run.run_id, trigger=trigger, tags=tags, storage=storage,
+                            catalog_path=catalog_path, code=code, study=study,
+                            trial=int(trial) if trial and trial.isdigit() else None)
+
+
+def _record_failure(context: AssetExecutionContext, recorder: Any, exc: BaseException) -> None:
+    """Track a training that raised; a tracking error never hides the training's own."""
+    try:
+        recorder.record("failed", error=exc)
+    except Exception as tracking_error:  # noqa: BLE001
+        context.log.warning(f"depmesh: the failed training of {recorder.node.name} could not be tracked: "
+                            f"{type(tracking_error).__name__}: {tracking_error}")
+
+
 def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builder: Any = None,
-                downstream_of: Any = None) -> AssetsDefinition:
+                downstream_of: Any = None, catalog_path: Any = None) -> AssetsDefinition:
     """One node -> one Dagster asset, with its contract checks. ``impact_row``
     (from depmesh.impact.impact_table) puts the node's reach in its metadata;
     ``builder`` replaces the catalog's compute or trainer (failure simulation);
@@ -587,7 +684,7 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
     def _build(context: AssetExecutionContext, kwargs: dict[str, Any]):
         inputs = {names[arg]: value for arg, value in kwargs.items()}
         runtime: MeshRuntime = getattr(context.resources, RUNTIME_KEY)
-        _tag_trigger(context)
+        trigger = _tag_trigger(context)
         results: list[AssetCheckResult] = []
         if node.edges:
             edge_result = input_contract_result(node, inputs, _gate_latencies(context, node, inputs))
@@ -595,17 +692,26 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             if not edge_result.passed:
                 yield from _finish(context, results, None, None)
                 return
+        recorder = None
+        built = node
         if node.kind == "model":
             _refuse_empty_inputs(node, inputs)
-        ctx = NodeContext(node=node, sample_fraction=runtime.sample_fraction, log=context.log)
+            built = with_run_params(node, context.run.tags)
+            recorder = _recorder(context, built, code, trigger, catalog_path)
+            recorder.catalog_params = dict(node.model.params)
+        ctx = NodeContext(node=built, sample_fraction=runtime.sample_fraction, log=context.log)
         started = time.perf_counter()
         try:
-            result = builder(inputs, ctx)
-        except KeyError as exc:
-            missing = _missing_column(node, inputs, exc)
-            if missing is None:
-                raise
-            raise missing from exc
+            with recorder.measure() if recorder is not None else contextlib.nullcontext():
+                result = builder(inputs, ctx)
+        except Exception as exc:
+            if recorder is not None:
+                _record_failure(context, recorder, exc)
+            if isinstance(exc, KeyError):
+                missing = _missing_column(node, inputs, exc)
+                if missing is not None:
+                    raise missing from exc
+            raise
         seconds = time.perf_counter() - started
         ignored_sample = not node.inputs and runtime.sample_fraction < 1 and not ctx.sample_read
         if ignored_sample:
@@ -617,7 +723,7 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             if not isinstance(result, TrainedModel):
                 raise TypeError(f"node {node.name}: trainer {node.model.trainer} returned {type(result).__name__}, "
                                 "expected a TrainedModel")
-            gate_results, output = _gate_and_register(context, node, result, inputs, code, seconds, ctx)
+            gate_results, output = _gate_and_register(context, built, result, inputs, code, seconds, ctx, recorder)
             results.extend(gate_results)
             judged = f"model version {result.version}"
         else:
@@ -663,7 +769,8 @@ def build_assets(mesh: MeshSpec, builders: dict[str, Any] | None = None,
         below = sorted(graph.downstream(inputs, name))
         return below + (list(extra_downstream(name, below)) if extra_downstream else [])
 
-    return [build_asset(node, rows[node.name], builders.get(node.name), downstream_of) for node in mesh.nodes]
+    return [build_asset(node, rows[node.name], builders.get(node.name), downstream_of, mesh.path)
+            for node in mesh.nodes]
 
 
 __all__ = ["MeshRuntime", "NodeContext", "asset_key", "build_asset", "build_assets"]

@@ -56,7 +56,15 @@ NODE_KEYS = {
     "compute", "params", "contract", "model", "predictions",
 }
 MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule", "gates", "serializer", "trusted_types",
-              "metrics"}
+              "metrics", "tune"}
+TUNE_KEYS = {"space", "metric", "direction", "sampler", "pruner", "trials", "timeout", "steps", "seed"}
+SEARCH_KEYS = {"int": {"type", "low", "high", "step", "log"}, "float": {"type", "low", "high", "step", "log"},
+               "loguniform": {"type", "low", "high"}, "categorical": {"type", "choices"}}
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("hyperband", "successive_halving", "median", "none")
+# the direction of metrics trainers commonly report (others: tune.direction)
+LOWER_IS_BETTER = {"mae", "rmse", "mse", "log_loss", "brier", "inertia", "mape"}
+HIGHER_IS_BETTER = {"roc_auc", "accuracy", "r2", "silhouette", "f1", "precision", "recall", "balanced_accuracy"}
 METRIC_KEYS = {"primary", "direction", "also"}
 SPLIT_KEYS = {"time_column", "train_until", "evaluate_until"}
 CONTRACT_KEYS = {"version", "severity", "columns", "row_count", "keys", "freshness", "distribution", "expectations"}
@@ -249,6 +257,18 @@ def _hours(value: Any) -> float | None:
     if not match:
         return None
     return float(match.group(1)) * {"m": 1 / 60, "h": 1, "d": 24}[match.group(2)]
+
+
+def _seconds(value: Any) -> float | None:
+    """90, 90s, 10m, 2h -> seconds; None when unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*", str(value))
+    if not match:
+        return None
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
 def _column_list(c: _Checker, value: Any, *, node: str, field: str, at: Any) -> tuple[str, ...] | None:
@@ -492,10 +512,159 @@ def _parse_model(c: _Checker, raw: Any, node: str) -> ModelSpec | None:
     if "metrics" in raw:
         metrics = _parse_metrics(c, raw["metrics"], node)
         ok = ok and metrics is not None
+    tune = None
+    if "tune" in raw:
+        tune = _parse_tune(c, raw["tune"], node, metrics, params if isinstance(params, dict) else {})
+        ok = ok and tune is not None
     if not (ok and trainer and split and gates):
         return None
     return ModelSpec(trainer=trainer, target=target, split=split, seed=seed, params=dict(params), schedule=schedule,
-                     gates=gates, serializer=serializer, trusted_types=tuple(trusted), metrics=metrics)
+                     gates=gates, serializer=serializer, trusted_types=tuple(trusted), metrics=metrics, tune=tune)
+
+
+def _parse_search_param(c: _Checker, name: Any, raw: Any, node: str, sampler: Any) -> Any:
+    from depmesh.catalog.spec import SearchParam
+
+    field = f"model.tune.space.{name}"
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z_]\w*$", name):
+        c.add(f"{name!r} is not a parameter name", node=node, field="model.tune.space", at=raw)
+        return None
+    if name == "seed":
+        c.add("the seed is not tuned: it is model.seed, part of the version", node=node, field=field, at=raw)
+        return None
+    if not c.typed(raw, dict, "a mapping with type (int, float, loguniform, categorical)", node=node, field=field,
+                   at=raw):
+        return None
+    kind = raw.get("type")
+    if kind not in SEARCH_KEYS:
+        c.add(f"type must be one of {', '.join(SEARCH_KEYS)}, got {kind!r}", node=node, field=f"{field}.type", at=raw)
+        return None
+    c.keys(raw, SEARCH_KEYS[kind], node=node, prefix=f"{field}.")
+    if kind == "categorical":
+        choices = raw.get("choices")
+        if not isinstance(choices, list) or not choices or not all(
+                c_ is None or isinstance(c_, (bool, int, float, str)) for c_ in choices):
+            c.add(f"choices must be a non-empty list of plain values, got {choices!r}", node=node,
+                  field=f"{field}.choices", at=raw)
+            return None
+        if len(set(map(repr, choices))) != len(choices):
+            c.add(f"choices repeat a value: {choices!r}", node=node, field=f"{field}.choices", at=raw)
+            return None
+        return SearchParam(name=name, type=kind, choices=tuple(choices))
+    bounds = {}
+    for key in ("low", "high"):
+        value = raw.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            c.add(f"{key} must be a number, got {value!r}", node=node, field=f"{field}.{key}", at=raw)
+            return None
+        if kind == "int" and not isinstance(value, int):
+            c.add(f"{key} must be a whole number for an int parameter, got {value!r}", node=node,
+                  field=f"{field}.{key}", at=raw)
+            return None
+        bounds[key] = value
+    if bounds["low"] >= bounds["high"]:
+        c.add(f"low ({bounds['low']}) must be below high ({bounds['high']})", node=node, field=field, at=raw)
+        return None
+    log = bool(raw.get("log", False)) or kind == "loguniform"
+    if "log" in raw and not isinstance(raw["log"], bool):
+        c.add(f"log must be true or false, got {raw['log']!r}", node=node, field=f"{field}.log", at=raw)
+        return None
+    if log and bounds["low"] <= 0:
+        c.add(f"a log scale needs low > 0, got {bounds['low']}", node=node, field=f"{field}.low", at=raw)
+        return None
+    step = raw.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0
+                             or (kind == "int" and not isinstance(step, int))):
+        c.add(f"step must be a positive {'whole ' if kind == 'int' else ''}number, got {step!r}", node=node,
+              field=f"{field}.step", at=raw)
+        return None
+    if step is not None and log:
+        c.add("step and a log scale cannot be combined (Optuna samples one or the other)", node=node, field=field,
+              at=raw)
+        return None
+    if sampler == "grid" and kind != "int" and step is None:
+        c.add("the grid sampler needs a finite grid: give this float a step, or make it categorical", node=node,
+              field=field, at=raw)
+        return None
+    if sampler == "grid" and kind == "int" and log:
+        c.add("the grid sampler needs a finite grid: drop log for this int", node=node, field=field, at=raw)
+        return None
+    if sampler == "grid":
+        size = (bounds["high"] - bounds["low"]) / (step or 1) + 1
+        if size > 10_000:
+            c.add(f"this grid has {int(size)} points; at most 10000 per parameter", node=node, field=field, at=raw)
+            return None
+    return SearchParam(name=name, type=kind, low=bounds["low"], high=bounds["high"], step=step, log=log)
+
+
+def _parse_tune(c: _Checker, raw: Any, node: str, metrics: Any, params: Mapping) -> Any:
+    from depmesh.catalog.spec import TuneSpec
+
+    if not c.typed(raw, dict, "a mapping with space, metric, sampler, pruner, trials, timeout", node=node,
+                   field="model.tune", at=raw):
+        return None
+    c.keys(raw, TUNE_KEYS, node=node, prefix="model.tune.")
+    ok = True
+    sampler, pruner = raw.get("sampler", "tpe"), raw.get("pruner", "none")
+    if sampler not in SAMPLERS:
+        c.add(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}", node=node, field="model.tune.sampler",
+              at=raw)
+        ok = False
+    if pruner not in PRUNERS:
+        c.add(f"pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}", node=node, field="model.tune.pruner",
+              at=raw)
+        ok = False
+    space_raw = raw.get("space")
+    space = []
+    if not isinstance(space_raw, dict) or not space_raw:
+        c.add("space must map at least one parameter to its range, e.g. {max_iter: {type: int, low: 50, high: 300}}",
+              node=node, field="model.tune.space", at=raw)
+        ok = False
+    else:
+        for name, spec in space_raw.items():
+            parsed = _parse_search_param(c, name, spec, node, sampler)
+            ok = ok and parsed is not None
+            if parsed is not None:
+                space.append(parsed)
+    metric = raw.get("metric", metrics.primary if metrics is not None else None)
+    if not isinstance(metric, str) or not metric:
+        c.add("metric must name the metric to optimize (a key of the model's metrics, e.g. mae), unless "
+              "model.metrics declares a primary one", node=node, field="model.tune.metric", at=raw)
+        ok = False
+    direction = raw.get("direction")
+    if direction is not None and direction not in ("higher", "lower"):
+        c.add(f"direction must be higher or lower, got {direction!r}", node=node, field="model.tune.direction", at=raw)
+        ok = False
+    higher = None
+    if direction is not None:
+        higher = direction == "higher"
+    elif metrics is not None and metric == metrics.primary:
+        higher = metrics.higher_is_better
+    elif metric in LOWER_IS_BETTER or metric in HIGHER_IS_BETTER:
+        higher = metric in HIGHER_IS_BETTER
+    elif isinstance(metric, str):
+        c.add(f"say whether a higher {metric} is better: direction: higher or lower", node=node,
+              field="model.tune.direction", at=raw)
+        ok = False
+    numbers = {}
+    for key, default, low in (("trials", 20, 1), ("steps", 10, 1), ("seed", 0, 0)):
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or value > 100_000:
+            c.add(f"{key} must be a whole number from {low} to 100000, got {value!r}", node=node,
+                  field=f"model.tune.{key}", at=raw)
+            ok = False
+        numbers[key] = value
+    timeout = None
+    if raw.get("timeout") is not None:
+        timeout = _seconds(raw["timeout"])
+        if timeout is None or timeout <= 0:
+            c.add(f"timeout must be a duration like 90s, 10m or 2h (a bare number is seconds), got "
+                  f"{raw['timeout']!r}", node=node, field="model.tune.timeout", at=raw)
+            ok = False
+    if not ok:
+        return None
+    return TuneSpec(space=tuple(space), metric=metric, higher_is_better=bool(higher), sampler=sampler, pruner=pruner,
+                    trials=numbers["trials"], timeout_s=timeout, steps=numbers["steps"], seed=numbers["seed"])
 
 
 def _parse_metrics(c: _Checker, raw: Any, node: str) -> Any:

@@ -227,6 +227,37 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class SearchParam:
+    """One dimension of a search space: ``int`` / ``float`` between low and
+    high (``step``, ``log`` optional), ``loguniform`` (float, log scale) or
+    ``categorical`` (choices)."""
+
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """A model's hyperparameter search (depmesh.tuning): what to vary, how to
+    sample, what to prune by, how many trials and how long."""
+
+    space: tuple[SearchParam, ...]
+    metric: str  # a key of the model's metrics (or its declared primary scorer)
+    higher_is_better: bool
+    sampler: str = "tpe"  # tpe | random | grid
+    pruner: str = "none"  # hyperband | successive_halving | median | none
+    trials: int = 20
+    timeout_s: float | None = None
+    steps: int = 10  # an iterative fit is split into this many steps, each reported to the pruner
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     trainer: str
     target: str | None
@@ -240,6 +271,7 @@ class ModelSpec:
     serializer: str = "skops"
     trusted_types: tuple[str, ...] = ()  # extra types a skops file may load (beyond scikit-learn's)
     metrics: MetricSpec | None = None  # declared metrics (else the trainer's, judged by the task's default)
+    tune: TuneSpec | None = None  # a hyperparameter search over params (depmesh tune)
 
 
 @dataclass(frozen=True)

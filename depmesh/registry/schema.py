@@ -27,6 +27,8 @@ model_versions = sa.Table(
     sa.Column("code_version", sa.String(64), nullable=False),
     sa.Column("library_versions", sa.Text, nullable=False),  # JSON
     sa.Column("card", sa.Text, nullable=False),  # markdown
+    # JSON: how to rebuild it (depmesh.tracking.recipe): lock, commit, diff, input snapshots, seed, params
+    sa.Column("recipe", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("mesh", "node", "version", name="uq_model_versions_mesh_node_version"),
 )
@@ -75,6 +77,60 @@ mesh_state = sa.Table(
     sa.Column("mesh", sa.String(200), primary_key=True),
     sa.Column("production_release_id", sa.Integer, nullable=True),
     sa.Column("revision", sa.Integer, nullable=False),
+)
+
+# Every training (tracked by depmesh.tracking): passed, rejected by its gates,
+# failed, or a tuning trial (pruned included). JSON columns hold mappings.
+trainings = sa.Table(
+    "trainings", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # uuid4 hex
+    sa.Column("mesh", sa.String(200), nullable=False),
+    sa.Column("node", sa.String(300), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # registered | rejected | failed | trial | pruned
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("trigger", sa.String(200), nullable=False),  # cli, ui, schedule:<name>, sensor:<name>, tune, ...
+    sa.Column("tags", sa.Text, nullable=False),  # JSON
+    sa.Column("params", sa.Text, nullable=False),  # JSON: every parameter of the fitted estimator, defaults included
+    sa.Column("declared_params", sa.Text, nullable=False),  # JSON: the catalog's (or the trial's) parameters
+    sa.Column("seed", sa.Integer, nullable=True),
+    sa.Column("metrics", sa.Text, nullable=False),  # JSON
+    sa.Column("model_version", sa.String(64), nullable=True),
+    sa.Column("code_version", sa.String(64), nullable=False),
+    sa.Column("git_commit", sa.String(64), nullable=True),
+    sa.Column("diff_sha256", sa.String(64), nullable=True),  # a blob: the uncommitted changes at training time
+    sa.Column("lock_sha256", sa.String(64), nullable=True),  # a blob: the lock file
+    sa.Column("catalog_sha256", sa.String(64), nullable=True),  # a blob: the catalog file
+    sa.Column("library_versions", sa.Text, nullable=False),  # JSON
+    sa.Column("input_versions", sa.Text, nullable=False),  # JSON: input -> data or model version
+    sa.Column("inputs", sa.Text, nullable=False),  # JSON: input -> {kind, sha256}: the content-addressed snapshot
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("peak_memory_mb", sa.Float, nullable=True),
+    sa.Column("study", sa.String(300), nullable=True),
+    sa.Column("trial", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_trainings_mesh_started", "mesh", "started_at"),
+    sa.Index("ix_trainings_mesh_node_started", "mesh", "node", "started_at"),
+)
+
+# The curves of a training: one row per series (e.g. "train/mae", "validation/mae").
+training_curves = sa.Table(
+    "training_curves", metadata,
+    sa.Column("training_id", sa.String(32), sa.ForeignKey("trainings.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("series", sa.String(100), primary_key=True),
+    sa.Column("steps", sa.Text, nullable=False),  # JSON list of iteration numbers
+    sa.Column("values", sa.Text, nullable=False),  # JSON list of floats
+)
+
+# Content-addressed texts a recipe refers to: lock files, diffs, catalogs.
+blobs = sa.Table(
+    "blobs", metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
 )
 
 ACTOR_MAX = 200  # stage_transitions.actor; checked before writing, on SQLite too

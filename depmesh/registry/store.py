@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from depmesh.registry.schema import (
     ACTOR_MAX,
     STAGES,
+    blobs,
     mesh_state,
     model_versions,
     release_members,
@@ -276,27 +277,36 @@ class Registry:
 
     def register(self, *, node: str, version: str, artifact_hash: str, artifact_path: str, metrics: Mapping,
                  gates: Mapping, run_id: str, input_versions: Mapping, upstream_models: Mapping, code_version: str,
-                 library_versions: Mapping, card: str) -> bool:
+                 library_versions: Mapping, card: str, recipe: Mapping | None = None) -> bool:
         """Record a new model version in Development. Idempotent: a version
         already registered (same content hash) keeps its stage and history and
         returns False; if it was rebuilt into other bytes (an artifact written
         before artifacts were deterministic), the record takes the new hash,
-        which is also what the new materialization records."""
+        which is also what the new materialization records. ``recipe``: what
+        rebuilds it (depmesh.tracking.recipe); a version registered again
+        gets the recipe if it had none or an incomplete one."""
+        recipe_json = json.dumps(dict(recipe), sort_keys=True, default=str) if recipe is not None else None
         with self._write() as conn:
             self._lock(conn)
-            exists = conn.execute(sa.select(model_versions.c.id, model_versions.c.artifact_hash)
+            exists = conn.execute(sa.select(model_versions.c.id, model_versions.c.artifact_hash, model_versions.c.recipe,
+                                            model_versions.c.input_versions)
                                   .where(self._where_version(node, version))).first()
             if exists:
                 if exists.artifact_hash != artifact_hash:
                     conn.execute(model_versions.update().where(model_versions.c.id == exists.id)
                                  .values(artifact_hash=artifact_hash, artifact_path=artifact_path))
+                if recipe_json is not None and self._recipe_problems(
+                        conn, exists.recipe, json.loads(exists.input_versions)):
+                    conn.execute(model_versions.update().where(model_versions.c.id == exists.id)
+                                 .values(recipe=recipe_json))
                 return False
             conn.execute(model_versions.insert().values(
                 mesh=self.mesh, node=node, version=version, stage="Development", artifact_hash=artifact_hash,
                 artifact_path=artifact_path, metrics=json.dumps(dict(metrics)), gates=json.dumps(dict(gates), default=str),
                 run_id=run_id, input_versions=json.dumps(dict(input_versions)),
                 upstream_models=json.dumps(dict(upstream_models)), code_version=code_version,
-                library_versions=json.dumps(dict(library_versions)), card=card, created_at=_now()))
+                library_versions=json.dumps(dict(library_versions)), card=card, recipe=recipe_json,
+                created_at=_now()))
             self._log(conn, node, version, None, "Development", SYSTEM_ACTOR, f"trained in run {run_id}", run_id)
         return True
 
@@ -316,9 +326,40 @@ class Registry:
             raise RegistryError(f"{node} has no registered version {version} in mesh {self.mesh}")
         if row.stage == stage:
             return False
+        if stage == "Staging":
+            self._require_recipe(conn, node, version)
         conn.execute(model_versions.update().where(self._where_version(node, version)).values(stage=stage))
         self._log(conn, node, version, row.stage, stage, actor, reason, run_id, release_id)
         return True
+
+    def _recipe_problems(self, conn, recipe_json: str | None, input_versions: Mapping) -> list[str]:
+        from depmesh.tracking.recipe import blob_hashes, recipe_problems
+        from depmesh.tracking.snapshots import SnapshotStore
+
+        recipe = json.loads(recipe_json) if recipe_json else None
+        wanted = blob_hashes(recipe or {})
+        stored = set(conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(wanted))).scalars()) if wanted \
+            else set()
+        snapshots = SnapshotStore.beside(self.artifacts.root) if self.artifacts is not None else None
+        return recipe_problems(recipe, input_versions, stored, snapshots, self.artifacts)
+
+    def recipe_problems(self, node: str, version: str) -> list[str]:
+        """What is missing from the recipe of ``node@version`` (empty: complete)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(model_versions.c.recipe, model_versions.c.input_versions)
+                               .where(self._where_version(node, version))).first()
+            if row is None:
+                raise RegistryError(f"{node} has no registered version {version} in mesh {self.mesh}")
+            return self._recipe_problems(conn, row.recipe, json.loads(row.input_versions))
+
+    def _require_recipe(self, conn, node: str, version: str) -> None:
+        row = conn.execute(sa.select(model_versions.c.recipe, model_versions.c.input_versions)
+                           .where(self._where_version(node, version))).first()
+        problems = self._recipe_problems(conn, row.recipe, json.loads(row.input_versions))
+        if problems:
+            raise RegistryError(f"refused to move {node}@{version} to Staging: its reproducibility recipe is "
+                                "incomplete: " + "; ".join(problems) + ". Nothing was moved. Retrain it from a git "
+                                "checkout with its lock file (depmesh run) to record a complete recipe")
 
     def transition(self, node: str, version: str, stage: str, *, actor: str, reason: str) -> None:
         """Move one version to a stage by hand (Production goes through releases)."""
@@ -679,4 +720,6 @@ def _decode(row) -> dict[str, Any]:
     out = dict(row._mapping)
     for key in ("metrics", "gates", "input_versions", "upstream_models", "library_versions"):
         out[key] = json.loads(out[key])
+    if "recipe" in out:
+        out["recipe"] = json.loads(out["recipe"]) if out["recipe"] else None
     return out

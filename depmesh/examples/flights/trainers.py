@@ -86,11 +86,12 @@ def _train_supervised(
     y_train = train["_target"].to_numpy()
     if positive_above is not None:
         y_train = (y_train > positive_above).astype("int64")
-    model.estimator.fit(train[model.features], y_train)
-    model.rows_trained = len(train)
     y_eval = evaluate["_target"].to_numpy()
     if positive_above is not None:
         y_eval = (y_eval > positive_above).astype("int64")
+    # ctx.fit records the per-iteration training and validation loss (and lets a tuning trial prune)
+    ctx.fit(model.estimator, train[model.features], y_train, evaluation=(evaluate[model.features], y_eval))
+    model.rows_trained = len(train)
     # the fixed evaluation window, raw columns and labels: what the deployment gates score
     ctx.evaluation = (frame[eval_mask].drop(columns=["_target"]).reset_index(drop=True), y_eval)
     if task == "regression":

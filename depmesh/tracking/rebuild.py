@@ -1,0 +1,64 @@
+"""Run inside a reproduction environment (depmesh.tracking.reproduce): train
+one node from a job file and compare with the registered artifact. Prints
+one JSON line."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def main(job_file: str) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from depmesh.artifacts import ArtifactStore, PackedModel, sha256
+    from depmesh.assets.factory import NodeContext, input_version, node_code_version
+    from depmesh.catalog import load_catalog, resolve_entrypoint
+    from depmesh.versions import model_version
+
+    job = json.loads(Path(job_file).read_text())
+    mesh = load_catalog(job["catalog"])
+    catalog_node = mesh.node(job["node"])
+    node = dataclasses.replace(catalog_node, model=dataclasses.replace(
+        catalog_node.model, params=job["params"], seed=job["seed"]))
+    store = ArtifactStore(job["artifacts"])
+    inputs = {}
+    for name, part in sorted(job["inputs"].items()):
+        if part["kind"] == "table":
+            payload = Path(part["path"]).read_bytes()
+            if sha256(payload) != part["sha256"]:
+                raise SystemExit(f"the snapshot of {name} at {part['path']} does not hash to {part['sha256']}")
+            inputs[name] = pd.read_parquet(io.BytesIO(payload))
+        else:
+            inputs[name] = store.get(part["sha256"], part["version"])
+    ctx = NodeContext(node=node, sample_fraction=1.0, log=logging.getLogger("depmesh.reproduce"))
+    model = resolve_entrypoint(node.entrypoint)(inputs, ctx)
+    if node.model.metrics is not None:
+        from depmesh.metrics import declared_metrics
+
+        model.metrics = {**model.metrics, **declared_metrics(model, node.model.metrics, ctx.evaluation)}
+    versions = {name: input_version(value) for name, value in sorted(inputs.items())}
+    model.version = model_version(versions, node_code_version(catalog_node), node.model.params, node.model.seed)
+    packed = PackedModel.of(model, node.model.serializer, node.model.trusted_types)
+    report = {"node": node.name, "version": job["version"], "rebuilt_version": model.version,
+              "same_version": model.version == job["version"], "artifact_hash": job["artifact_hash"],
+              "rebuilt_hash": packed.sha256, "bit_identical": packed.sha256 == job["artifact_hash"],
+              "max_abs_difference": None, "rows_compared": 0, "metrics": model.metrics}
+    if not report["bit_identical"] and ctx.evaluation is not None:
+        original = store.get(job["artifact_hash"], job["version"])
+        frame = ctx.evaluation[0]
+        score = (lambda m: np.asarray(m.predict_proba(frame), dtype="float64")) if model.task == "classification" \
+            else (lambda m: np.asarray(m.predict(frame), dtype="float64"))
+        a, b = score(original), score(model)
+        report["max_abs_difference"] = float(np.nanmax(np.abs(a - b))) if a.size else 0.0
+        report["rows_compared"] = int(len(frame))
+    print(json.dumps(report, default=float))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,168 @@
+"""Tracks one model training inside its Dagster step: what went in, how long
+and how much memory it took, the curves, the metrics, and how it ended
+(registered, rejected by a gate, failed); builds the version's recipe."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from depmesh.tracking.capture import PeakMemory, code_state, estimator_params, host, module_file, staged_curves
+from depmesh.tracking.snapshots import SnapshotStore
+from depmesh.tracking.store import Tracking, new_id
+
+_stored_blobs: set[str] = set()  # blobs this process already stored (a lock file is written once, not per training)
+
+
+def _put_blob(tracking: Tracking, kind: str, content: bytes) -> str:
+    from depmesh.artifacts import sha256
+
+    digest = sha256(content)
+    if digest not in _stored_blobs:
+        tracking.put_blob(kind, content)
+        _stored_blobs.add(digest)
+    return digest
+
+
+class TrainingRecorder:
+    """Around a trainer call: ``with recorder.measure(): ...``, then
+    ``recipe(model)`` (before registering) and ``record(...)``."""
+
+    def __init__(self, *, registry: Any, node: Any, run_id: str | None, trigger: str, tags: dict[str, str],
+                 storage: Path | None, catalog_path: Path | None, code: str, study: str | None = None,
+                 trial: int | None = None):
+        self.tracking = Tracking(registry)
+        self.node, self.run_id, self.trigger, self.tags = node, run_id, trigger, tags
+        self.storage, self.catalog_path, self.code = storage, catalog_path, code
+        self.study, self.trial = study, trial
+        self.id = new_id()
+        self.started_at = datetime.now(UTC)
+        self.seconds = 0.0
+        self.memory = PeakMemory()
+        self._recipe: dict[str, Any] | None = None
+
+    class _Measure:
+        def __init__(self, outer: TrainingRecorder):
+            self.outer = outer
+
+        def __enter__(self) -> None:
+            self.outer.started_at = datetime.now(UTC)
+            self._t0 = time.perf_counter()
+            self.outer.memory.__enter__()
+
+        def __exit__(self, *exc: Any) -> None:
+            self.outer.memory.__exit__(*exc)
+            self.outer.seconds = time.perf_counter() - self._t0
+
+    def measure(self) -> _Measure:
+        return self._Measure(self)
+
+    # -- the recipe ------------------------------------------------------------------------
+    def _snapshots(self) -> SnapshotStore | None:
+        return SnapshotStore(self.storage / "snapshots") if self.storage is not None else None
+
+    def snapshot_inputs(self, inputs: dict[str, Any], records: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+        """Each input as a content-addressed snapshot: a table's stored bytes
+        (hard-linked), an upstream model's artifact hash."""
+        import io
+
+        from depmesh.models import TrainedModel
+        from depmesh.versions import frame_version
+
+        snapshots = self._snapshots()
+        out: dict[str, Any] = {}
+        for name, value in sorted(inputs.items()):
+            record = records.get(name) or {}
+            if isinstance(value, TrainedModel):
+                if record.get("model_version") == value.version and record.get("artifact_hash"):
+                    out[name] = {"kind": "model", "sha256": str(record["artifact_hash"]), "version": value.version}
+                continue
+            if snapshots is None:
+                continue
+            digest = record.get("file_sha256")
+            path = self.storage / "tables" / Path(*name.split("/")[:-1]) / f"{name.split('/')[-1]}.parquet"
+            if not (digest and snapshots.put_file(path, str(digest))):
+                buffer = io.BytesIO()  # the stored file changed since it was read: keep what was read
+                value.to_parquet(buffer, index=False)
+                digest = snapshots.put_bytes(buffer.getvalue())
+            out[name] = {"kind": "table", "sha256": str(digest), "version": frame_version(value)}
+        return out
+
+    def recipe(self, model: Any, inputs: dict[str, Any], records: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+        state = code_state(module_file(self.node.entrypoint))
+        why: dict[str, str] = {}
+        recipe: dict[str, Any] = {"node": self.node.name, "version": model.version, "training_id": self.id,
+                                  "seed": self.node.model.seed, "params": dict(self.node.model.params),
+                                  "commit": state.commit, "code_root": state.root}
+        if state.commit is None:
+            why["commit"] = "; ".join(state.missing)
+        if state.lock is not None:
+            recipe["lock"] = {"name": state.lock_name, "sha256": _put_blob(self.tracking, "lock", state.lock)}
+        else:
+            why["lock"] = "; ".join(m for m in state.missing if "lock" in m)
+        if state.diff is not None:
+            recipe["diff"] = {"sha256": _put_blob(self.tracking, "diff", state.diff), "bytes": len(state.diff)}
+        else:
+            why["diff"] = "; ".join(state.missing)
+        if self.catalog_path is not None and Path(self.catalog_path).is_file():
+            recipe["catalog"] = {"path": str(Path(self.catalog_path).resolve()),
+                                 "sha256": _put_blob(self.tracking, "catalog", Path(self.catalog_path).read_bytes())}
+        else:
+            why["catalog"] = f"no catalog file at {self.catalog_path}"
+        recipe["inputs"] = self.snapshot_inputs(inputs, records)
+        if why:
+            recipe["why"] = why
+        self._recipe = recipe
+        return recipe
+
+    # -- the record ------------------------------------------------------------------------
+    def record(self, status: str, *, model: Any = None, metrics: dict[str, float] | None = None,
+               input_versions: dict[str, str] | None = None, curves: Any = None, error: BaseException | None = None,
+               declared_params: dict[str, Any] | None = None) -> str:
+        from depmesh.assets.factory import library_versions
+
+        recipe = self._recipe or {}
+        state = None if recipe else code_state(module_file(self.node.entrypoint))
+        lock = (recipe.get("lock") or {}).get("sha256")
+        diff = (recipe.get("diff") or {}).get("sha256")
+        if state is not None:  # a training that was not registered: its code state still goes on record
+            lock = _put_blob(self.tracking, "lock", state.lock) if state.lock is not None else None
+            diff = _put_blob(self.tracking, "diff", state.diff) if state.diff is not None else None
+        ended = datetime.now(UTC)
+        row = {
+            "id": self.id, "node": self.node.name, "status": status, "run_id": self.run_id, "trigger": self.trigger,
+            "tags": {**self.tags, "trigger": self.trigger}, "model_version": getattr(model, "version", None) or None,
+            "params": estimator_params(getattr(model, "estimator", None)) if model is not None else {},
+            "declared_params": dict(declared_params if declared_params is not None else self.node.model.params),
+            "seed": self.node.model.seed, "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+            "code_version": self.code, "git_commit": recipe.get("commit") or (state.commit if state else None),
+            "diff_sha256": diff, "lock_sha256": lock, "catalog_sha256": (recipe.get("catalog") or {}).get("sha256"),
+            "library_versions": library_versions(), "input_versions": dict(input_versions or {}),
+            "inputs": recipe.get("inputs") or {}, "host": host(), "started_at": self.started_at, "ended_at": ended,
+            "duration_s": round(self.seconds, 4), "peak_memory_mb": self.memory.peak_mb,
+            "study": self.study, "trial": self.trial,
+            "error": "".join(traceback.format_exception_only(type(error), error)).strip()[:4000] if error else None,
+        }
+        return self.tracking.record(row, curves)
+
+
+def curves_for(model: Any, ctx: Any) -> Any:
+    """The curves a trainer left (``ctx.fit``), else those depmesh can read off
+    the fitted estimator on the evaluation window."""
+    if getattr(ctx, "curves", None) is not None and ctx.curves.series:
+        return ctx.curves
+    validation = None
+    if ctx.evaluation is not None and model.features:
+        frame, y = ctx.evaluation
+        try:
+            prepared = model.with_upstream_predictions(frame)
+            validation = (prepared[model.features], y)
+        except Exception:  # noqa: BLE001 - a curve is never worth failing a training for
+            validation = None
+    try:
+        return staged_curves(model.estimator, None, validation)
+    except Exception:  # noqa: BLE001
+        return None
