@@ -93,8 +93,22 @@ th { background: #f5f5f5; } .svg-wrap { overflow-x: auto; border: 1px solid #eee
 """
 
 
-def render(mesh: MeshSpec, report: ImpactReport) -> str:
-    """The whole page for ``report`` on ``mesh``."""
+def _cost_section(cost: dict | None) -> str:
+    if not cost:
+        return '<h2>Retraining cost</h2><p id="cost">No estimate: no instance with history was given (--home).</p>'
+    rows = [[n, c["kind"], "no history" if c["seconds"] is None else f'{c["seconds"]:g}',
+             "" if c["peak_mb"] is None else f'{c["peak_mb"]:g}', c["history"]] for n, c in cost["nodes"].items()]
+    peak = f'{cost["peak_mb"]:g} MB' if cost["peak_mb"] is not None else "unknown"
+    missing = (f'<p>No history yet (not counted): {html.escape(", ".join(cost["no_history"]))}</p>'
+               if cost["no_history"] else "")
+    return (f'<h2>Retraining cost</h2><p id="cost">{cost["serial_seconds"]:g} s of work, about '
+            f'{cost["critical_path_seconds"]:g} s wall along the longest chain, peak memory {peak} (medians of '
+            f'recent tracked trainings and builds).</p>{missing}'
+            + _table(["node", "kind", "seconds", "peak MB", "history"], rows))
+
+
+def render(mesh: MeshSpec, report: ImpactReport, cost: dict | None = None) -> str:
+    """The whole page for ``report`` on ``mesh`` (and the retraining ``cost`` estimate, if any)."""
     title = f"Impact of a change to {report.node}"
     figures = [("downstream nodes", len(report.downstream)), ("consumers", len(report.consumers)),
                ("owner teams", len(report.owners)), ("rollback set", len(report.rollback_set)),
@@ -131,6 +145,7 @@ Owners to notify: {html.escape(", ".join(o.removeprefix("team:") for o in report
 {html.escape(", ".join(report.rollback_set) or "none")}</p>
 <h2>Contracts and checks on the way</h2>{contracts}
 <h2>Propagation paths, by depth</h2><ol>{paths}</ol>{more}
+{_cost_section(cost)}
 <script>
 // Count what the browser actually drew, for automated checks of this page.
 const drawn = [...document.querySelectorAll("g.node")].filter(g => g.getBBox().width > 0);

@@ -109,3 +109,7 @@ def fail_first_time(inputs, ctx):
         raise ConnectionError(f"{ctx.node.name}: transient fault (marker {marker} written)")
     frame = next(iter(inputs.values()))
     return frame.assign(value=frame["value"] * 2)
+
+
+def raising_dep_delay(inputs, ctx):
+    raise RuntimeError("the feature store answered 503")

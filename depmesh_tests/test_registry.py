@@ -47,13 +47,29 @@ def registry(registry_url, artifacts_dir):
     reg.dispose()
 
 
-def register(reg: Registry, node: str, version: str, upstream: dict | None = None, mae: float = 10.0) -> str:
-    """Register a version whose artifact (some bytes) is in the registry's store; returns its hash."""
+def complete_recipe(reg: Registry, **changes) -> dict:
+    """A recipe with every part stored (a version without inputs); ``changes`` replace parts."""
+    from depmesh.tracking.store import Tracking
+
+    tracking = Tracking(reg)
+    recipe = {"commit": "0" * 40, "seed": 1, "params": {"alpha": 1.0}, "inputs": {},
+              "lock": {"name": "uv.lock", "sha256": tracking.put_blob("lock", b"version = 1\n")},
+              "diff": {"sha256": tracking.put_blob("diff", b""), "bytes": 0},
+              "catalog": {"path": "mesh.yaml", "sha256": tracking.put_blob("catalog", b"mesh: m\n")}}
+    recipe.update(changes)
+    return recipe
+
+
+def register(reg: Registry, node: str, version: str, upstream: dict | None = None, mae: float = 10.0,
+             recipe: dict | None = None, input_versions: dict | None = None) -> str:
+    """Register a version whose artifact (some bytes) is in the registry's store, with a complete
+    recipe unless one is given; returns its hash."""
     digest, path = reg.artifacts.put_bytes(f"{reg.mesh}:{node}@{version}".encode())
     reg.register(node=node, version=version, artifact_hash=digest, artifact_path=str(path),
                  metrics={"mae": mae}, gates={"gate_quality": {"passed": True}}, run_id="run-1",
-                 input_versions={}, upstream_models=upstream or {}, code_version="c1",
-                 library_versions={"python": "3.11"}, card=f"# card {node}@{version}\n")
+                 input_versions=input_versions or {}, upstream_models=upstream or {}, code_version="c1",
+                 library_versions={"python": "3.11"}, card=f"# card {node}@{version}\n",
+                 recipe=complete_recipe(reg) if recipe is None else recipe)
     return digest
 
 
@@ -71,8 +87,45 @@ def two_releases(reg: Registry) -> tuple[int, int]:
 
 
 def test_migrations_are_idempotent_and_versioned(registry):
-    assert registry.migrate() == HEAD == "0002"
+    assert registry.migrate() == HEAD == "0003"
     assert registry.schema_revision() == HEAD
+
+
+@pytest.mark.parametrize("change,missing", [
+    ({"lock": None}, "the lock file was not recorded"),
+    ({"commit": None}, "the git commit was not recorded"),
+    ({"diff": {"sha256": "f" * 64, "bytes": 3}}, "the diff of uncommitted changes (ffffffffffff) is not stored"),
+    ({"inputs": {}}, "no snapshot of input features/x"),
+    ({"inputs": {"features/x": {"kind": "table", "sha256": "a" * 64}}}, "the snapshot of input features/x (aaaaaaaaaaaa) "
+                                                                        "is missing"),
+    ({"seed": None}, "the seed was not recorded"),
+])
+def test_a_version_with_an_incomplete_recipe_cannot_reach_staging(registry, change, missing):
+    register(registry, "models/dep", "v1", recipe=complete_recipe(registry, **change),
+             input_versions={"features/x": "d1"})
+    with pytest.raises(RegistryError, match=rf"refused to move models/dep@v1 to Staging: its reproducibility recipe is "
+                                            rf"incomplete: .*{__import__('re').escape(missing)}"):
+        registry.create_release({"models/dep": "v1"}, run_id="r")
+    with pytest.raises(RegistryError, match="recipe is incomplete"):
+        registry.transition("models/dep", "v1", "Staging", actor="ana", reason="try")
+    assert registry.releases() == [] and registry.versions()[0]["stage"] == "Development"  # nothing half-written
+    assert missing in " ".join(registry.recipe_problems("models/dep", "v1"))
+    # registering the same version again with a complete recipe mends it
+    snapshot = registry.artifacts.root.parent / "snapshots"
+    from depmesh.tracking.snapshots import SnapshotStore
+
+    digest = SnapshotStore(snapshot).put_bytes(b"parquet bytes")
+    register(registry, "models/dep", "v1", recipe=complete_recipe(
+        registry, inputs={"features/x": {"kind": "table", "sha256": digest}}), input_versions={"features/x": "d1"})
+    assert registry.recipe_problems("models/dep", "v1") == []
+    registry.create_release({"models/dep": "v1"}, run_id="r")
+    assert registry.versions()[0]["stage"] == "Staging"
+
+
+def test_a_version_registered_without_any_recipe_says_so(registry):
+    register(registry, "models/dep", "v1", recipe={})
+    with pytest.raises(RegistryError, match="no recipe was recorded"):
+        registry.create_release({"models/dep": "v1"}, run_id="r")
 
 
 def test_registration_is_idempotent_and_starts_in_development(registry):

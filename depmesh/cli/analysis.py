@@ -19,9 +19,13 @@ from depmesh.cli.render import impact_report
 @click.option("--changed-since", "ref", help="Take the nodes whose catalog entry or code changed since this git ref.")
 @click.option("--format", "fmt", default="table", show_default=True,
               help="table, json, html, or a path ending in .html to write the page to.")
-def impact(nodes: tuple[str, ...], catalog: str | None, ref: str | None, fmt: str) -> None:
+@click.option("--home", type=click.Path(file_okay=False),
+              help="Instance whose history estimates the retraining cost (default: $DAGSTER_HOME or ./.dagster_home "
+                   "when it holds one; none: no estimate).")
+def impact(nodes: tuple[str, ...], catalog: str | None, ref: str | None, fmt: str, home: str | None) -> None:
     """What a change to NODE(S) reaches: downstream nodes by depth, consumers, owners,
-    contracts on the way, propagation paths, the rollback set and the blast radius."""
+    contracts on the way, propagation paths, the rollback set and the blast radius;
+    with an instance, the expected wall time and peak memory of retraining it."""
     import json
 
     from depmesh.impact import impact as analyse
@@ -47,8 +51,10 @@ def impact(nodes: tuple[str, ...], catalog: str | None, ref: str | None, fmt: st
         raise click.ClickException(f"{mesh.path.name}: no node named {', '.join(unknown)} "
                                    f"(see `depmesh show`)")
     report = analyse(mesh, changed)
+    cost = _cost(mesh, report, home)
     if fmt == "json":
         out = report.as_json()
+        out["cost"] = cost
         if ref:
             out["changed_since"] = {"ref": ref, "reasons": reasons}
         click.echo(json.dumps(out, indent=2))
@@ -57,14 +63,46 @@ def impact(nodes: tuple[str, ...], catalog: str | None, ref: str | None, fmt: st
 
         path = Path(fmt) if fmt.endswith(".html") else Path(f"impact-{'+'.join(n.replace('/', '_') for n in report.changed)[:120]}.html")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(mesh, report), encoding="utf-8")
+        path.write_text(render(mesh, report, cost), encoding="utf-8")
         click.echo(f"wrote {path} (open it in a browser)")
     elif fmt == "table":
         if reasons:
             click.echo("changed since " + ref + ":\n" + "\n".join(f"  {n}: {'; '.join(r)}" for n, r in reasons.items()) + "\n")
         click.echo(impact_report(report))
+        from depmesh.tracking.cost import cost_lines
+
+        click.echo("\n" + "\n".join(cost_lines(cost)) if cost else
+                   "\nno retraining cost estimate: no instance with history (--home)")
     else:
         raise click.BadParameter(f"{fmt!r}: use table, json, html or a path ending in .html", param_hint="--format")
+
+
+def _cost(mesh: MeshSpec, report, home: str | None):
+    """The retraining cost estimate from the instance at ``home`` (or the default one), if there is one."""
+    import os
+
+    from depmesh.instance import default_home
+
+    path = Path(home) if home else (Path(os.environ["DAGSTER_HOME"]) if os.environ.get("DAGSTER_HOME")
+                                    else default_home())
+    if not (path / "dagster.yaml").is_file():
+        if home:
+            raise click.UsageError(f"{path} holds no Dagster instance (no dagster.yaml): check --home")
+        return None
+    from dagster import DagsterInstance
+
+    from depmesh.registry.resource import open_registry
+    from depmesh.registry.store import default_url
+    from depmesh.tracking.cost import retraining_cost
+    from depmesh.tracking.store import Tracking
+
+    registry = open_registry(default_url(path.resolve()), mesh.name)
+    instance = DagsterInstance.from_config(str(path.resolve()))
+    try:
+        return retraining_cost(mesh, report.changed, [r.node for r in report.downstream], Tracking(registry), instance)
+    finally:
+        instance.dispose()
+        registry.dispose()
 
 
 @main.command()

@@ -203,9 +203,11 @@ def runs_gc(days: float, dry_run: bool, catalog, home) -> None:
 @click.argument("target", metavar="MODEL@VERSION")
 @REG_CATALOG_OPTION
 @HOME_OPTION
-@click.option("--work-dir", type=click.Path(file_okay=False), help="Where to build (default: a new temporary folder).")
+@click.option("--work-dir", type=click.Path(file_okay=False),
+              help="Where to build, kept afterwards (default: a temporary folder, removed afterwards).")
+@click.option("--keep", is_flag=True, help="Keep the temporary folder (code, environment, job) for a look.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def reproduce(target: str, catalog, home, work_dir, fmt) -> None:
+def reproduce(target: str, catalog, home, work_dir, keep, fmt) -> None:
     """Rebuild a registered version from its recipe (the stored lock in a
     fresh uv environment, the recorded commit and diff, the input snapshots,
     seed and parameters). Exit 0: bit-identical artifact; 3: different bytes
@@ -219,7 +221,7 @@ def reproduce(target: str, catalog, home, work_dir, fmt) -> None:
         raise click.UsageError(f"{target!r} is not MODEL@VERSION (e.g. models/dep_delay@fd76cff2aaf64b1c)")
     registry = open_mesh_registry(home, catalog, read_only=True)
     try:
-        report = rebuild(registry, node, version, work_dir=Path(work_dir) if work_dir else None,
+        report = rebuild(registry, node, version, work_dir=Path(work_dir) if work_dir else None, keep=keep,
                          progress=lambda line: click.echo(line, err=True))
     except ReproduceError as exc:
         raise click.ClickException(str(exc)) from None

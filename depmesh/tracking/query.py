@@ -59,6 +59,8 @@ def _path(node: ast.AST, text: str) -> tuple[str, ...]:
                          f"or one of {', '.join(sorted(COLUMNS))})")
     parts.append(node.id)
     path = tuple(reversed(parts))
+    if any(part.startswith("__") for part in path):
+        raise WhereError(f"--where {text!r}: {'.'.join(path)!r} is not a field (no name starts with '__')")
     if len(path) == 1 and path[0] not in COLUMNS:
         raise WhereError(f"--where {text!r}: unknown field {path[0]!r} (use params.X, metrics.X, tags.X or one of "
                          f"{', '.join(sorted(COLUMNS))})")

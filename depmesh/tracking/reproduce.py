@@ -6,8 +6,7 @@ recipe in a fresh environment and say how close the rebuild is.
 2. The environment: the stored lock file, installed by ``uv sync --locked``
    into an isolated virtual environment (uv's cache makes this seconds when
    the packages were installed before; nothing of the current environment is used).
-3. The training: in that environment, ``python -m depmesh.tracking.rebuild``
-   trains the node from the stored catalog with the recorded parameters and
+3. The training: in that environment, depmesh.tracking.rebuild (as a script) trains the node from the stored catalog with the recorded parameters and
    seed on the input snapshots (each verified by its hash), packs the
    artifact and compares it with the registered one: the same bytes, or else
    the predictions of both on the evaluation window (largest difference).
@@ -87,7 +86,7 @@ def build_environment(source: Path, venv: Path, uv: str) -> float:
     return time.perf_counter() - started
 
 
-def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None = None,
+def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None = None, keep: bool = False,
               progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Rebuild ``node@version`` from its recipe; the report (see ``verdict``)."""
     from depmesh.tracking.snapshots import SnapshotStore
@@ -126,13 +125,20 @@ def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None =
            "artifact_hash": info["artifact_hash"]}
     (work / "job.json").write_text(json.dumps(job, indent=2))
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    done = subprocess.run([str(venv / "bin" / "python"), "-m", "depmesh.tracking.rebuild", str(work / "job.json")],
+    # the rebuild script is this depmesh's (a version's own code may predate it); what it
+    # imports (the trainer, depmesh's model and artifact code) comes from the rebuilt environment
+    script = work / "rebuild.py"
+    shutil.copyfile(Path(__file__).with_name("rebuild.py"), script)
+    done = subprocess.run([str(venv / "bin" / "python"), str(script), str(work / "job.json")],
                           capture_output=True, cwd=source, env=env)
     if done.returncode != 0:
         raise ReproduceError(f"the rebuild failed in the rebuilt environment (exit {done.returncode}): "
                              + done.stderr.decode(errors="replace").strip()[-2000:])
     report = json.loads(done.stdout.decode().strip().splitlines()[-1])
     report.update(work_dir=str(work), environment_seconds=round(seconds, 1))
+    if work_dir is None and not keep:
+        shutil.rmtree(work, ignore_errors=True)
+        report["work_dir"] = f"{work} (removed; --keep keeps it)"
     return report
 
 

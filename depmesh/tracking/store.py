@@ -22,7 +22,6 @@ from depmesh.registry.schema import blobs, training_curves, trainings
 from depmesh.tracking.capture import Curves
 
 JSON_COLUMNS = ("tags", "params", "declared_params", "metrics", "library_versions", "input_versions", "inputs")
-LIST_COLUMNS = [c for c in trainings.c if c.name not in ("library_versions",)]
 STATUSES = ("registered", "rejected", "failed", "trial", "pruned")
 
 
@@ -43,7 +42,7 @@ class Tracking:
         from depmesh.artifacts import sha256
 
         digest = sha256(content)
-        with self.engine.begin() as conn:
+        with self.registry._write() as conn:
             if conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256 == digest)).first() is None:
                 conn.execute(blobs.insert().values(sha256=digest, kind=kind, size=len(content), content=content))
         return digest
@@ -67,7 +66,7 @@ class Tracking:
         values["mesh"] = self.mesh
         for key in JSON_COLUMNS:
             values[key] = json.dumps(values.get(key) or {}, sort_keys=True, default=str)
-        with self.engine.begin() as conn:
+        with self.registry._write() as conn:
             conn.execute(trainings.insert().values(**values))
             for series, (steps, points) in sorted((curves.series if curves else {}).items()):
                 conn.execute(training_curves.insert().values(
@@ -77,7 +76,7 @@ class Tracking:
     # -- reading -----------------------------------------------------------------------
     def _select(self, node: str | Sequence[str] | None, status: Sequence[str] | None, trigger: str | None,
                 since: datetime | None, until: datetime | None, study: str | None):
-        query = sa.select(*LIST_COLUMNS).where(trainings.c.mesh == self.mesh)
+        query = sa.select(trainings).where(trainings.c.mesh == self.mesh)
         if node:
             nodes = [node] if isinstance(node, str) else list(node)
             query = query.where(trainings.c.node.in_(nodes))
@@ -108,7 +107,7 @@ class Tracking:
         out = []
         for row in rows:
             item = dict(row._mapping)
-            for column in ("tags", "params", "declared_params", "metrics", "input_versions", "inputs"):
+            for column in JSON_COLUMNS:
                 item[column] = json.loads(item[column])
             if tags and any(item["tags"].get(k) != v for k, v in tags.items()):
                 continue
