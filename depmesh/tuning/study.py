@@ -62,8 +62,35 @@ def tunable_node(mesh: MeshSpec, name: str) -> NodeSpec:
     return node
 
 
-def storage_url(registry_url: str) -> str:
-    return registry_url
+OPTUNA_SCHEMA_LOCK = 0x64_6D_6F_70  # the PostgreSQL advisory lock held while Optuna creates its tables
+OPTUNA_SCHEMA = "depmesh_optuna"  # PostgreSQL: Optuna's tables, in the registry's database, in a schema of their own
+
+
+def study_storage(registry_url: str) -> Any:
+    """Optuna's storage in the registry's database. On PostgreSQL its tables
+    go into their own schema: the database also holds Dagster's storage, whose
+    ``alembic_version`` table Optuna would otherwise read as its own. Optuna
+    creates its tables on first use; workers starting together would race to
+    create them, so that first use holds an advisory lock."""
+    import optuna
+
+    if not registry_url.startswith("postgresql"):
+        return optuna.storages.RDBStorage(registry_url)
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(registry_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": OPTUNA_SCHEMA_LOCK})
+            try:
+                conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
+                conn.commit()
+                return optuna.storages.RDBStorage(registry_url, engine_kwargs={
+                    "pool_pre_ping": True, "connect_args": {"options": f"-csearch_path={OPTUNA_SCHEMA}"}})
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": OPTUNA_SCHEMA_LOCK})
+    finally:
+        engine.dispose()
 
 
 def _sampler(tune: Any) -> Any:
@@ -147,7 +174,7 @@ def run_study(mesh: MeshSpec, node_name: str, instance: Any, registry: Any, stor
     builder = resolve_entrypoint(node.entrypoint)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = "maximize" if tune.higher_is_better else "minimize"
-    study = optuna.create_study(study_name=name, storage=storage_url(registry.url), sampler=_sampler(tune),
+    study = optuna.create_study(study_name=name, storage=study_storage(registry.url), sampler=_sampler(tune),
                                 pruner=_pruner(tune), direction=direction, load_if_exists=True)
     baseline = {p.name: node.model.params[p.name] for p in tune.space if p.name in node.model.params}
     if not study.trials and len(baseline) == len(tune.space) and tune.sampler != "grid":
