@@ -185,3 +185,59 @@ def test_a_model_page_shows_its_stage_and_the_production_version(screen, ui_inst
     assert f"{version}: Staging → Production by ana" in text or f"{version}: Staging -> Production by ana" in text
     for shown in ("depmesh/stage", "depmesh/production_version", "weekly release", "depmesh/release_id"):
         assert shown in text, shown
+
+
+def test_a_model_materialization_shows_its_training_curves(screen):
+    """The curves are a picture in the materialization's metadata (an SVG data URI in Markdown)."""
+    screen.open("/assets/models/arr_delay", "training_curves", "arr_delay_overview_metadata")
+    page = screen.page
+    page.locator("tr", has_text="training_curves").last.get_by_text("[Show Markdown]").click()
+    image = page.locator("img[alt='training curves']")
+    image.first.wait_for(timeout=30_000)
+    drawn = image.first.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+    assert drawn == [True, 560, 260], drawn  # decoded and drawn at the SVG's size
+    assert "Last values: train/mae" in page.inner_text("body")
+    page.screenshot(path=str(screen.folder / "arr_delay_curves.png"))
+
+
+def test_the_comparison_page_draws_its_table_curves_and_parallel_coordinates(browser, golden, demo_mesh, tmp_path,
+                                                                             screenshots):
+    from depmesh.artifacts import ArtifactStore
+    from depmesh.assets.io import storage_dir
+    from depmesh.cli import main
+    from depmesh.registry import Registry
+    from depmesh.registry.store import default_url
+    from depmesh.tracking.store import Tracking
+    from depmesh.tuning.study import run_study
+
+    home = tmp_path / "home"
+    with copy_of(golden, home) as instance:
+        registry = Registry(default_url(home), mesh="flights", artifacts=ArtifactStore(storage_dir(instance) / "artifacts"))
+        result = run_study(demo_mesh, "models/dep_delay", instance, registry, storage_dir(instance), trials=5,
+                           progress=lambda line: None)
+    trials = Tracking(registry).query(study=result.study)
+    series = sum(len(c) for c in Tracking(registry).curves([t["id"] for t in trials]).values())
+    page_file = tmp_path / "compare.html"
+    out = CliRunner().invoke(main, ["runs", "compare", "--home", str(home), "--study", result.study, "--status", "trial",
+                                    "--sort", "metrics.mae", "--format", "html", "-o", str(page_file)])
+    assert out.exit_code == 0, out.output
+    complete = [t for t in trials if t["status"] == "trial"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(page_file.as_uri())
+        page.locator("#parcoords .parcoords").first.wait_for(timeout=30_000)
+        rows = page.locator("#trainings tbody tr")
+        assert rows.count() == len(complete) >= 2
+        maes = [float(rows.nth(i).locator("td").last.inner_text()) for i in range(rows.count())]
+        assert maes == sorted(maes) and maes[0] == round(result.best_value, 5)  # sorted by the metric, best first
+        drawn = page.locator("#curves .scatterlayer .trace").count()
+        shown = sum(len(c) for c in Tracking(registry).curves([t["id"] for t in complete]).values())
+        assert drawn == shown >= 2 * len(complete) and series >= shown  # train and validation per trial
+        axes = page.locator("#parcoords .y-axis")
+        assert axes.count() == 4  # learning_rate, max_iter, max_leaf_nodes, and mae
+        text = page.inner_text("#parcoords")
+        for label in ("learning_rate", "max_iter", "max_leaf_nodes", "mae"):
+            assert label in text, label
+        page.screenshot(path=str(screenshots / "runs_compare.png"), full_page=True)
+    finally:
+        page.close()

@@ -82,7 +82,7 @@ def compare_html(items: list[dict[str, Any]], curves: dict[str, dict[str, tuple[
         parcoords = go.Figure(go.Parcoords(
             line={"color": scores, "colorscale": "Viridis", "showscale": True, "colorbar": {"title": metric}},
             dimensions=[*dims, {"label": metric, "values": scores}]))
-        parcoords.update_layout(title=f"Parameters against {metric}", height=420, margin={"t": 70, "l": 60, "r": 60})
+        parcoords.update_layout(title=f"Parameters against {metric}", height=460, margin={"t": 120, "l": 60, "r": 60})
         parts.append(pio.to_html(parcoords, include_plotlyjs=False, full_html=False, div_id="parcoords"))
     else:
         parts.append('<p id="parcoords-missing">No parallel coordinates: the trainings shown share every declared '
