@@ -20,6 +20,11 @@ Rows:
 Column "verify s": time the in-process run spent hashing stored tables and
 model artifacts to check them against their records (reads and writes; every
 call of the store's SHA-256, timed in this process; not measured in step processes).
+
+Column "tracking s": time the in-process run spent tracking its trainings
+(depmesh.tracking): the training curves, the recipe (git state, lock and
+catalog blobs, input snapshots) and the training records, timed around those
+calls in this process.
 """
 
 from __future__ import annotations
@@ -71,6 +76,37 @@ class HashTimer:
             module.sha256 = self.original
 
 
+class TrackingTimer:
+    """Times the tracking calls of a run in this process (curves, recipe, record)."""
+
+    def __init__(self) -> None:
+        import depmesh.tracking.capture as capture
+        import depmesh.tracking.recorder as recorder
+
+        self.seconds = 0.0
+        self.patches = [(capture, "staged_curves"), (recorder.TrainingRecorder, "recipe"),
+                        (recorder.TrainingRecorder, "record")]
+        self.originals = [getattr(owner, name) for owner, name in self.patches]
+
+    def __enter__(self) -> "TrackingTimer":
+        def timed(original):
+            def call(*args, **kwargs):
+                started = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    self.seconds += time.perf_counter() - started
+            return call
+
+        for (owner, name), original in zip(self.patches, self.originals):
+            setattr(owner, name, timed(original))
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for (owner, name), original in zip(self.patches, self.originals):
+            setattr(owner, name, original)
+
+
 class _Log:
     def info(self, *_):
         pass
@@ -115,8 +151,8 @@ def main() -> None:
     _gx()
     rows = []
 
-    def report(how: str, seconds: float, verify: float | None = None) -> None:
-        rows.append((how, seconds, verify))
+    def report(how: str, seconds: float, verify: float | None = None, tracking: float | None = None) -> None:
+        rows.append((how, seconds, verify, tracking))
         print(f"{how}: {seconds:.1f} s", flush=True)
 
     report("plain Python (builders only)", plain_python(args.sample, checks=False))
@@ -124,9 +160,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home, instance_for_test(temp_dir=home) as instance:
         defs = build_definitions(load_catalog(DEMO_CATALOG), runtime=MeshRuntime(sample_fraction=args.sample))
         started = time.perf_counter()
-        with HashTimer() as hashing:
+        with HashTimer() as hashing, TrackingTimer() as tracking:
             assert defs.resolve_job_def(MESH_JOB).execute_in_process(instance=instance, run_config=QUIET).success
-        report("Dagster, in-process (default)", time.perf_counter() - started, hashing.seconds)
+        report("Dagster, in-process (default)", time.perf_counter() - started, hashing.seconds, tracking.seconds)
         print(f"  verification hashed {hashing.bytes / 1e6:.0f} MB in {hashing.seconds:.2f} s", flush=True)
         methods = [("forkserver, depmesh.preload", None)] + ([("spawn, Dagster's default", "spawn")] if args.spawn else [])
         for label, method in methods:
@@ -139,9 +175,11 @@ def main() -> None:
             report(f"Dagster, multiprocess ({label})", time.perf_counter() - started)
     plain, checked = rows[0][1], rows[1][1]
     print(f"\nsample fraction {args.sample}, {os.cpu_count()} CPUs\n")
-    print(f"{'how':<48} {'wall s':>7} {'vs plain':>9} {'vs plain+checks':>16} {'verify s':>9} {'verify share':>13}")
-    for how, seconds, verify in rows:
+    print(f"{'how':<48} {'wall s':>7} {'vs plain':>9} {'vs plain+checks':>16} {'verify s':>9} {'verify share':>13}"
+          f" {'tracking s':>11} {'tracking share':>15}")
+    for how, seconds, verify, tracked in rows:
         extra = f"{verify:>9.2f} {verify / seconds:>12.1%}" if verify is not None else f"{'-':>9} {'-':>13}"
+        extra += f" {tracked:>11.2f} {tracked / seconds:>14.1%}" if tracked is not None else f" {'-':>11} {'-':>15}"
         print(f"{how:<48} {seconds:>7.1f} {seconds / plain:>8.2f}x {seconds / checked:>15.2f}x {extra}")
 
 

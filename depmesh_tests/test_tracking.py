@@ -270,3 +270,41 @@ def test_impact_estimates_the_cost_of_retraining_from_history(golden, tmp_path):
     assert set(cost["no_history"]) == {"models/arr_delay", "models/late_arrival", "scores/arr_delay",
                                        "scores/late_arrival", "consumers/ops_report"}
     assert cost["serial_seconds"] == 0 and cost["peak_mb"] is None
+
+
+def test_a_model_whose_code_is_not_in_git_is_tracked_but_never_reaches_staging(tmp_path, monkeypatch):
+    """A trainer outside any git repository: the training is tracked, the
+    version registered, but its recipe has no commit, so the release gate
+    blocks it and it stays in Development, with the reason named."""
+    from dagster import instance_for_test
+
+    from depmesh.catalog import load_catalog
+    from depmesh.examples import CLINIC_CATALOG
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "loose_trainer.py").write_text(
+        "from depmesh.examples.clinic.builders import train_progression as train\n")
+    monkeypatch.syspath_prepend(str(outside))
+    catalog = tmp_path / "clinic.yaml"
+    catalog.write_text(CLINIC_CATALOG.read_text().replace(
+        "depmesh.examples.clinic.builders:train_progression", "loose_trainer:train"))
+    mesh = load_catalog(catalog)
+    home = tmp_path / "home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as instance:
+        result = materialize_mesh(mesh, instance, sample=1.0)
+        assert result.success
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()
+                  if e.asset_key == AssetKey(["releases", "clinic"])}
+        assert checks["release_recipes_complete"].passed is False
+        assert "is not in a git repository" in checks["release_recipes_complete"].description
+        assert instance.get_run_by_id(result.run_id).tags["depmesh/blocked"] == \
+            "releases/clinic: release_recipes_complete failed"
+    registry = Registry(default_url(home), mesh="clinic", artifacts=ArtifactStore(artifacts_dir(home)))
+    [version] = registry.versions("models/progression")
+    assert version["stage"] == "Development" and registry.releases() == []
+    assert any("the git commit was not recorded" in p for p in registry.recipe_problems("models/progression",
+                                                                                     version["version"]))
+    [training] = Tracking(registry).query(node="models/progression")
+    assert training["status"] == "registered" and training["git_commit"] is None

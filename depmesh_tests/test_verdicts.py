@@ -74,6 +74,16 @@ def test_each_release_gate_fails_on_what_it_guards(gate, members, upstream, fail
     assert all(r.passed for name, r in results.items() if name != gate)
 
 
+def test_the_recipe_gate_names_each_member_that_cannot_be_rebuilt():
+    members = {"a": "1", "b": "2"}
+    records = _records(members, {"b": {"a": "1"}})
+    records["b"]["recipe_problems"] = ["the git commit was not recorded (not in a git repository)"]
+    results = {g.name: g for g in evaluate_release(members, records, [])}
+    assert results["release_recipes_complete"].passed is False
+    assert results["release_recipes_complete"].summary == "b@2: the git commit was not recorded (not in a git repository)"
+    assert all(r.passed for name, r in results.items() if name != "release_recipes_complete")
+
+
 def test_a_consistent_set_passes_every_release_gate():
     members = {"a": "1", "b": "2", "c": "3"}
     upstream = {"b": {"a": "1"}, "c": {"a": "1", "b": "2"}}

@@ -280,7 +280,7 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     from depmesh.assets.io import recorded_metadata
 
     records = {name: recorded_metadata(context.instance, asset_key(name).path) for name in inputs}
-    recipe = recorder.recipe(model, inputs, records)
+    recipe = recorder.recipe(model, inputs, records, input_versions)
     # registered before the output is stored: if the registry cannot be reached
     # nothing is materialized, and the step's retry starts clean (registration
     # is idempotent, so a retry after this point records nothing twice)

@@ -84,6 +84,8 @@ def build_release_asset(mesh: MeshSpec):
                 raise RuntimeError(f"{model} has never passed its gates, so there is nothing to release")
             members[model] = event.asset_materialization.metadata["model_version"].value
         records = {m: registry.version(m, v) for m, v in members.items()}
+        records = {m: r if r is None else {**r, "recipe_problems": registry.recipe_problems(m, members[m])}
+                   for m, r in records.items()}
         gates = evaluate_release(members, records, registry.artifact_problems(members))
         judged = "the set " + ", ".join(f"{m}@{v}" for m, v in members.items())
         results = gate_results(gates)

@@ -56,6 +56,14 @@ def upstream_in_set(members: Mapping[str, str], records: Records, artifact_probl
                       "; ".join(outside) or "no member depends on a model outside the release", {"outside": outside})
 
 
+def recipes_complete(members: Mapping[str, str], records: Records, artifact_problems: list[str]) -> GateResult:
+    missing = [f"{node}@{version}: " + "; ".join(records[node].get("recipe_problems") or [])
+               for node, version in sorted(members.items())
+               if records.get(node) is not None and records[node].get("recipe_problems")]
+    return GateResult("release_recipes_complete", not missing,
+                      "; ".join(missing) or f"every member can be rebuilt from its recorded recipe", {"missing": missing})
+
+
 ReleaseGate = Callable[[Mapping[str, str], Records, list[str]], GateResult]
 RELEASE_GATES: tuple[tuple[str, str, ReleaseGate], ...] = (
     ("release_gates_passed", "Every member version passed all of its deployment gates.", members_passed_gates),
@@ -64,6 +72,8 @@ RELEASE_GATES: tuple[tuple[str, str, ReleaseGate], ...] = (
     ("release_trained_together", "Each member was trained against the very versions of the other members.",
      trained_together),
     ("release_upstream_in_set", "No member depends on an upstream model outside the release.", upstream_in_set),
+    ("release_recipes_complete", "Every member has a complete reproducibility recipe (lock, commit and diff, catalog, "
+     "input snapshots, seed, parameters): nothing reaches Staging that cannot be rebuilt.", recipes_complete),
 )
 
 

@@ -64,13 +64,14 @@ class TrainingRecorder:
     def _snapshots(self) -> SnapshotStore | None:
         return SnapshotStore(self.storage / "snapshots") if self.storage is not None else None
 
-    def snapshot_inputs(self, inputs: dict[str, Any], records: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    def snapshot_inputs(self, inputs: dict[str, Any], records: dict[str, dict[str, Any] | None],
+                        versions: dict[str, str]) -> dict[str, Any]:
         """Each input as a content-addressed snapshot: a table's stored bytes
-        (hard-linked), an upstream model's artifact hash."""
+        (hard-linked), an upstream model's artifact hash; ``versions``: each
+        input's data or model version, as the training recorded it."""
         import io
 
         from depmesh.models import TrainedModel
-        from depmesh.versions import frame_version
 
         snapshots = self._snapshots()
         out: dict[str, Any] = {}
@@ -88,10 +89,11 @@ class TrainingRecorder:
                 buffer = io.BytesIO()  # the stored file changed since it was read: keep what was read
                 value.to_parquet(buffer, index=False)
                 digest = snapshots.put_bytes(buffer.getvalue())
-            out[name] = {"kind": "table", "sha256": str(digest), "version": frame_version(value)}
+            out[name] = {"kind": "table", "sha256": str(digest), "version": versions.get(name)}
         return out
 
-    def recipe(self, model: Any, inputs: dict[str, Any], records: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    def recipe(self, model: Any, inputs: dict[str, Any], records: dict[str, dict[str, Any] | None],
+               versions: dict[str, str]) -> dict[str, Any]:
         state = code_state(module_file(self.node.entrypoint))
         why: dict[str, str] = {}
         recipe: dict[str, Any] = {"node": self.node.name, "version": model.version, "training_id": self.id,
@@ -112,7 +114,7 @@ class TrainingRecorder:
                                  "sha256": _put_blob(self.tracking, "catalog", Path(self.catalog_path).read_bytes())}
         else:
             why["catalog"] = f"no catalog file at {self.catalog_path}"
-        recipe["inputs"] = self.snapshot_inputs(inputs, records)
+        recipe["inputs"] = self.snapshot_inputs(inputs, records, versions)
         if why:
             recipe["why"] = why
         self._recipe = recipe

@@ -13,7 +13,7 @@ import json
 import statistics
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -76,6 +76,7 @@ class Tracking:
     # -- reading -----------------------------------------------------------------------
     def _select(self, node: str | Sequence[str] | None, status: Sequence[str] | None, trigger: str | None,
                 since: datetime | None, until: datetime | None, study: str | None):
+        since, until = self._utc(since), self._utc(until)
         query = sa.select(trainings).where(trainings.c.mesh == self.mesh)
         if node:
             nodes = [node] if isinstance(node, str) else list(node)
@@ -92,6 +93,13 @@ class Tracking:
             query = query.where(trainings.c.study == study)
         return query.order_by(trainings.c.started_at.desc())
 
+    def _utc(self, when: datetime | None) -> datetime | None:
+        """A time as the database compares it: SQLite keeps naive UTC text."""
+        if when is None:
+            return None
+        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+        return when.replace(tzinfo=None) if self.engine.dialect.name == "sqlite" else when
+
     def query(self, *, node: str | Sequence[str] | None = None, status: Sequence[str] | None = None,
               trigger: str | None = None, tags: Mapping[str, str] | None = None, since: datetime | None = None,
               until: datetime | None = None, study: str | None = None, where: str | None = None,
@@ -107,8 +115,7 @@ class Tracking:
         out = []
         for row in rows:
             item = dict(row._mapping)
-            for column in JSON_COLUMNS:
-                item[column] = json.loads(item[column])
+            _decode(item)
             if tags and any(item["tags"].get(k) != v for k, v in tags.items()):
                 continue
             if test is not None and not test(item):
@@ -124,10 +131,7 @@ class Tracking:
                                                           trainings.c.id.like(f"{training_id}%"))).all()
         if len(row) != 1:
             return None
-        item = dict(row[0]._mapping)
-        for column in JSON_COLUMNS:
-            item[column] = json.loads(item[column])
-        return item
+        return _decode(dict(row[0]._mapping))
 
     def for_version(self, node: str, version: str) -> dict[str, Any] | None:
         """The training that registered ``node@version`` (the latest, if it was trained twice)."""
@@ -168,3 +172,13 @@ class Tracking:
             out[node] = {"seconds": statistics.median(r.duration_s for r in picked),
                          "peak_mb": statistics.median(memory) if memory else 0.0, "trainings": float(len(picked))}
         return out
+
+
+def _decode(item: dict[str, Any]) -> dict[str, Any]:
+    """JSON columns as Python values; times as UTC-aware datetimes (SQLite gives them back naive)."""
+    for column in JSON_COLUMNS:
+        item[column] = json.loads(item[column])
+    for column in ("started_at", "ended_at"):
+        if item[column] is not None and item[column].tzinfo is None:
+            item[column] = item[column].replace(tzinfo=UTC)
+    return item
