@@ -257,7 +257,11 @@ def test_impact_estimates_the_cost_of_retraining_from_history(golden, tmp_path):
     assert cost["critical_path_seconds"] >= seconds["models/dep_delay"] + seconds["models/arr_delay"] + seconds[
         "models/late_arrival"]  # a chain: they cannot overlap
     text = runner.invoke(main, ["impact", "models/dep_delay", "--home", str(golden.home)]).output
-    assert "expected retraining cost:" in text
+    assert f"expected retraining cost: {cost['serial_seconds']:g} s of work" in text
+    page = tmp_path / "impact.html"
+    assert runner.invoke(main, ["impact", "models/dep_delay", "--home", str(golden.home), "--format", str(page)]
+                         ).exit_code == 0
+    assert f'id="cost">{cost["serial_seconds"]:g} s of work' in page.read_text()
     # an instance with no history names the nodes it cannot estimate
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -166,7 +166,7 @@ def test_models_below_the_block_show_as_not_run_not_failed(screen):
 def test_the_release_carries_its_gate_checks(screen):
     text = screen.open("/assets/releases/flights?view=checks", "release_gates_passed", "release_checks")
     for gate in ("release_gates_passed", "release_artifacts_verified", "release_trained_together",
-                 "release_upstream_in_set"):
+                 "release_upstream_in_set", "release_recipes_complete"):
         assert gate in text
     assert "Blocking (a depmesh gate)" in text
 
@@ -185,6 +185,16 @@ def test_a_model_page_shows_its_stage_and_the_production_version(screen, ui_inst
     assert f"{version}: Staging → Production by ana" in text or f"{version}: Staging -> Production by ana" in text
     for shown in ("depmesh/stage", "depmesh/production_version", "weekly release", "depmesh/release_id"):
         assert shown in text, shown
+
+
+def test_each_tunable_model_has_its_tuning_job_and_the_candidate_sensor(screen):
+    jobs = screen.open("/locations/depmesh@depmesh.definitions/jobs", "tune__models__dep_delay", "jobs")
+    assert "tune__models__dep_delay" in jobs and "tune__models__route_segment" not in jobs
+    job = screen.open("/locations/depmesh@depmesh.definitions/jobs/tune__models__dep_delay", "tune__models__dep_delay_study",
+                      "tune_job")
+    assert "tune__models__dep_delay_study" in job
+    sensors = screen.open("/automation", "tuned_candidates", "automation")
+    assert "tuned_candidates" in sensors and "coordinated_retraining" in sensors
 
 
 def test_a_model_materialization_shows_its_training_curves(screen):

@@ -60,16 +60,20 @@ class TrialFit:
         steps = max(1, min(self.steps, total))
         done: list[int] = []
         values: list[float] = []
+        prep, _ = _final_step(estimator)
+        # a pipeline's preprocessing is fitted once; only the iterative last step grows
+        X_fit = prep.fit_transform(X, y) if prep is not None else X
+        X_eval = prep.transform(evaluation[0]) if prep is not None else evaluation[0]
         final.set_params(warm_start=True)
         try:
             for k in range(1, steps + 1):
                 final.set_params(**{iterations: max(1, round(total * k / steps))})
-                estimator.fit(X, y)
-                value = step_metric(self.metric, estimator, *evaluation)
+                final.fit(X_fit, y)
+                value = step_metric(self.metric, final, X_eval, evaluation[1])
                 if value is None:
                     self.note = f"{self.metric} cannot be computed per step: no pruning"
                     final.set_params(**{iterations: total})
-                    estimator.fit(X, y)
+                    final.fit(X_fit, y)
                     return
                 done.append(int(final.get_params()[iterations]))
                 values.append(value)
