@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sample", type=float, default=0.2)
     parser.add_argument("--trials", type=int, default=25)
-    parser.add_argument("--gain", type=float, default=0.01, help="target: the catalog parameters' MAE lowered by this share")
+    parser.add_argument("--gain", type=float, default=0.005, help="target: the catalog parameters' MAE lowered by this share")
     args = parser.parse_args()
     mesh = load_catalog(DEMO_CATALOG)
     with tempfile.TemporaryDirectory() as home, instance_for_test(temp_dir=home) as instance:

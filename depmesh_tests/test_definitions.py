@@ -66,7 +66,7 @@ def test_loading_definitions_imports_neither_sklearn_nor_great_expectations():
     code = textwrap.dedent("""
         import sys
         import depmesh.definitions
-        heavy = [m for m in ("sklearn", "great_expectations", "matplotlib") if m in sys.modules]
+        heavy = [m for m in ("sklearn", "great_expectations", "matplotlib", "optuna", "plotly") if m in sys.modules]
         print(",".join(heavy))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -125,11 +125,12 @@ def test_materialization_freshness_is_a_dagster_freshness_policy(demo_mesh):
 def test_domain_jobs_schedules_and_the_sensor(demo_mesh):
     defs = build_definitions(demo_mesh)
     assert {j.name for j in defs.jobs} == {"mesh_job", "ingestion_job", "features_job", "training_job",
-                                           "scoring_job", "consumers_job", "promote_release"}
+                                           "scoring_job", "consumers_job", "promote_release",
+                                           "tune__models__dep_delay"}  # one per model with a tune block
     training = defs.resolve_job_def("training_job")
     assert {"/".join(k.path) for k in training.asset_layer.selected_asset_keys} == {
         n.name for n in demo_mesh.nodes if n.kind == "model"}
     schedules = {s.name: s for s in defs.schedules}
     assert set(schedules) == {"retrain_models__dep_delay", "retrain_models__route_segment"}
     assert schedules["retrain_models__dep_delay"].cron_schedule == "0 3 * * 1"
-    assert [s.name for s in defs.sensors] == ["coordinated_retraining"]
+    assert [s.name for s in defs.sensors] == ["coordinated_retraining", "tuned_candidates"]

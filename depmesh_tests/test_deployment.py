@@ -13,6 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from depmesh.registry import Registry
 from depmesh_tests.conftest import REPO, depmesh_cli, fresh_database, stop_process_group, team_env, team_instance
 
 
@@ -138,7 +139,7 @@ def test_doctor_without_a_daemon_then_healthy_then_behind(postgres_server_url, t
 
         migrated = subprocess.run(depmesh_cli("registry", "migrate"), env=env, capture_output=True, text=True,
                                   timeout=120)
-        assert migrated.returncode == 0 and "migration 0002" in migrated.stdout, migrated.stderr
+        assert migrated.returncode == 0 and f"migration {Registry.head_revision()}" in migrated.stdout, migrated.stderr
         daemon = start_daemon(env)
         try:
             deadline = time.monotonic() + 120
@@ -150,7 +151,7 @@ def test_doctor_without_a_daemon_then_healthy_then_behind(postgres_server_url, t
             assert code == 0, report
             found = _by_area(report)
             assert found["daemon"]["status"] == "ok" and "heartbeating" in found["daemon"]["message"]
-            assert found["registry"]["status"] == "ok" and "migration 0002 (current)" in found["registry"]["message"]
+            assert found["registry"]["status"] == "ok" and f"migration {Registry.head_revision()} (current)" in found["registry"]["message"]
         finally:
             stop_process_group(daemon)
 

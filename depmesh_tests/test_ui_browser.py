@@ -188,9 +188,9 @@ def test_a_model_page_shows_its_stage_and_the_production_version(screen, ui_inst
 
 
 def test_each_tunable_model_has_its_tuning_job_and_the_candidate_sensor(screen):
-    jobs = screen.open("/locations/depmesh@depmesh.definitions/jobs", "tune__models__dep_delay", "jobs")
+    jobs = screen.open("/jobs", "tune__models__dep_delay", "jobs")
     assert "tune__models__dep_delay" in jobs and "tune__models__route_segment" not in jobs
-    job = screen.open("/locations/depmesh@depmesh.definitions/jobs/tune__models__dep_delay", "tune__models__dep_delay_study",
+    job = screen.open("/locations/depmesh.definitions/jobs/tune__models__dep_delay", "tune__models__dep_delay_study",
                       "tune_job")
     assert "tune__models__dep_delay_study" in job
     sensors = screen.open("/automation", "tuned_candidates", "automation")

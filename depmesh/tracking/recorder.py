@@ -14,17 +14,9 @@ from depmesh.tracking.capture import PeakMemory, code_state, estimator_params, h
 from depmesh.tracking.snapshots import SnapshotStore
 from depmesh.tracking.store import Tracking, new_id
 
-_stored_blobs: set[str] = set()  # blobs this process already stored (a lock file is written once, not per training)
-
-
 def _put_blob(tracking: Tracking, kind: str, content: bytes) -> str:
-    from depmesh.artifacts import sha256
-
-    digest = sha256(content)
-    if digest not in _stored_blobs:
-        tracking.put_blob(kind, content)
-        _stored_blobs.add(digest)
-    return digest
+    """Store a blob in this training's registry database (once per content: a read finds it)."""
+    return tracking.put_blob(kind, content)
 
 
 class TrainingRecorder:

@@ -42,6 +42,9 @@ class Tracking:
         from depmesh.artifacts import sha256
 
         digest = sha256(content)
+        with self.engine.connect() as conn:  # a read first: the same lock file is stored once, not per training
+            if conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256 == digest)).first() is not None:
+                return digest
         with self.registry._write() as conn:
             if conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256 == digest)).first() is None:
                 conn.execute(blobs.insert().values(sha256=digest, kind=kind, size=len(content), content=content))
