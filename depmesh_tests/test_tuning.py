@@ -97,7 +97,7 @@ def test_the_tune_job_records_every_trial_and_its_candidate_passes_the_gates(gol
         defs = build_definitions(demo_mesh, runtime=MeshRuntime(sample_fraction=0.2))
         job = defs.resolve_job_def(tune_job_name("models/dep_delay"))
         result = job.execute_in_process(instance=instance, run_config={"ops": {
-            "tune__models__dep_delay_study": {"config": {"trials": 6}}}})
+            "tune__models__dep_delay_study": {"config": {"trials": 10}}}})
         assert result.success
         run = instance.get_run_by_id(result.run_id)
         tuned = json.loads(run.tags["depmesh/tuned_params"])
@@ -105,12 +105,12 @@ def test_the_tune_job_records_every_trial_and_its_candidate_passes_the_gates(gol
         trials = tracking.query(study=tuned["study"])
         # every trial is a tracked training, with the state Optuna gave it
         states = _optuna_states(tracking.registry.url, tuned["study"])
-        assert sorted(r["trial"] for r in trials) == sorted(states) and len(states) == 6
+        assert sorted(r["trial"] for r in trials) == sorted(states) and len(states) == 10
         for row in trials:
             assert row["trigger"] == "tune" and row["tags"]["depmesh/study"] == tuned["study"]
             assert row["status"] == {"COMPLETE": "trial", "PRUNED": "pruned"}[states[row["trial"]]], row
         pruned = [r for r in trials if r["status"] == "pruned"]
-        assert pruned, "Hyperband stopped no trial of six (seed 13): pruning is not fed"
+        assert pruned, "Hyperband stopped no trial of ten (seed 13): pruning is not fed"
         for row in pruned:  # the intermediate values it was stopped on are its curve
             steps, values = tracking.curves([row["id"]])[row["id"]]["validation/mae"]
             assert len(steps) < 10 and "TrialPruned: pruned after step" in row["error"]
@@ -190,3 +190,17 @@ def test_workers_tuning_one_model_share_one_study_on_postgresql(postgres_server_
         assert 10 <= len(states) <= 11  # the study stops at 10 finished trials (one may be in flight then)
         assert all(sum(f"trial {n}:" in stderr for _, stderr in outputs) == 1 for n in states)  # split between them
         assert all(stderr.count("trial ") >= 2 for _, stderr in outputs)
+
+
+def test_no_candidate_when_the_catalog_parameters_win(demo_mesh):
+    from dagster import DagsterRun, SkipReason
+
+    from depmesh.tuning.jobs import candidate_for
+
+    tags = {"depmesh/tuned_node": "models/dep_delay", "depmesh/tuned_params": json.dumps(
+        {"study": "s", "trial": 0, "params": {"max_iter": 150}, "value": 11.4, "baseline": True})}
+    assert isinstance(candidate_for(demo_mesh, DagsterRun(job_name="tune__models__dep_delay", run_id="r1", tags=tags)),
+                      SkipReason)
+    tags["depmesh/tuned_params"] = tags["depmesh/tuned_params"].replace("true", "false")
+    request = candidate_for(demo_mesh, DagsterRun(job_name="tune__models__dep_delay", run_id="r1", tags=tags))
+    assert json.loads(request.tags["depmesh/params"]) == {"models/dep_delay": {"max_iter": 150}}

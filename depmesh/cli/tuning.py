@@ -53,6 +53,9 @@ def tune(model: str, catalog: str | None, home: str | None, trials: int | None, 
     if no_candidate:
         click.echo("no candidate built (--no-candidate)")
         return
+    if result.best_is_baseline:
+        click.echo("the catalog's own parameters are still the best: no candidate to build")
+        return
     selection, tags = candidate_request(mesh, result)
     click.echo(f"candidate run: {', '.join(selection)} with {tags['depmesh/params']}", err=True)
     outcome = run_mesh(mesh.path, instance, sample=sample, tags=tags, mesh=mesh, selection=selection)
@@ -62,8 +65,10 @@ def tune(model: str, catalog: str | None, home: str | None, trials: int | None, 
     releases = [e for e in result_run.get_asset_materialization_events() if e.asset_key == release_key(mesh)]
     if releases:
         md = releases[0].materialization.metadata
-        click.echo(f"candidate passed every gate: release {md['release_id'].value} ({md['status'].value}); promote "
-                   f"it with depmesh release promote {md['release_id'].value} --actor NAME --reason TEXT")
+        new = md.get("new_release") is None or md["new_release"].value
+        click.echo(f"candidate passed every gate: release {md['release_id'].value} ({md['status'].value})"
+                   + ("" if new else ", which already held these versions")
+                   + f"; promote it with depmesh release promote {md['release_id'].value} --actor NAME --reason TEXT")
     elif outcome.blocked:
         click.echo(f"candidate stopped by a gate or check: {', '.join(outcome.blocked)}; Production is unchanged")
     else:

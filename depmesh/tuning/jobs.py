@@ -53,7 +53,7 @@ def build_tune_job(mesh: MeshSpec, node_name: str):
         context.instance.add_run_tags(context.run.run_id, {
             TUNED_NODE_TAG: node_name, TUNED_PARAMS_TAG: json.dumps(
                 {"study": result.study, "trial": result.best_trial, "params": result.best_params,
-                 "value": result.best_value}, sort_keys=True)})
+                 "value": result.best_value, "baseline": result.best_is_baseline}, sort_keys=True)})
 
     @job(name=name, tags={"depmesh/mesh": mesh.name, "depmesh/kind": "tuning"},
          description=f"Hyperparameter search for {node_name}; the best trial becomes a candidate run, never Production.")
@@ -87,6 +87,8 @@ def candidate_for(mesh: MeshSpec, run) -> RunRequest | SkipReason:
     if not raw or not node:
         return SkipReason(f"run {run.run_id} left no tuned parameters")
     found = json.loads(raw)
+    if found.get("baseline"):
+        return SkipReason(f"run {run.run_id}: the catalog's own parameters of {node} are still the best; no candidate")
     result = StudyResult(study=found["study"], node=node, metric="", higher_is_better=True,
                          best_params=found["params"], best_value=found["value"], best_trial=found["trial"],
                          baseline_value=None, complete=0, pruned=0, failed=0, seconds=0.0)
