@@ -17,7 +17,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
 
 from depmesh.registry import Registry
 from depmesh.registry.schema import training_curves, trainings

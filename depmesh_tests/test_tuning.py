@@ -10,7 +10,7 @@ import subprocess
 import textwrap
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 
 from depmesh.catalog import load_catalog
 from depmesh.examples import CLINIC_CATALOG

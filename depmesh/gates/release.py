@@ -61,7 +61,7 @@ def recipes_complete(members: Mapping[str, str], records: Records, artifact_prob
                for node, version in sorted(members.items())
                if records.get(node) is not None and records[node].get("recipe_problems")]
     return GateResult("release_recipes_complete", not missing,
-                      "; ".join(missing) or f"every member can be rebuilt from its recorded recipe", {"missing": missing})
+                      "; ".join(missing) or "every member can be rebuilt from its recorded recipe", {"missing": missing})
 
 
 ReleaseGate = Callable[[Mapping[str, str], Records, list[str]], GateResult]
