@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from depmesh.artifacts import ArtifactStore
 from depmesh.assets.io import artifacts_dir
 from depmesh.registry import Registry
@@ -18,10 +20,16 @@ def registry_of(home) -> Registry:
     return Registry(default_url(home), mesh="flights", artifacts=ArtifactStore(artifacts_dir(home)))
 
 
-def test_a_version_is_rebuilt_bit_identical_from_its_recipe(golden, tmp_path):
-    home = tmp_path / "home"
-    with copy_of(golden, home):
+@pytest.fixture
+def home(golden, tmp_path):
+    """A copy of the golden instance (its registry, snapshots and artifacts) to break things in."""
+    path = tmp_path / "home"
+    with copy_of(golden, path):
         pass
+    return path
+
+
+def test_a_version_is_rebuilt_bit_identical_from_its_recipe(home, tmp_path):
     registry = registry_of(home)
     [arr] = registry.versions("models/arr_delay")
     work = tmp_path / "work"
@@ -47,10 +55,7 @@ def test_a_version_is_rebuilt_bit_identical_from_its_recipe(golden, tmp_path):
     assert out.returncode == 1 and "the snapshot of features/aircraft" in out.stderr and "does not hash to" in out.stderr
 
 
-def test_reproduce_refuses_what_it_cannot_rebuild(golden, tmp_path):
-    home = tmp_path / "home"
-    with copy_of(golden, home):
-        pass
+def test_reproduce_refuses_what_it_cannot_rebuild(home):
     registry = registry_of(home)
     [dep] = registry.versions("models/dep_delay")
     for args, code, words in (

@@ -247,28 +247,25 @@ def _severity(c: _Checker, raw: Mapping, default: str, *, node: str, field: str)
     return value
 
 
-def _hours(value: Any) -> float | None:
-    """36, 36h, 90m, 2d -> hours; None when unreadable."""
+def _duration(value: Any, units: Mapping[str, float]) -> float | None:
+    """A bare number (as is), or a number with one of ``units``' letters
+    (multiplied by its factor); None when unreadable."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhd])\s*", str(value))
-    if not match:
-        return None
-    return float(match.group(1)) * {"m": 1 / 60, "h": 1, "d": 24}[match.group(2)]
+    match = re.fullmatch(rf"\s*(\d+(?:\.\d+)?)\s*([{''.join(units)}])\s*", str(value))
+    return float(match.group(1)) * units[match.group(2)] if match else None
+
+
+def _hours(value: Any) -> float | None:
+    """36, 36h, 90m, 2d -> hours; None when unreadable."""
+    return _duration(value, {"m": 1 / 60, "h": 1, "d": 24})
 
 
 def _seconds(value: Any) -> float | None:
     """90, 90s, 10m, 2h -> seconds; None when unreadable."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*", str(value))
-    if not match:
-        return None
-    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+    return _duration(value, {"s": 1, "m": 60, "h": 3600})
 
 
 def _column_list(c: _Checker, value: Any, *, node: str, field: str, at: Any) -> tuple[str, ...] | None:
