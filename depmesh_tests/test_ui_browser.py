@@ -147,6 +147,8 @@ def test_a_failed_contract_shows_its_rule_and_failing_values(screen):
     assert "Failed" in text
     assert "NOT STORED (data version" in text and 'fail, e.g. "nan"' in text  # the rule and its failing values
     assert "depmesh/stored" in text and "depmesh/judged_version" in text
+    # what the failure may mean, from the failure-mode catalogue
+    assert "depmesh/failure_mode_ids" in text and "FM-NULLS" in text and "team:ingestion" in text
 
 
 def test_models_below_the_block_show_as_not_run_not_failed(screen):

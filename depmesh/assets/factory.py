@@ -623,12 +623,30 @@ def _record_failure(context: AssetExecutionContext, recorder: Any, exc: BaseExce
                             f"{type(tracking_error).__name__}: {tracking_error}")
 
 
+def with_failure_modes(result: AssetCheckResult, catalogue: Any, node: str) -> AssetCheckResult:
+    """A failed check's result, with the failure modes it may mean (the mesh's
+    failure-mode catalogue: owner, mitigation, runbook) in its metadata."""
+    if result.passed or catalogue is None:
+        return result
+    modes = catalogue.detecting(node, result.check_name)
+    if not modes:
+        return result
+    from depmesh.failure_modes.catalogue import FAILURE_MODES_KEY, modes_markdown
+
+    metadata = {**(result.metadata or {}), FAILURE_MODES_KEY: MetadataValue.md(modes_markdown(modes)),
+                "depmesh/failure_mode_ids": ", ".join(m.id for m in modes),
+                "depmesh/owners_to_call": ", ".join(dict.fromkeys(m.owner for m in modes))}
+    return AssetCheckResult(check_name=result.check_name, passed=result.passed, severity=result.severity,
+                            metadata=metadata, description=result.description)
+
+
 def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builder: Any = None,
-                downstream_of: Any = None, catalog_path: Any = None) -> AssetsDefinition:
+                downstream_of: Any = None, catalog_path: Any = None, failure_modes: Any = None) -> AssetsDefinition:
     """One node -> one Dagster asset, with its contract checks. ``impact_row``
     (from depmesh.impact.impact_table) puts the node's reach in its metadata;
     ``builder`` replaces the catalog's compute or trainer (failure simulation);
-    ``downstream_of(name)`` names what lies downstream (told, when blocked, why it did not run)."""
+    ``downstream_of(name)`` names what lies downstream (told, when blocked, why it did not run);
+    ``failure_modes``: the mesh's failure-mode catalogue (a failed check names the modes it may mean)."""
     builder = builder or resolve_entrypoint(node.entrypoint)
     key = asset_key(node.name)
     specs = check_specs(node, key)
@@ -746,7 +764,8 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         if output is not None:
             yield output
         for r in results:
-            yield annotate_verdict(r, judged, output is not None, r.check_name in blocking_checks)
+            yield with_failure_modes(annotate_verdict(r, judged, output is not None, r.check_name in blocking_checks),
+                                     failure_modes, node.name)
         failed = [r for r in results if not r.passed and r.check_name in blocking_checks]
         if output is None:
             yield from _blocked(context, node, failed, downstream_of)
@@ -769,7 +788,10 @@ def build_assets(mesh: MeshSpec, builders: dict[str, Any] | None = None,
         below = sorted(graph.downstream(inputs, name))
         return below + (list(extra_downstream(name, below)) if extra_downstream else [])
 
-    return [build_asset(node, rows[node.name], builders.get(node.name), downstream_of, mesh.path)
+    from depmesh.failure_modes.catalogue import load_failure_modes
+
+    catalogue = load_failure_modes(mesh)
+    return [build_asset(node, rows[node.name], builders.get(node.name), downstream_of, mesh.path, catalogue)
             for node in mesh.nodes]
 
 

@@ -27,6 +27,7 @@ from depmesh.assets.factory import (
     gate_results,
     retry_on_lost_database,
     tag_blocked,
+    with_failure_modes,
 )
 from depmesh.catalog import MeshSpec
 
@@ -41,8 +42,11 @@ def build_release_asset(mesh: MeshSpec):
     from depmesh.contracts.checks import BLOCKS
     from depmesh.gates.release import RELEASE_GATES
 
+    from depmesh.failure_modes.catalogue import load_failure_modes
+
     models = [n.name for n in mesh.nodes if n.kind == "model"]
     key = release_key(mesh)
+    failure_modes = load_failure_modes(mesh)
     name = key.to_user_string()
     specs = [AssetCheckSpec(gate, asset=key, description=description + BLOCKS)
              for gate, description, _ in RELEASE_GATES]
@@ -92,7 +96,7 @@ def build_release_asset(mesh: MeshSpec):
         failed = [g for g in gates if not g.passed]
         if failed:
             for r in results:
-                yield annotate_verdict(r, judged, False, True)
+                yield with_failure_modes(annotate_verdict(r, judged, False, True), failure_modes, name)
             tag_blocked(context, name, [g.name for g in failed])
             context.log.error(f"depmesh: release of {mesh.name} refused, nothing recorded: "
                               + "; ".join(f"{g.name}: {g.summary}" for g in failed))

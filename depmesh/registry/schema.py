@@ -133,4 +133,19 @@ blobs = sa.Table(
     sa.Column("content", sa.LargeBinary, nullable=False),
 )
 
+# Failure-mode drills (depmesh.failure_modes.drills): caught or missed, by which checks, how long.
+drills = sa.Table(
+    "drills", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mesh", sa.String(200), nullable=False),
+    sa.Column("mode", sa.String(200), nullable=False),
+    sa.Column("injection", sa.Text, nullable=False),
+    sa.Column("caught", sa.Boolean, nullable=False),
+    sa.Column("caught_by", sa.Text, nullable=False),  # JSON list of node:check
+    sa.Column("also_fired", sa.Text, nullable=False),
+    sa.Column("missed_by", sa.Text, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
 ACTOR_MAX = 200  # stage_transitions.actor; checked before writing, on SQLite too
