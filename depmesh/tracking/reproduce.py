@@ -57,8 +57,7 @@ def _run(command: list[str], what: str, **kwargs: Any) -> subprocess.CompletedPr
 
 def checkout(root: str, commit: str, diff: bytes, target: Path) -> None:
     """The recorded code in ``target``: the commit's files, then the diff applied."""
-    if not root or not Path(root, ".git").exists() and _run(
-            ["git", "-C", root, "rev-parse", "--git-dir"], "finding the repository").returncode != 0:
+    if not root or not Path(root).is_dir():
         raise ReproduceError(f"the code's repository {root!r} is not here")
     try:
         _run(["git", "-C", root, "cat-file", "-e", f"{commit}^{{commit}}"], f"finding commit {commit}")
@@ -106,7 +105,14 @@ def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None =
     source, venv = work / "source", work / "venv"
     progress(f"code: commit {recipe['commit'][:12]} of {recipe.get('code_root')} with a "
              f"{recipe['diff']['bytes']}-byte diff, into {source}")
-    checkout(recipe.get("code_root") or "", recipe["commit"], tracking.blob(recipe["diff"]["sha256"]) or b"", source)
+    root = recipe.get("code_root") or ""
+    if not Path(root).is_dir():  # the checkout moved since: the repository this command runs in may hold the commit
+        from depmesh.tracking.capture import repository_of
+
+        here = repository_of(Path.cwd())
+        progress(f"the recorded repository {root or '(none)'} is not here; using {here}")
+        root = str(here) if here else root
+    checkout(root, recipe["commit"], tracking.blob(recipe["diff"]["sha256"]) or b"", source)
     (source / recipe["lock"]["name"]).write_bytes(tracking.blob(recipe["lock"]["sha256"]))
     catalog = work / "catalog.yaml"
     catalog.write_bytes(tracking.blob(recipe["catalog"]["sha256"]))
