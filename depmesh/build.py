@@ -21,6 +21,7 @@ from depmesh.registry.resource import RegistryResource
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
 from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.catalog import MeshSpec
+from depmesh.failure_modes.catalogue import load_failure_modes
 from depmesh.executors import build_executor
 from depmesh.progress import PROGRESS_LOGGER, progress_logger
 from depmesh.tuning.jobs import build_candidate_sensor, build_tune_jobs
@@ -53,9 +54,10 @@ def build_definitions(
         """The release lies downstream of every model."""
         return [release] if has_models and any(mesh.node(n).kind == "model" for n in [name, *below]) else []
 
-    assets = [*build_assets(mesh, builders, below_release), build_impact_report(mesh)]
+    failure_modes = load_failure_modes(mesh)  # read once: node checks and release gates name the modes they detect
+    assets = [*build_assets(mesh, builders, below_release, failure_modes), build_impact_report(mesh)]
     if has_models:
-        assets.append(build_release_asset(mesh))
+        assets.append(build_release_asset(mesh, failure_modes))
     mesh_job = define_asset_job(
         MESH_JOB,
         selection=AssetSelection.all(),

@@ -245,11 +245,12 @@ def gate_results(gates: list[Any]) -> list[AssetCheckResult]:
 
 
 def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: Any, inputs: dict[str, Any],
-                       code: str, seconds: float, ctx: "NodeContext",
-                       recorder: Any) -> tuple[list[AssetCheckResult], Output | None]:
+                       code: str, seconds: float, ctx: "NodeContext", recorder: Any,
+                       params_from_run: bool) -> tuple[list[AssetCheckResult], Output | None]:
     """The gate results, and (only if every gate passed) the model's output,
     after recording the version in the registry with its model card and
-    recipe. Either way the training is tracked (registered or rejected)."""
+    recipe. Either way the training is tracked (registered or rejected).
+    ``params_from_run``: the run's depmesh/params tag set this node's parameters."""
     from depmesh.artifacts import PackedModel
     from depmesh.gates.evaluate import LATENCY, evaluate_gates
     from depmesh.registry.cards import render_card
@@ -295,7 +296,7 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
                                curves=curves)
     metadata[TRAINING_KEY] = training
     metadata["git_commit"] = recipe.get("commit") or ""
-    if dict(node.model.params) != dict(getattr(recorder, "catalog_params", node.model.params)):
+    if params_from_run:
         metadata["params_from_run"] = MetadataValue.json(dict(node.model.params))
     if curves is not None and curves.series:
         metadata["training_curves"] = MetadataValue.md(curves_markdown(curves, f"{node.name} {model.version}"))
@@ -602,12 +603,13 @@ def _recorder(context: AssetExecutionContext, node: NodeSpec, code: str, trigger
               catalog_path: Any) -> Any:
     from depmesh.assets.io import MeshStore, storage_dir
     from depmesh.tracking.recorder import TrainingRecorder
+    from depmesh.tuning.study import STUDY_TAG, TRIAL_TAG
 
     store = getattr(context.resources, IO_MANAGER_KEY, None)
     storage = store.base if isinstance(store, MeshStore) else storage_dir(context.instance)
     tags = {k: v for k, v in context.run.tags.items() if not k.startswith("dagster/") or k in (
         "dagster/schedule_name", "dagster/sensor_name", "dagster/backfill")}
-    study, trial = tags.get("depmesh/study"), tags.get("depmesh/trial")
+    study, trial = tags.get(STUDY_TAG), tags.get(TRIAL_TAG)
     return TrainingRecorder(registry=getattr(context.resources, REGISTRY_KEY).registry, node=node,
                             run_id=context.run.run_id, trigger=trigger, tags=tags, storage=storage,
                             catalog_path=catalog_path, code=code, study=study,
@@ -716,7 +718,6 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             _refuse_empty_inputs(node, inputs)
             built = with_run_params(node, context.run.tags)
             recorder = _recorder(context, built, code, trigger, catalog_path)
-            recorder.catalog_params = dict(node.model.params)
         ctx = NodeContext(node=built, sample_fraction=runtime.sample_fraction, log=context.log)
         started = time.perf_counter()
         try:
@@ -741,7 +742,8 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             if not isinstance(result, TrainedModel):
                 raise TypeError(f"node {node.name}: trainer {node.model.trainer} returned {type(result).__name__}, "
                                 "expected a TrainedModel")
-            gate_results, output = _gate_and_register(context, built, result, inputs, code, seconds, ctx, recorder)
+            gate_results, output = _gate_and_register(context, built, result, inputs, code, seconds, ctx, recorder,
+                                                      params_from_run=built is not node)
             results.extend(gate_results)
             judged = f"model version {result.version}"
         else:
@@ -774,9 +776,10 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
 
 
 def build_assets(mesh: MeshSpec, builders: dict[str, Any] | None = None,
-                 extra_downstream: Any = None) -> list[AssetsDefinition]:
+                 extra_downstream: Any = None, failure_modes: Any = None) -> list[AssetsDefinition]:
     """Every node's asset. ``extra_downstream(name)``: assets outside the mesh
-    graph that lie downstream of ``name`` (the release asset, below every model)."""
+    graph that lie downstream of ``name`` (the release asset, below every model);
+    ``failure_modes``: the mesh's failure-mode catalogue, if it has one."""
     from depmesh import graph
     from depmesh.impact import impact_table
 
@@ -788,10 +791,7 @@ def build_assets(mesh: MeshSpec, builders: dict[str, Any] | None = None,
         below = sorted(graph.downstream(inputs, name))
         return below + (list(extra_downstream(name, below)) if extra_downstream else [])
 
-    from depmesh.failure_modes.catalogue import load_failure_modes
-
-    catalogue = load_failure_modes(mesh)
-    return [build_asset(node, rows[node.name], builders.get(node.name), downstream_of, mesh.path, catalogue)
+    return [build_asset(node, rows[node.name], builders.get(node.name), downstream_of, mesh.path, failure_modes)
             for node in mesh.nodes]
 
 

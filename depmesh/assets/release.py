@@ -7,6 +7,8 @@ that were trained against each other as a release and moves them to Staging.
 A failed gate skips it, and the UI shows the red gate on the model.
 """
 
+from typing import Any
+
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -36,17 +38,14 @@ def release_key(mesh: MeshSpec | str) -> AssetKey:
     return AssetKey(["releases", mesh if isinstance(mesh, str) else mesh.name])
 
 
-def build_release_asset(mesh: MeshSpec):
+def build_release_asset(mesh: MeshSpec, failure_modes: Any = None):
     from dagster import AssetCheckSpec
 
     from depmesh.contracts.checks import BLOCKS
     from depmesh.gates.release import RELEASE_GATES
 
-    from depmesh.failure_modes.catalogue import load_failure_modes
-
     models = [n.name for n in mesh.nodes if n.kind == "model"]
     key = release_key(mesh)
-    failure_modes = load_failure_modes(mesh)
     name = key.to_user_string()
     specs = [AssetCheckSpec(gate, asset=key, description=description + BLOCKS)
              for gate, description, _ in RELEASE_GATES]

@@ -11,6 +11,7 @@ import click
 from depmesh.cli.app import main
 from depmesh.cli.common import table
 from depmesh.cli.registry import HOME_OPTION, REG_CATALOG_OPTION, open_mesh_registry
+from depmesh.tracking.store import STATUSES
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -42,7 +43,7 @@ def filter_options(fn):
     for option in reversed([
         click.option("--node", "nodes", multiple=True, help="Only these models (repeatable)."),
         click.option("--status", "statuses", multiple=True,
-                     type=click.Choice(["registered", "rejected", "failed", "trial", "pruned"]),
+                     type=click.Choice(STATUSES),
                      help="Only trainings that ended so (repeatable)."),
         click.option("--trigger", help="What started them: cli, ui, schedule:*, sensor:*, tune (* matches any text)."),
         click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only trainings with this tag."),

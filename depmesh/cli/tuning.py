@@ -56,7 +56,7 @@ def tune(model: str, catalog: str | None, home: str | None, trials: int | None, 
     if result.best_is_baseline:
         click.echo("the catalog's own parameters are still the best: no candidate to build")
         return
-    selection, tags = candidate_request(mesh, result)
+    selection, tags = candidate_request(mesh, result.node, result.best_params, result.study, result.best_trial)
     click.echo(f"candidate run: {', '.join(selection)} with {tags['depmesh/params']}", err=True)
     outcome = run_mesh(mesh.path, instance, sample=sample, tags=tags, mesh=mesh, selection=selection)
     result_run = outcome.result

@@ -4,6 +4,7 @@ and how much memory it took, the curves, the metrics, and how it ended
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from datetime import UTC, datetime
@@ -13,11 +14,6 @@ from typing import Any
 from depmesh.tracking.capture import PeakMemory, code_state, estimator_params, host, module_file, staged_curves
 from depmesh.tracking.snapshots import SnapshotStore
 from depmesh.tracking.store import Tracking, new_id
-
-def _put_blob(tracking: Tracking, kind: str, content: bytes) -> str:
-    """Store a blob in this training's registry database (once per content: a read finds it)."""
-    return tracking.put_blob(kind, content)
-
 
 class TrainingRecorder:
     """Around a trainer call: ``with recorder.measure(): ...``, then
@@ -36,21 +32,16 @@ class TrainingRecorder:
         self.memory = PeakMemory()
         self._recipe: dict[str, Any] | None = None
 
-    class _Measure:
-        def __init__(self, outer: TrainingRecorder):
-            self.outer = outer
-
-        def __enter__(self) -> None:
-            self.outer.started_at = datetime.now(UTC)
-            self._t0 = time.perf_counter()
-            self.outer.memory.__enter__()
-
-        def __exit__(self, *exc: Any) -> None:
-            self.outer.memory.__exit__(*exc)
-            self.outer.seconds = time.perf_counter() - self._t0
-
-    def measure(self) -> _Measure:
-        return self._Measure(self)
+    @contextlib.contextmanager
+    def measure(self):
+        """Around the trainer call: its start, wall time and peak memory."""
+        self.started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        with self.memory:
+            try:
+                yield
+            finally:
+                self.seconds = time.perf_counter() - started
 
     # -- the recipe ------------------------------------------------------------------------
     def _snapshots(self) -> SnapshotStore | None:
@@ -94,16 +85,16 @@ class TrainingRecorder:
         if state.commit is None:
             why["commit"] = "; ".join(state.missing)
         if state.lock is not None:
-            recipe["lock"] = {"name": state.lock_name, "sha256": _put_blob(self.tracking, "lock", state.lock)}
+            recipe["lock"] = {"name": state.lock_name, "sha256": self.tracking.put_blob("lock", state.lock)}
         else:
             why["lock"] = "; ".join(m for m in state.missing if "lock" in m)
         if state.diff is not None:
-            recipe["diff"] = {"sha256": _put_blob(self.tracking, "diff", state.diff), "bytes": len(state.diff)}
+            recipe["diff"] = {"sha256": self.tracking.put_blob("diff", state.diff), "bytes": len(state.diff)}
         else:
             why["diff"] = "; ".join(state.missing)
         if self.catalog_path is not None and Path(self.catalog_path).is_file():
             recipe["catalog"] = {"path": str(Path(self.catalog_path).resolve()),
-                                 "sha256": _put_blob(self.tracking, "catalog", Path(self.catalog_path).read_bytes())}
+                                 "sha256": self.tracking.put_blob("catalog", Path(self.catalog_path).read_bytes())}
         else:
             why["catalog"] = f"no catalog file at {self.catalog_path}"
         recipe["inputs"] = self.snapshot_inputs(inputs, records, versions)
@@ -123,8 +114,8 @@ class TrainingRecorder:
         lock = (recipe.get("lock") or {}).get("sha256")
         diff = (recipe.get("diff") or {}).get("sha256")
         if state is not None:  # a training that was not registered: its code state still goes on record
-            lock = _put_blob(self.tracking, "lock", state.lock) if state.lock is not None else None
-            diff = _put_blob(self.tracking, "diff", state.diff) if state.diff is not None else None
+            lock = self.tracking.put_blob("lock", state.lock) if state.lock is not None else None
+            diff = self.tracking.put_blob("diff", state.diff) if state.diff is not None else None
         ended = datetime.now(UTC)
         row = {
             "id": self.id, "node": self.node.name, "status": status, "run_id": self.run_id, "trigger": self.trigger,

@@ -62,12 +62,6 @@ class SnapshotStore:
             atomic_write(self.path_for(digest), payload)
         return digest
 
-    def read(self, digest: str) -> bytes:
-        payload = self.path_for(digest).read_bytes()
-        if sha256(payload) != digest:
-            raise ValueError(f"snapshot {self.path_for(digest)} does not hash to {digest}: it was changed")
-        return payload
-
     def all(self) -> dict[str, Path]:
         if not self.root.is_dir():
             return {}

@@ -54,12 +54,6 @@ class Tracking:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(blobs.c.content).where(blobs.c.sha256 == digest)).scalar()
 
-    def blobs_present(self, digests: Sequence[str]) -> set[str]:
-        if not digests:
-            return set()
-        with self.engine.connect() as conn:
-            return set(conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(list(digests)))).scalars())
-
     # -- writing -----------------------------------------------------------------------
     def record(self, row: Mapping[str, Any], curves: Curves | None = None) -> str:
         """Store one training (a mapping of trainings' columns; JSON columns as
@@ -135,14 +129,6 @@ class Tracking:
         if len(row) != 1:
             return None
         return _decode(dict(row[0]._mapping))
-
-    def for_version(self, node: str, version: str) -> dict[str, Any] | None:
-        """The training that registered ``node@version`` (the latest, if it was trained twice)."""
-        with self.engine.connect() as conn:
-            found = conn.execute(sa.select(trainings.c.id).where(
-                trainings.c.mesh == self.mesh, trainings.c.node == node, trainings.c.model_version == version,
-                trainings.c.status == "registered").order_by(trainings.c.started_at.desc()).limit(1)).scalar()
-        return self.get(found) if found else None
 
     def curves(self, ids: Sequence[str]) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
         if not ids:

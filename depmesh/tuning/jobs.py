@@ -80,7 +80,7 @@ def build_candidate_sensor(mesh: MeshSpec, jobs: list, mesh_job):
 
 def candidate_for(mesh: MeshSpec, run) -> RunRequest | SkipReason:
     """The candidate run request for a finished tuning run (from the tags its study left)."""
-    from depmesh.tuning.study import StudyResult, candidate_request
+    from depmesh.tuning.study import candidate_request
 
     raw = run.tags.get(TUNED_PARAMS_TAG)
     node = run.tags.get(TUNED_NODE_TAG)
@@ -89,10 +89,7 @@ def candidate_for(mesh: MeshSpec, run) -> RunRequest | SkipReason:
     found = json.loads(raw)
     if found.get("baseline"):
         return SkipReason(f"run {run.run_id}: the catalog's own parameters of {node} are still the best; no candidate")
-    result = StudyResult(study=found["study"], node=node, metric="", higher_is_better=True,
-                         best_params=found["params"], best_value=found["value"], best_trial=found["trial"],
-                         baseline_value=None, complete=0, pruned=0, failed=0, seconds=0.0)
-    selection, tags = candidate_request(mesh, result)
+    selection, tags = candidate_request(mesh, node, found["params"], found["study"], found["trial"])
     from dagster import AssetKey
 
     return RunRequest(run_key=f"candidate-{run.run_id}", asset_selection=[AssetKey.from_user_string(s) for s in selection],

@@ -16,6 +16,7 @@ from depmesh.catalog import MeshSpec, NodeSpec, resolve_entrypoint
 
 TUNE_TRIGGER = "tune"
 STUDY_TAG = "depmesh/study"
+TRIAL_TAG = "depmesh/trial"
 TUNED_NODE_TAG = "depmesh/tuned_node"
 TUNED_PARAMS_TAG = "depmesh/tuned_params"
 
@@ -194,7 +195,7 @@ def run_study(mesh: MeshSpec, node_name: str, instance: Any, registry: Any, stor
         fit = TrialFit(trial, tune.metric, tune.steps, prunes=tune.pruner != "none")
         ctx = NodeContext(node=candidate, sample_fraction=sample_fraction, log=log, trial=fit)
         recorder = TrainingRecorder(registry=registry, node=candidate, run_id=None, trigger=TUNE_TRIGGER,
-                                    tags={STUDY_TAG: name, "depmesh/trial": str(trial.number)}, storage=storage,
+                                    tags={STUDY_TAG: name, TRIAL_TAG: str(trial.number)}, storage=storage,
                                     catalog_path=mesh.path, code=code, study=name, trial=trial.number)
         t0 = time.perf_counter()
         try:
@@ -233,7 +234,7 @@ def run_study(mesh: MeshSpec, node_name: str, instance: Any, registry: Any, stor
         best = max(best, value) if tune.higher_is_better else min(best, value)
         progress(f"trial {trial.number}: {tune.metric} {value:.5g} (best {best:.5g}) in {time.perf_counter() - t0:.1f} s"
                  f"{' [catalog parameters]' if trial.user_attrs.get('baseline') else ''}: "
-                 + json.dumps(params, sort_keys=True))
+                 + json.dumps(params, sort_keys=True) + (f" ({fit.note})" if fit.note else ""))
         return value
 
     def finished(study: Any) -> int:
@@ -265,14 +266,15 @@ def run_study(mesh: MeshSpec, node_name: str, instance: Any, registry: Any, stor
         seconds=time.perf_counter() - started, best_is_baseline=bool(best.user_attrs.get("baseline")))
 
 
-def candidate_request(mesh: MeshSpec, result: StudyResult) -> tuple[list[str], dict[str, str]]:
+def candidate_request(mesh: MeshSpec, node: str, params: dict[str, Any], study: str,
+                      trial: int) -> tuple[list[str], dict[str, str]]:
     """What the best parameters' candidate run builds (the model, everything
     downstream of it, the release) and its tags (the parameters, the study)."""
     from depmesh.assets.factory import PARAMS_TAG, TRIGGER_TAG
     from depmesh.assets.release import release_key
     from depmesh.automation.changes import coordinated_selection
 
-    selection = [result.node, *coordinated_selection(mesh.inputs_map(), [result.node])]
-    tags = {PARAMS_TAG: json.dumps({result.node: result.best_params}, sort_keys=True), TRIGGER_TAG: TUNE_TRIGGER,
-            STUDY_TAG: result.study, "depmesh/trial": str(result.best_trial)}
+    selection = [node, *coordinated_selection(mesh.inputs_map(), [node])]
+    tags = {PARAMS_TAG: json.dumps({node: params}, sort_keys=True), TRIGGER_TAG: TUNE_TRIGGER, STUDY_TAG: study,
+            TRIAL_TAG: str(trial)}
     return [*selection, release_key(mesh).to_user_string()], tags
