@@ -19,11 +19,13 @@ from depmesh.assets.release import build_release_asset, promote_release_job, rel
 from depmesh.assets.report import build_impact_report
 from depmesh.registry.resource import RegistryResource
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
+from depmesh.automation.routing import build_delivery_sensor, build_incident_sensor
 from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.catalog import MeshSpec
 from depmesh.failure_modes.catalogue import load_failure_modes
 from depmesh.executors import build_executor
 from depmesh.progress import PROGRESS_LOGGER, progress_logger
+from depmesh.teams import load_teams
 from depmesh.tuning.jobs import build_candidate_sensor, build_tune_jobs
 
 MESH_JOB = "mesh_job"
@@ -66,6 +68,11 @@ def build_definitions(
     )
     tune_jobs = build_tune_jobs(mesh)
     sensors = [build_retrain_sensor(mesh)]
+    teams = failure_modes.teams if failure_modes is not None else load_teams(mesh)
+    if failure_modes is not None:
+        sensors.append(build_incident_sensor(mesh, failure_modes))
+    if teams is not None:
+        sensors.append(build_delivery_sensor(mesh, teams))
     if tune_jobs:
         sensors.append(build_candidate_sensor(mesh, tune_jobs, mesh_job))
     return Definitions(
@@ -74,7 +81,7 @@ def build_definitions(
         schedules=retrain_schedules(mesh),
         sensors=sensors,
         resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime(),
-                   REGISTRY_KEY: registry or RegistryResource(mesh=mesh.name)},
+                   REGISTRY_KEY: registry or RegistryResource(mesh=mesh.name, catalog=str(mesh.path) if teams else "")},
         executor=executor or build_executor(),
         loggers={"console": colored_console_logger, PROGRESS_LOGGER: progress_logger},
     )

@@ -212,3 +212,83 @@ def write_catalog(tmp_path: Path):
         return path
 
     return _write
+
+
+def approve_release(home: Path | str, release_id: int, catalog: Path | str = DEMO_CATALOG) -> int:
+    """An approved promotion request for ``release_id``, as the mesh's declared teams would give it: asked by a
+    member (gus), approved by an owner of each team that must approve. Returns the request's id."""
+    from depmesh.registry.resource import open_registry
+    from depmesh.registry.store import default_url
+    from depmesh.rollout.approvals import decide, get_request, request_promotion
+    from depmesh.teams import load_teams
+
+    mesh = load_catalog(catalog)
+    teams = load_teams(mesh)
+    registry = open_registry(default_url(Path(home)), mesh.name)
+    try:
+        request = request_promotion(registry, mesh, teams, release_id, actor="gus", reason="tests go live")
+        while request["status"] == "pending":
+            waiting = request["waiting_for"][0]
+            decide(registry, teams, request["id"], actor=waiting["owners"][0], reason="looks right", approve=True)
+            request = get_request(registry, request["id"])
+        assert request["status"] == "approved", request
+        return request["id"]
+    finally:
+        registry.dispose()
+
+
+class WebhookReceiver:
+    """A local HTTP receiver on 127.0.0.1 that records every POST; ``fail_next`` answers that many with 500."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict] = []
+        self.paths: list[str] = []
+        self.fail_next = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if receiver.fail_next > 0:
+                    receiver.fail_next -= 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                receiver.received.append(json.loads(body))
+                receiver.paths.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{path.lstrip('/')}"
+
+    def to(self, path: str) -> list[dict]:
+        return [body for body, p in zip(self.received, self.paths) if p == "/" + path.lstrip("/")]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+FLIGHTS_TEAMS = ("ingestion", "features", "delay-models", "customer-ops", "airport-operations", "network-planning")
+
+
+@pytest.fixture
+def webhooks(monkeypatch):
+    """A receiver, with every flights team's webhook variable pointing at its own path on it."""
+    receiver = WebhookReceiver()
+    for team in FLIGHTS_TEAMS:
+        monkeypatch.setenv(f"DEPMESH_WEBHOOK_{team.upper().replace('-', '_')}", receiver.url(team))
+    yield receiver
+    receiver.close()

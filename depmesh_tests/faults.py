@@ -113,3 +113,8 @@ def fail_first_time(inputs, ctx):
 
 def raising_dep_delay(inputs, ctx):
     raise RuntimeError("the feature store answered 503")
+
+
+def airlines_worker_lost(inputs, ctx):
+    """The step dies as a worker would (the error a lost Celery worker reports)."""
+    raise RuntimeError("WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)")

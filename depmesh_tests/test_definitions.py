@@ -133,4 +133,5 @@ def test_domain_jobs_schedules_and_the_sensor(demo_mesh):
     schedules = {s.name: s for s in defs.schedules}
     assert set(schedules) == {"retrain_models__dep_delay", "retrain_models__route_segment"}
     assert schedules["retrain_models__dep_delay"].cron_schedule == "0 3 * * 1"
-    assert [s.name for s in defs.sensors] == ["coordinated_retraining", "tuned_candidates"]
+    assert [s.name for s in defs.sensors] == ["coordinated_retraining", "incidents_on_run_failure",
+                                             "deliver_notifications", "tuned_candidates"]

@@ -41,15 +41,18 @@ def test_the_demo_catalogue_binds_every_node_and_check(demo_mesh):
     assert len(found.modes) >= 12
     cov = coverage(demo_mesh, found)
     assert cov["nodes_without_mode"] == [] and cov["checks_without_mode"] == []
-    # the infrastructure modes have no asset check to detect them (a run failure does): said, not hidden
-    assert cov["undetected_modes"] == ["FM-STALE", "FM-DATABASE", "FM-WORKER"]
+    # a stale source has no detector (Dagster's freshness policy watches it): said, not hidden; the
+    # infrastructure modes are detected by the run-failure sensor
+    assert cov["undetected_modes"] == ["FM-STALE"]
+    assert [m.id for m, _ in found.for_run_failure("raw/airlines", "ChildProcessCrashException: ...")] == ["FM-WORKER"]
+    assert found.for_run_failure("models/dep_delay", "KeyError: 'dep_delay'") == []
     assert [m.id for m in found.detecting("raw/weather", "contract")][:2] == ["FM-SCHEMA", "FM-NULLS"]
 
 
 @pytest.mark.parametrize("change,words", [
     (("raw/weather, check: contract}", "raw/wether, check: contract}"), "field detected_by[0].node: unknown node 'raw/wether'"),
     (("check: contract}", "check: gate_quality}"), "unknown check 'gate_quality' on raw/weather (its checks: contract, "
-                                                   "contract_warnings, schema_change)"),
+                                                   "contract_warnings, schema_change; or run_failure)"),
     (("owner: team:ingestion", "owner: team:nobody"), "field owner: unknown team 'team:nobody'"),
     (("severity: high", "severity: dire"), "unknown severity 'dire' (known: critical, high, medium, low)"),
     (("    runbook: rematerialize raw/weather\n", ""), "field runbook: missing required key 'runbook'"),
@@ -82,7 +85,7 @@ def test_coverage_on_the_command_line_is_a_ci_gate(demo_mesh, tmp_path):
     runner = CliRunner()
     out = runner.invoke(main, ["failure-modes", "coverage", "--format", "json"])
     report = json.loads(out.output)
-    assert out.exit_code == 1 and report["passed"] is False and report["undetected_modes"] == ["FM-STALE", "FM-DATABASE", "FM-WORKER"]
+    assert out.exit_code == 1 and report["passed"] is False and report["undetected_modes"] == ["FM-STALE"]
     page = tmp_path / "coverage.html"
     assert runner.invoke(main, ["failure-modes", "coverage", "--format", str(page)]).exit_code == 1
     assert page.read_text().count("<tr><td>") == len(report["by_mode"]) and "FM-WORKER" in page.read_text()
@@ -132,7 +135,7 @@ def test_drills_catch_the_demo_faults_and_a_wrong_detector_is_a_miss(golden, tmp
     assert [(h["mode"], h["caught"]) for h in history] == [("FM-NULLS", True), ("FM-FEATURE-COLUMN", True),
                                                            ("FM-LATENCY", True), ("FM-A", False)]
     # a mode without a drill, or an unknown one, is refused before anything runs
-    for mode, words in (("FM-WORKER", "no drill injection declared for FM-WORKER"), ("FM-NOPE", "no failure mode")):
+    for mode, words in (("FM-STALE", "no drill injection declared for FM-STALE"), ("FM-NOPE", "no failure mode")):
         out = subprocess.run(depmesh_cli("drill", mode, "--home", str(home)), capture_output=True, text=True,
                              timeout=300)
         assert out.returncode == 2 and words in out.stderr, out.stderr
@@ -153,3 +156,95 @@ def test_a_failed_check_names_the_failure_modes_it_may_mean(golden, demo_mesh, t
     assert contract.metadata["depmesh/owners_to_call"].value == "team:ingestion"
     passed = [e for e in result.get_asset_check_evaluations() if e.passed]
     assert passed and all("depmesh/failure_modes" not in e.metadata for e in passed)
+
+
+def faulty_weather(mesh):
+    return replace(mesh, nodes=tuple(replace(n, compute="depmesh_tests.faults:weather_with_nulls")
+                                     if n.name == "raw/weather" else n for n in mesh.nodes))
+
+
+def test_a_failed_check_opens_one_incident_per_mode_and_notifies_its_owner_once(golden, demo_mesh, tmp_path,
+                                                                                  webhooks):
+    from depmesh.cli import main
+
+    home = tmp_path / "home"
+    runner = CliRunner()
+    with copy_of(golden, home) as instance:
+        first = materialize_mesh(faulty_weather(demo_mesh), instance, selection=[AssetKey(["raw", "weather"])])
+        listed = json.loads(runner.invoke(main, ["incidents", "list", "--home", str(home), "--format", "json"]).output)
+        modes = {i["mode"] for i in listed}
+        assert {"FM-SCHEMA", "FM-NULLS", "FM-MALFORMED"} <= modes and len(listed) == len(modes)
+        [contract] = [e for e in first.get_asset_check_evaluations() if e.check_name == "contract"]
+        version = contract.metadata["depmesh/judged_version"].value.split(" ")[-1]  # the data version it judged
+        assert all(i["node"] == "raw/weather" and i["detector"] == "raw/weather:contract" and i["count"] == 1
+                   and i["owner"] == "team:ingestion" and i["run_id"] == first.run_id and i["version"] == version
+                   for i in listed)
+        delivered = runner.invoke(main, ["notifications", "deliver", "--home", str(home)])
+        assert delivered.exit_code == 0, delivered.output
+        posts = webhooks.to("ingestion")
+        assert sorted(p["mode"] for p in posts) == sorted(modes) and webhooks.received == posts  # only its owner
+        nulls = next(p for p in posts if p["mode"] == "FM-NULLS")
+        assert nulls["event"] == "incident" and nulls["node"] == "raw/weather" and nulls["version"] == version
+        assert "rematerialize raw/weather" in nulls["runbook"] and nulls["team"] == "team:ingestion"
+        # the same failure again (same data, same version): counted, not notified again
+        again = materialize_mesh(faulty_weather(demo_mesh), instance, selection=[AssetKey(["raw", "weather"])])
+        runner.invoke(main, ["notifications", "deliver", "--home", str(home)])
+        relisted = json.loads(runner.invoke(main, ["incidents", "list", "--home", str(home), "--format",
+                                                   "json"]).output)
+        assert len(relisted) == len(listed) and all(i["count"] == 2 and i["run_id"] == again.run_id for i in relisted)
+        assert len(webhooks.received) == len(posts)
+        table = runner.invoke(main, ["incidents", "list", "--home", str(home), "--mode", "FM-NULLS"])
+        assert table.exit_code == 0 and "FM-NULLS" in table.output and "FM-SCHEMA" not in table.output
+
+
+def test_a_failed_run_opens_an_incident_through_the_run_failure_sensor(golden, demo_mesh, tmp_path, webhooks):
+    """The real sensor, evaluated on a real failed run: the step's error matches FM-WORKER's detector."""
+    from dagster import DagsterEventType, build_run_status_sensor_context
+
+    from depmesh.build import build_definitions
+    from depmesh.failure_modes.incidents import list_incidents
+    from depmesh.registry.resource import open_registry
+    from depmesh.registry.store import default_url
+
+    crashing = replace(demo_mesh, nodes=tuple(replace(n, compute="depmesh_tests.faults:airlines_worker_lost")
+                                              if n.name == "raw/airlines" else n for n in demo_mesh.nodes))
+    with copy_of(golden, tmp_path / "home") as instance:
+        result = materialize_mesh(crashing, instance, selection=[AssetKey(["raw", "airlines"])])
+        assert not result.success
+        sensor = next(s for s in build_definitions(crashing).sensors if s.name == "incidents_on_run_failure")
+        run = instance.get_run_by_id(result.run_id)
+        failure = next(e for e in instance.all_logs(result.run_id, of_type=DagsterEventType.RUN_FAILURE))
+        for _ in range(2):  # a second evaluation of the same failure counts it; it does not notify again
+            context = build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=failure.dagster_event,
+                                                      dagster_instance=instance, dagster_run=run).for_run_failure()
+            sensor(context)
+        registry = open_registry(default_url(tmp_path / "home"), "flights")
+        [incident] = list_incidents(registry)
+        assert (incident["mode"], incident["node"], incident["source"], incident["count"]) == (
+            "FM-WORKER", "raw/airlines", "run_failure", 2)
+        assert incident["detector"] == "*:run_failure" and "WorkerLostError" in incident["summary"]
+        [post] = webhooks.received
+        assert webhooks.to("airport-operations") == [post] and post["mode"] == "FM-WORKER"
+
+
+def test_process_fault_drills_kill_a_step_and_cut_the_database(golden, tmp_path):
+    """A killed step process and an unreachable registry database, each in a throwaway multiprocess run:
+    the run-failure detectors catch both; production records the drills and nothing else."""
+    from depmesh.failure_modes.incidents import list_incidents
+    from depmesh.registry import Registry
+    from depmesh.registry.store import default_url
+
+    home = tmp_path / "home"
+    with copy_of(golden, home):
+        pass
+    out = subprocess.run(depmesh_cli("drill", "FM-WORKER", "FM-DATABASE", "--home", str(home), "--format", "json"),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = {r["mode"]: r for r in json.loads(out.stdout)}
+    assert results["FM-WORKER"]["caught_by"] == ["*:run_failure"] and results["FM-WORKER"]["stopped_at"] == [
+        "raw/airlines"]
+    assert results["FM-DATABASE"]["caught_by"] == ["*:run_failure"]
+    assert results["FM-DATABASE"]["stopped_at"] == ["models/route_segment"]
+    assert "signal 9" in out.stderr or "SIGKILL" in out.stderr  # the step really died
+    registry = Registry(default_url(home), mesh="flights")
+    assert list_incidents(registry) == []  # a drill pages nobody

@@ -20,7 +20,7 @@ from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
 from depmesh.simulate import DelayedEstimator
 from depmesh_tests import faults
-from depmesh_tests.conftest import copy_of, materialize_mesh
+from depmesh_tests.conftest import approve_release, copy_of, materialize_mesh
 
 
 class Log:
@@ -171,7 +171,11 @@ def test_release_cli_promote_show_history_and_rollback(baseline):
     refused = runner.invoke(main, ["release", "promote", str(release_id), "--home", home, "--actor", "ana", "--reason", ""])
     assert refused.exit_code == 1 and "needs an actor and a reason" in refused.output
     missing = runner.invoke(main, ["release", "promote", str(release_id), "--home", home])
-    assert missing.exit_code == 2 and "--actor" in missing.output
+    assert missing.exit_code == 2 and "--reason" in missing.output
+    unapproved = runner.invoke(main, ["release", "promote", str(release_id), "--home", home, "--actor", "ana",
+                                      "--reason", "go"])
+    assert unapproved.exit_code == 1 and f"release {release_id} needs approval before Production" in unapproved.output
+    approve_release(home, release_id)
     ok = runner.invoke(main, ["release", "promote", str(release_id), "--home", home, "--actor", "ana", "--reason", "go"])
     assert ok.exit_code == 0, ok.output
     shown = json.loads(runner.invoke(main, ["release", "show", str(release_id), "--home", home, "--format", "json"]).output)
@@ -196,6 +200,9 @@ def test_promote_release_job(golden, demo_mesh, tmp_path):
         assert not refused.success
         registry = open_registry(default_url(Path(instance.root_directory)), "flights")
         assert registry.production() == {}
+        unapproved = job.execute_in_process(instance=instance, run_config=config("weekly release"), raise_on_error=False)
+        assert not unapproved.success and registry.production() == {}  # flights declares teams: approval first
+        approve_release(instance.root_directory, golden.release_id)
         done = job.execute_in_process(instance=instance, run_config=config("weekly release"))
         assert done.success
         assert registry.release(golden.release_id)["status"] == "Production"

@@ -31,7 +31,7 @@ from depmesh.cli import main
 from depmesh.models import TrainedModel
 from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
-from depmesh_tests.conftest import copy_of, materialize_mesh
+from depmesh_tests.conftest import approve_release, copy_of, materialize_mesh
 
 
 def key(name: str) -> AssetKey:
@@ -215,6 +215,7 @@ def test_promotion_and_release_show_verify_every_member_first(home, golden, demo
     assert refused.exit_code == 1 and "nothing was moved" in refused.output and f"models/arr_delay@{version}" in refused.output
     assert registry.production() == {} and registry.history() == before
     moved.rename(path)
+    approve_release(home.root_directory, golden.release_id)
     ok = runner.invoke(main, ["release", "promote", str(golden.release_id), *where, "--actor", "ana", "--reason", "go"])
     assert ok.exit_code == 0, ok.output
     path.write_bytes(b"gone")

@@ -16,7 +16,7 @@ from depmesh.cli import main
 from depmesh.examples import CLINIC_CATALOG
 from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
-from depmesh_tests.conftest import copy_of, materialize_mesh
+from depmesh_tests.conftest import approve_release, copy_of, materialize_mesh
 
 
 def check_meshes_stay_apart(instance, flights_release: int, runner_env: dict[str, str] | None = None) -> None:
@@ -43,6 +43,7 @@ def check_meshes_stay_apart(instance, flights_release: int, runner_env: dict[str
     clinic_list = json.loads(cli("release", "list", *as_clinic, "--format", "json"))
     assert [r["id"] for r in flights_list] == [flights_release]
     assert [r["id"] for r in clinic_list] == [clinic_release]
+    approve_release(instance.root_directory, flights_release)  # flights declares its teams: promotion needs approval
     cli("release", "promote", str(flights_release), *home, "--actor", "ana", "--reason", "flights go-live")
     cli("release", "promote", str(clinic_release), *as_clinic, "--actor", "cy", "--reason", "clinic go-live")
     flights = open_registry(default_url(Path(instance.root_directory)), "flights")

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from dagster import AssetKey
 
 from depmesh import graph
-from depmesh_tests.conftest import REPO, copy_of, in_ci, materialize_mesh, stop_process_group
+from depmesh_tests.conftest import REPO, approve_release, copy_of, in_ci, materialize_mesh, stop_process_group
 from depmesh_tests.test_ui import free_port, wait_until_served
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -37,6 +37,7 @@ def ui_instance(golden, demo_mesh, tmp_path_factory):
 
     home = tmp_path_factory.mktemp("ui") / "home"
     with copy_of(golden, home) as instance:
+        approve_release(home, golden.release_id)
         promoted = CliRunner().invoke(main, ["release", "promote", str(golden.release_id), "--home", str(home),
                                              "--actor", "ana", "--reason", "weekly release"])
         assert promoted.exit_code == 0, promoted.output

@@ -15,7 +15,7 @@ from depmesh.cli import main
 from depmesh.gates.release import RELEASE_GATES, evaluate_release
 from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
-from depmesh_tests.conftest import copy_of, materialize_mesh
+from depmesh_tests.conftest import approve_release, copy_of, materialize_mesh
 
 MODELS = ["models/route_segment", "models/dep_delay", "models/arr_delay", "models/late_arrival"]
 
@@ -127,6 +127,7 @@ def test_promotions_and_rollbacks_appear_on_the_models_and_the_release(home, gol
     where = ["--home", str(home.root_directory)]
     staged = observations(home, "models/dep_delay")
     assert staged and staged[0]["depmesh/stage"] == "Staging"  # recorded by the release step of the golden run
+    approve_release(home.root_directory, golden.release_id)
     out = runner.invoke(main, ["release", "promote", str(golden.release_id), *where, "--actor", "ana",
                                "--reason", "weekly release"])
     assert out.exit_code == 0, out.output

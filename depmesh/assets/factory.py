@@ -7,7 +7,9 @@ node by hand. The asset graph's edges are exactly the catalog's inputs.
 
 import contextlib
 import logging
+import os
 import platform
+import signal
 import threading
 import time
 import warnings
@@ -51,6 +53,7 @@ from depmesh.versions import code_version, frame_version, model_version
 
 IO_MANAGER_KEY = "mesh_io"
 REGISTRY_KEY = "mesh_registry"
+DRILL_FAULT_TAG = "depmesh/drill_fault"  # a run tag: "kill-step:NODE" kills that node's step (failure-mode drills)
 RUNTIME_KEY = "mesh_runtime"
 # Every training step takes a slot of this Dagster concurrency pool: the team
 # dagster.yaml caps it (concurrency.pools.default_limit) so that no more than N
@@ -642,6 +645,29 @@ def with_failure_modes(result: AssetCheckResult, catalogue: Any, node: str) -> A
                             metadata=metadata, description=result.description)
 
 
+def record_incidents(context: Any, catalogue: Any, node: str, failed: list[AssetCheckResult],
+                     judged: str | None) -> None:
+    """An incident per failure mode that a failed check detects (depmesh.failure_modes.incidents); a registry
+    that cannot take it is a warning, never the step's failure."""
+    if catalogue is None or not any(catalogue.detecting(node, r.check_name) for r in failed):
+        return
+    from depmesh.failure_modes.incidents import record_check_failure
+
+    try:
+        registry = getattr(context.resources, REGISTRY_KEY).registry
+        for r in failed:
+            for found, new in record_check_failure(
+                    registry, catalogue.teams, catalogue, node=node, check=r.check_name,
+                    version=(judged or "unknown").split(" ")[-1], run_id=context.run_id,
+                    summary=r.description or f"{node}: check {r.check_name} failed"):
+                seen = "opened" if new else f"seen again ({found['count']} times)"
+                context.log.warning(f"depmesh: incident {found['id']} {seen}: {found['mode']} at {node}, "
+                                    f"owner {found['owner']}")
+    except Exception as exc:  # noqa: BLE001
+        context.log.warning(f"depmesh: the incident for {node}'s failed checks was not recorded: "
+                            f"{type(exc).__name__}: {exc}")
+
+
 def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builder: Any = None,
                 downstream_of: Any = None, catalog_path: Any = None, failure_modes: Any = None) -> AssetsDefinition:
     """One node -> one Dagster asset, with its contract checks. ``impact_row``
@@ -685,7 +711,7 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         ins=ins,
         check_specs=specs or None,
         can_subset=True,
-        required_resource_keys={RUNTIME_KEY, REGISTRY_KEY} if node.kind == "model" else {RUNTIME_KEY},
+        required_resource_keys={RUNTIME_KEY, REGISTRY_KEY},  # every node: a failed check records an incident
         pool=TRAINING_POOL if node.kind == "model" else None,
     )
     def _node_asset(context: AssetExecutionContext, **kwargs: Any):
@@ -702,6 +728,8 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
                 yield event
 
     def _build(context: AssetExecutionContext, kwargs: dict[str, Any]):
+        if context.run.tags.get(DRILL_FAULT_TAG) == f"kill-step:{node.name}":
+            os.kill(os.getpid(), signal.SIGKILL)  # a drill's killed step (depmesh drill); nothing otherwise
         inputs = {names[arg]: value for arg, value in kwargs.items()}
         runtime: MeshRuntime = getattr(context.resources, RUNTIME_KEY)
         trigger = _tag_trigger(context)
@@ -769,6 +797,7 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             yield with_failure_modes(annotate_verdict(r, judged, output is not None, r.check_name in blocking_checks),
                                      failure_modes, node.name)
         failed = [r for r in results if not r.passed and r.check_name in blocking_checks]
+        record_incidents(context, failure_modes, node.name, [r for r in results if not r.passed], judged)
         if output is None:
             yield from _blocked(context, node, failed, downstream_of)
 

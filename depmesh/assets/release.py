@@ -120,13 +120,22 @@ def build_release_asset(mesh: MeshSpec, failure_modes: Any = None):
             "new_release": recorded["created"],
             "moved_to_staging": MetadataValue.json(moved),
             "members": MetadataValue.md(table.to_markdown(index=False)),
-            "promote with": f"depmesh release promote {release_id} --actor NAME --reason TEXT",
+            "promote with": promote_hint(mesh, release_id),
         })
         for r in results:
             yield annotate_verdict(r, judged, True, True)
         yield from stage_observations(registry, registry.history(after_id=before), key)
 
     return mesh_release
+
+
+def promote_hint(mesh: MeshSpec, release_id: int) -> str:
+    """How this release reaches Production: directly, or through approvals when the mesh declares its teams."""
+    from depmesh.teams import teams_path
+
+    if teams_path(mesh).is_file():
+        return f"depmesh release request {release_id} --reason TEXT (then its approvers: depmesh release approve REQUEST)"
+    return f"depmesh release promote {release_id} --actor NAME --reason TEXT"
 
 
 class PromoteConfig(Config):

@@ -967,21 +967,32 @@ def _compose(loader: _Loader, c: _Checker) -> Any:
     return loader.construct_document(root)
 
 
-def parse_catalog(text: str, path: Path) -> MeshSpec:
-    """Validate catalog ``text`` (read from ``path``) into a MeshSpec."""
-    c = _Checker(path)
+def load_yaml(text: str, c: _Checker, error: type[CatalogError] = CatalogError) -> Any:
+    """The YAML document in ``text``, with line numbers on its mappings and
+    lists; duplicate keys go to ``c``'s problems; not-YAML and expanding
+    aliases raise ``error`` naming the file and line. Every depmesh file
+    beside the catalog (failure modes, teams) is read through here."""
     loader = _Loader(text)
     loader.problems = []
     try:
         data = _compose(loader, c)
+    except CatalogError as exc:  # YAML aliases that would expand past the bound
+        raise error(exc.problems) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        raise CatalogError([Problem(c.file, line, None, None, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+        raise error([Problem(c.file, line, None, None, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
     finally:
         loader.dispose()
     for line, msg in loader.problems:
         c.problems.append(Problem(c.file, line, None, None, msg))
+    return data
+
+
+def parse_catalog(text: str, path: Path) -> MeshSpec:
+    """Validate catalog ``text`` (read from ``path``) into a MeshSpec."""
+    c = _Checker(path)
+    data = load_yaml(text, c)
     if not isinstance(data, dict):
         c.add(f"expected a mapping with 'mesh' and 'nodes' at the top, got {_type_name(data)}")
         raise CatalogError(c.problems)

@@ -156,3 +156,39 @@ def drill(modes: tuple[str, ...], catalog: str | None, modes_file: str | None, h
                            ", ".join(r.also_fired) or "-", f"{r.seconds:.1f}"] for r in results],
                          ["mode", "injection", "verdict", "caught by (declared)", "also fired", "seconds"]))
     sys.exit(0 if all(r.caught for r in results) else 1)
+
+
+@main.group()
+def incidents() -> None:
+    """Failure modes seen by a failed check or a failed run, one per mode, node and version."""
+
+
+@incidents.command("list")
+@CATALOG_OPTION
+@click.option("--home", type=click.Path(file_okay=False), help="Dagster instance folder (default as `depmesh run`).")
+@click.option("--mode", help="Only this failure mode (FM-...).")
+@click.option("--node", help="Only this node.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def incidents_list(catalog: str | None, home: str | None, mode: str | None, node: str | None, limit: int,
+                   fmt: str) -> None:
+    """Newest first: mode, node, version, how it was detected, how often, the owner team, and the run."""
+    from depmesh.cli.registry import open_mesh_registry
+    from depmesh.failure_modes.incidents import list_incidents
+
+    registry = open_mesh_registry(home, catalog, read_only=True)
+    try:
+        rows = list_incidents(registry, mode=mode, node=node, limit=limit)
+    finally:
+        registry.dispose()
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no incidents recorded")
+        return
+    click.echo(table([[r["id"], r["mode"], r["severity"], r["node"], r["version"][:16], r["detector"], r["count"],
+                       str(r["first_at"])[:19], str(r["last_at"])[:19], r["owner"], (r["run_id"] or "-")[:8]]
+                      for r in rows],
+                     ["id", "mode", "severity", "node", "version", "detected by", "seen", "first", "last", "owner",
+                      "run"]))

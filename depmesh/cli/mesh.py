@@ -76,7 +76,7 @@ def show(positional: str | None, catalog: str | None, fmt: str) -> None:
 def run(catalog: str | None, sample: float, home: str | None, executor: str | None, parent_id: str | None) -> None:
     """Materialize the whole mesh on the Dagster instance and print what was built.
     Exits 1 when the run failed or a blocking check stopped a node."""
-    from depmesh.assets.release import release_key
+    from depmesh.assets.release import promote_hint, release_key
     from depmesh.cli.render import summary_rows
     from depmesh.executors import ExecutorConfigError, executor_name
     from depmesh.instance import get_instance, storage_kind
@@ -114,11 +114,12 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
             click.echo(f"\nevery gate passed; these versions already are release {release_id}: nothing new to promote")
         else:
             click.echo(f"\nrelease {release_id} recorded in the registry (Staging): every gate passed. Promote it with\n"
-                       f"  depmesh release promote {release_id} --actor NAME --reason TEXT")
+                       f"  {promote_hint(mesh, release_id)}")
     elif not result.success:
         click.echo("\nno release: the run failed (see the FAILED lines above, or the UI)")
     elif any(mesh.node(n).kind == "model" for n in mesh.names):
         click.echo("\nno release: a gate or check stopped a model (see the CHECK FAILED lines above, or the UI)")
+    _route_after_run(mesh, instance, result)
     blocked = outcome.blocked
     status = "FAILED" if not result.success else f"BLOCKED at {', '.join(blocked)}" if blocked else "succeeded"
     click.echo(f"\nrun {result.run_id} {status} in {outcome.seconds:.1f}s")
@@ -126,6 +127,27 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
                "   (then http://127.0.0.1:3000), or simply: depmesh dev")
     instance.dispose()
     sys.exit(0 if outcome.ok else 1)
+
+
+def _route_after_run(mesh, instance, result) -> None:
+    """What the run-failure sensor does under the daemon, for this run now: an incident for each failure mode
+    a failed step matches; then post what the run queued for the teams (what fails stays queued)."""
+    from depmesh.automation.routing import failed_steps, incidents_for_failed_run, instance_registry
+    from depmesh.failure_modes.catalogue import load_failure_modes
+    from depmesh.notify import deliver_quietly
+
+    catalogue = load_failure_modes(mesh)
+    steps = failed_steps(mesh, result.get_step_failure_events()) if not result.success else []
+    if catalogue is None or (catalogue.teams is None and not steps):
+        return
+    registry = instance_registry(mesh, instance)
+    try:
+        for found, new in incidents_for_failed_run(mesh, catalogue, registry, result.run_id, steps):
+            click.echo(f"incident {found['id']} {'opened' if new else 'seen again'}: {found['mode']} at "
+                       f"{found['node']} (owner {found['owner']})", err=True)
+        deliver_quietly(registry, catalogue.teams, lambda m: click.echo(m, err=True))
+    finally:
+        registry.dispose()
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},

@@ -7,24 +7,43 @@ import json
 import click
 
 from depmesh.cli.app import main
-from depmesh.cli.common import CATALOG_HELP, FORMAT_OPTION, existing_home, load_mesh, table, writable_home
+from depmesh.cli.common import CATALOG_HELP, FORMAT_OPTION, existing_home, table, writable_home
 
 
 def open_mesh_registry(home: str | None, catalog: str | None, *, read_only: bool = False):
-    """The registry of the catalog's mesh, verifying artifacts in the instance's store."""
+    """The registry of the catalog's mesh, verifying artifacts in the instance's store; when the mesh declares
+    its teams, promotions need approvals and rollbacks an on-call member."""
+    return governed_registry(home, catalog, read_only=read_only)[2]
+
+
+def governed_registry(home: str | None, catalog: str | None, *, read_only: bool = False):
+    """(mesh, teams or None, registry) of the catalog's mesh."""
     from depmesh.artifacts import ArtifactStore
     from depmesh.assets.io import artifacts_dir
+    from depmesh.cli.teams import load_mesh_teams
     from depmesh.instance import prepare_home
     from depmesh.registry.resource import open_registry
     from depmesh.registry.store import RegistryError, default_url
 
-    mesh = load_mesh(catalog)
+    mesh, teams = load_mesh_teams(catalog)
     path = existing_home(home) if read_only else writable_home(home, prepare_home)
     artifacts = ArtifactStore(artifacts_dir(path))
     try:
-        return open_registry(default_url(path), mesh.name, artifacts)
+        registry = open_registry(default_url(path), mesh.name, artifacts)
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
+    registry.teams = teams
+    return mesh, teams, registry
+
+
+def acting(actor: str | None) -> str:
+    """The actor of a change: --actor, $DEPMESH_ACTOR or the OS user, as DEPMESH_IDENTITY binds it."""
+    from depmesh.teams import ActorError, resolve_actor
+
+    try:
+        return resolve_actor(actor)
+    except ActorError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def with_stage_events(home: str | None, registry, fn):
@@ -49,16 +68,19 @@ def with_stage_events(home: str | None, registry, fn):
 def registry_call(fn):
     """Run a registry operation; its refusals are errors the user can act on."""
     from depmesh.registry import RegistryError
+    from depmesh.teams import ActorError
 
     try:
         return fn()
-    except RegistryError as exc:
+    except (RegistryError, ActorError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
 HOME_OPTION = click.option("--home", type=click.Path(file_okay=False),
                            help="Dagster instance folder whose registry to use (default as `depmesh run`).")
 REG_CATALOG_OPTION = click.option("--catalog", help=CATALOG_HELP + " Its mesh name picks the releases and versions.")
+ACTOR_OPTION = click.option("--actor", help="Who acts, recorded in the audit trail (default: $DEPMESH_ACTOR, else the "
+                                             "operating-system user; DEPMESH_IDENTITY may bind it: see README).")
 RELEASE_ID = click.argument("release_id", type=click.IntRange(1, 2**63 - 1), metavar="RELEASE_ID")
 
 
@@ -115,14 +137,16 @@ def release_show(release_id: int, catalog: str | None, home: str | None, fmt: st
 
 @release.command("promote")
 @RELEASE_ID
-@click.option("--actor", required=True, help="Who promotes (recorded in the audit trail).")
+@ACTOR_OPTION
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
 @REG_CATALOG_OPTION
 @HOME_OPTION
-def release_promote(release_id: int, actor: str, reason: str, catalog: str | None, home: str | None) -> None:
+def release_promote(release_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None) -> None:
     """Make every version of a release Production at once (atomic), after
-    verifying every member's artifact; archive what it replaces."""
-    registry = open_mesh_registry(home, catalog, read_only=True)
+    verifying every member's artifact; archive what it replaces. When the mesh
+    declares its teams, only an approved request allows it (release request)."""
+    actor = acting(actor)
+    _, teams, registry = governed_registry(home, catalog, read_only=True)
     item = with_stage_events(home, registry, lambda: registry.promote(release_id, actor=actor, reason=reason))
     click.echo(f"release {release_id} is Production: " + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
 
@@ -130,23 +154,37 @@ def release_promote(release_id: int, actor: str, reason: str, catalog: str | Non
 @release.command("rollback")
 @click.option("--node", help="Roll back this model alone (to its previous Production version).")
 @click.option("--with-dependents", is_flag=True, help="With --node: also roll back the models trained against it.")
-@click.option("--actor", required=True, help="Who rolls back (recorded in the audit trail).")
+@ACTOR_OPTION
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
 @REG_CATALOG_OPTION
 @HOME_OPTION
-def release_rollback(node: str | None, with_dependents: bool, actor: str, reason: str, catalog: str | None,
+def release_rollback(node: str | None, with_dependents: bool, actor: str | None, reason: str, catalog: str | None,
                      home: str | None) -> None:
-    """Make the previous release Production again (atomic), or one model with --node."""
-    registry = open_mesh_registry(home, catalog, read_only=True)
+    """Make the previous release Production again (atomic), or one model with --node. When the mesh declares its
+    teams, any on-call member may roll back, without approval; the teams of the models and their consumers are
+    notified."""
+    from depmesh.notify import deliver_quietly
+    from depmesh.rollout.approvals import notify_change
+
+    actor = acting(actor)
+    mesh, teams, registry = governed_registry(home, catalog, read_only=True)
     if node is None:
+        current = registry.state()["production_release_id"]
         item = with_stage_events(home, registry, lambda: registry.rollback(actor=actor, reason=reason))
         click.echo(f"release {item['id']} is Production again: "
                    + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
-        return
-    moves = with_stage_events(home, registry, lambda: registry.rollback_model(
-        node, actor=actor, reason=reason, with_dependents=with_dependents))
-    for name, (before, after) in moves.items():
-        click.echo(f"{name}: {before} -> {after}")
+        nodes = sorted(item["members"])
+        payload = {"from_release": current, "to_release": item["id"]}
+    else:
+        moves = with_stage_events(home, registry, lambda: registry.rollback_model(
+            node, actor=actor, reason=reason, with_dependents=with_dependents))
+        for name, (before, after) in moves.items():
+            click.echo(f"{name}: {before} -> {after}")
+        nodes = sorted(moves)
+        payload = {"moves": {n: {"from": b, "to": a} for n, (b, a) in moves.items()}}
+    if teams is not None:
+        notify_change(registry, mesh, teams, "rollback", nodes, by=actor, reason=reason, **payload)
+        deliver_quietly(registry, teams, lambda m: click.echo(m, err=True))
 
 
 @main.group()

@@ -21,14 +21,12 @@ team, a duplicate id, a missing field; every problem at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from depmesh.catalog import CatalogError, MeshSpec
-from depmesh.catalog.load import Problem, _Checker, _compose, _Loader
+from depmesh.catalog.load import Problem, _Checker, load_yaml
 
 FILE_NAME = "failure_modes.yaml"
 TYPES = ("internal", "external")
@@ -43,10 +41,24 @@ class FailureModeError(CatalogError):
     """A failure-mode catalogue that cannot be used; ``problems`` lists every reason."""
 
 
+RUN_FAILURE = "run_failure"  # a detector that is not an asset check: the run-failure sensor, at a node or "*"
+
+
 @dataclass(frozen=True)
 class Detector:
-    node: str
-    check: str
+    node: str  # a node, or "*" (any node) for a run-failure detector
+    check: str  # an asset check's name, or RUN_FAILURE
+    match: str | None = None  # run failures only: a regular expression the step's error must match
+
+    @property
+    def label(self) -> str:
+        return f"{self.node}:{self.check}"
+
+    def catches_run_failure(self, node: str, error: str) -> bool:
+        import re
+
+        return (self.check == RUN_FAILURE and self.node in ("*", node)
+                and (self.match is None or re.search(self.match, error[:20_000]) is not None))
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,8 @@ class FailureMode:
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "type": self.type, "layer": self.layer, "severity": self.severity,
                 "owner": self.owner, "nodes": list(self.nodes), "signals": list(self.signals),
-                "detected_by": [{"node": d.node, "check": d.check} for d in self.detected_by],
+                "detected_by": [{"node": d.node, "check": d.check, **({"match": d.match} if d.match else {})}
+                                for d in self.detected_by],
                 "mitigation": self.mitigation, "runbook": self.runbook, "rollback": self.rollback, "drill": self.drill}
 
 
@@ -77,10 +90,20 @@ class FailureMode:
 class FailureCatalogue:
     path: Path
     modes: tuple[FailureMode, ...]
+    teams: Any = None  # the mesh's declared Teams (depmesh.teams), whose webhooks incidents notify
 
     def detecting(self, node: str, check: str) -> list[FailureMode]:
         """The modes that ``node``'s ``check`` detects (what a failure of it may mean)."""
-        return [m for m in self.modes if Detector(node, check) in m.detected_by]
+        return [m for m in self.modes if any(d.node == node and d.check == check for d in m.detected_by)]
+
+    def for_run_failure(self, node: str, error: str) -> list[tuple[FailureMode, Detector]]:
+        """The modes a step of ``node`` that failed with ``error`` may mean, each with the detector that matched."""
+        out = []
+        for m in self.modes:
+            hit = next((d for d in m.detected_by if d.catches_run_failure(node, error)), None)
+            if hit is not None:
+                out.append((m, hit))
+        return out
 
     def mode(self, mode_id: str) -> FailureMode:
         for m in self.modes:
@@ -152,27 +175,43 @@ def _parse_mode(c: _Checker, raw: Any, index: int, mesh: MeshSpec, checks: dict[
         return None
     for i, item in enumerate(raw_detectors):
         field = f"detected_by[{i}]"
-        if not isinstance(item, dict) or set(item) != {"node", "check"}:
-            c.add(f"expected {{node: NODE, check: CHECK}}, got {item!r}", node=label, field=field, at=raw_detectors)
+        if not isinstance(item, dict) or not {"node", "check"} <= set(item) or not set(item) <= {"node", "check", "match"}:
+            c.add(f"expected {{node: NODE, check: CHECK}} (and match: REGEX for check: {RUN_FAILURE}), got {item!r}",
+                  node=label, field=field, at=raw_detectors)
             ok = False
             continue
-        node, check = item["node"], item["check"]
-        if node not in checks:
+        node, check, match = item["node"], item["check"], item.get("match")
+        if check == RUN_FAILURE:
+            if node != "*" and node not in checks:
+                c.add(f"unknown node {node!r} in mesh {mesh.name} (or \"*\": any node)", node=label,
+                      field=f"{field}.node", at=item)
+                ok = False
+            elif match is not None and not _valid_pattern(c, match, label, f"{field}.match", item):
+                ok = False
+            else:
+                detectors.append(Detector(node, check, match))
+        elif match is not None:
+            c.add(f"match: is for check: {RUN_FAILURE} detectors (a step's error), not for check {check!r}",
+                  node=label, field=f"{field}.match", at=item)
+            ok = False
+        elif node not in checks:
             c.add(f"unknown node {node!r} in mesh {mesh.name}", node=label, field=f"{field}.node", at=item)
             ok = False
         elif check not in checks[node]:
-            c.add(f"unknown check {check!r} on {node} (its checks: {', '.join(checks[node]) or 'none'})",
-                  node=label, field=f"{field}.check", at=item)
+            c.add(f"unknown check {check!r} on {node} (its checks: {', '.join(checks[node]) or 'none'}; "
+                  f"or {RUN_FAILURE})", node=label, field=f"{field}.check", at=item)
             ok = False
         else:
             detectors.append(Detector(node, check))
     drill = raw.get("drill")
     if drill is not None:
-        from depmesh.simulate import InjectionError, parse_injection
+        from depmesh.failure_modes.drills import check_drill
+        from depmesh.simulate import InjectionError
 
         try:
-            parse_injection(drill, mesh) if isinstance(drill, str) else (_ for _ in ()).throw(
-                InjectionError(f"expected an injection text, got {drill!r}"))
+            if not isinstance(drill, str):
+                raise InjectionError(f"expected an injection text, got {drill!r}")
+            check_drill(drill, mesh)
         except InjectionError as exc:
             c.add(f"not a drill injection: {exc}", node=label, field="drill", at=raw)
             ok = False
@@ -184,22 +223,24 @@ def _parse_mode(c: _Checker, raw: Any, index: int, mesh: MeshSpec, checks: dict[
                        rollback=raw["rollback"], drill=drill, line=getattr(raw, "line", None))
 
 
-def parse_failure_modes(text: str, path: Path, mesh: MeshSpec) -> FailureCatalogue:
-    c = _Checker(path)
-    loader = _Loader(text)
-    loader.problems = []
+def _valid_pattern(c: _Checker, match: Any, label: str, field: str, at: Any) -> bool:
+    import re
+
+    if not isinstance(match, str) or not match or len(match) > 500:
+        c.add(f"expected a regular expression of 1 to 500 characters, got {match!r}", node=label, field=field, at=at)
+        return False
     try:
-        data = _compose(loader, c)
-    except CatalogError as exc:  # YAML aliases that would expand past the bound
-        raise FailureModeError(exc.problems) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise FailureModeError([Problem(c.file, mark.line + 1 if mark else None, None, None,
-                                        f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    finally:
-        loader.dispose()
-    for line, msg in loader.problems:
-        c.problems.append(Problem(c.file, line, None, None, msg))
+        re.compile(match)
+    except re.error as exc:
+        c.add(f"not a regular expression: {exc}", node=label, field=field, at=at)
+        return False
+    return True
+
+
+def parse_failure_modes(text: str, path: Path, mesh: MeshSpec, declared_teams: Any = ()) -> FailureCatalogue:
+    """``declared_teams``: team names from the teams file, owners besides the nodes' owners."""
+    c = _Checker(path)
+    data = load_yaml(text, c, FailureModeError)
     if not isinstance(data, dict) or not isinstance(data.get("modes"), list):
         c.add("expected a mapping with a list under 'modes' at the top")
         raise FailureModeError(c.problems)
@@ -208,7 +249,7 @@ def parse_failure_modes(text: str, path: Path, mesh: MeshSpec) -> FailureCatalog
         c.add(f"this catalogue is for mesh {data['mesh']!r}, the catalog beside it is mesh {mesh.name!r}",
               field="mesh", at=data)
     checks = mesh_checks(mesh)
-    teams = {n.owner for n in mesh.nodes}
+    teams = {n.owner for n in mesh.nodes} | set(declared_teams)
     modes, seen = [], {}
     for i, raw in enumerate(data["modes"]):
         mode = _parse_mode(c, raw, i, mesh, checks, teams)
@@ -232,14 +273,18 @@ def load_failure_modes(mesh: MeshSpec, path: Path | None = None) -> FailureCatal
         if path != catalogue_path(mesh):
             raise FailureModeError([Problem(path.name, None, None, None, f"no failure-mode catalogue at {path}")])
         return None
-    return parse_failure_modes(path.read_text(encoding="utf-8"), path, mesh)
+    from depmesh.teams import load_teams
+
+    teams = load_teams(mesh)
+    found = parse_failure_modes(path.read_text(encoding="utf-8"), path, mesh, teams.teams if teams else ())
+    return replace(found, teams=teams)
 
 
 def coverage(mesh: MeshSpec, catalogue: FailureCatalogue) -> dict[str, Any]:
     """Modes no check detects, nodes no mode names, checks that serve no mode."""
     checks = mesh_checks(mesh)
     used = {(d.node, d.check) for m in catalogue.modes for d in m.detected_by}
-    named = {n for m in catalogue.modes for n in (*m.nodes, *(d.node for d in m.detected_by))}
+    named = {n for m in catalogue.modes for n in (*m.nodes, *(d.node for d in m.detected_by))} - {"*"}
     return {
         "modes": len(catalogue.modes),
         "undetected_modes": [m.id for m in catalogue.modes if not m.detected_by],
@@ -247,7 +292,7 @@ def coverage(mesh: MeshSpec, catalogue: FailureCatalogue) -> dict[str, Any]:
         "checks_without_mode": [f"{node}:{check}" for node, names in checks.items() for check in names
                                 if (node, check) not in used],
         "by_mode": [{"id": m.id, "title": m.title, "severity": m.severity, "owner": m.owner,
-                     "detected_by": [f"{d.node}:{d.check}" for d in m.detected_by], "drill": m.drill}
+                     "detected_by": [d.label for d in m.detected_by], "drill": m.drill}
                     for m in catalogue.modes],
     }
 

@@ -5,6 +5,8 @@ check, after how long. Results are recorded in the registry database."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -14,8 +16,34 @@ from typing import Any
 from depmesh.failure_modes.catalogue import FailureCatalogue, FailureMode
 
 
+# Process faults a drill can inject, besides the simulation's data injections ("NODE:COLUMN:op"):
+#   kill-step:NODE             the step building NODE dies (SIGKILL) as it starts, in a multiprocess run
+#                              (the run's depmesh/drill_fault tag asks for it)
+#   unreachable-database:NODE  the registry's database cannot be reached while NODE runs (a closed port)
+PROCESS_FAULTS = ("kill-step", "unreachable-database")
+UNREACHABLE_URL = "postgresql://depmesh-drill@127.0.0.1:9/unreachable?connect_timeout=2"
+DRILL_SAMPLE = 0.05
+
+
 class DrillError(ValueError):
     """A drill that cannot run: the mode has no injection, or production lacks the data."""
+
+
+def process_fault(drill: str) -> tuple[str, str] | None:
+    """(fault, node) for a process-fault drill, else None (a data injection)."""
+    fault, _, node = drill.partition(":")
+    return (fault, node) if fault in PROCESS_FAULTS else None
+
+
+def check_drill(drill: str, mesh: Any) -> None:
+    """Raise (InjectionError) when ``drill`` is neither a process fault on a node of ``mesh`` nor a data injection."""
+    from depmesh.simulate import InjectionError, parse_injection
+
+    fault = process_fault(drill)
+    if fault is None:
+        parse_injection(drill, mesh)
+    elif fault[1] not in mesh.names:
+        raise InjectionError(f"{fault[0]}: unknown node {fault[1]!r} in mesh {mesh.name}")
 
 
 @dataclass
@@ -39,19 +67,75 @@ def fired_checks(report: Any) -> list[str]:
 
 
 def run_drill(mesh: Any, mode: FailureMode, production_instance: Any, storage: Path) -> DrillResult:
-    from depmesh.simulate import simulate
-
     if not mode.drill:
         raise DrillError(f"failure mode {mode.id} declares no drill injection (drill: \"NODE:COLUMN:nulls=0.3\" ...)")
+    if process_fault(mode.drill) is not None:
+        return run_process_drill(mesh, mode)
+    from depmesh.simulate import simulate
+
     started = time.perf_counter()
     report = simulate(mesh, [mode.drill], production_instance, storage)
     fired = fired_checks(report)
-    declared = [f"{d.node}:{d.check}" for d in mode.detected_by]
+    return _verdict(mode, fired, started, report.stopped_at)
+
+
+def _verdict(mode: FailureMode, fired: list[str], started: float, stopped_at: list[str]) -> DrillResult:
+    declared = [d.label for d in mode.detected_by]
     caught_by = [c for c in declared if c in fired]
-    return DrillResult(mode=mode.id, injection=mode.drill, caught=bool(caught_by), caught_by=caught_by,
+    return DrillResult(mode=mode.id, injection=mode.drill or "", caught=bool(caught_by), caught_by=caught_by,
                        also_fired=[c for c in dict.fromkeys(fired) if c not in declared],
                        missed_by=[c for c in declared if c not in fired], seconds=round(time.perf_counter() - started, 2),
-                       stopped_at=report.stopped_at)
+                       stopped_at=stopped_at)
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_process_drill(mesh: Any, mode: FailureMode, sample: float = DRILL_SAMPLE) -> DrillResult:
+    """Run the fault's node (and what it needs) in a multiprocess run on a throwaway instance with the fault
+    injected, then ask the run-failure detectors of the catalogue (what the run-failure sensor asks) which
+    modes the failed steps match. Production is not touched: the run, its storage and registry are temporary."""
+    import tempfile
+
+    from dagster import DagsterInstance
+
+    from depmesh import graph
+    from depmesh.automation.routing import failed_steps
+    from depmesh.instance import EMBEDDED_CONFIG, POSTGRES_ENV
+    from depmesh.assets.factory import DRILL_FAULT_TAG, REGISTRY_KEY
+    from depmesh.runs import run_mesh
+
+    fault, node = process_fault(mode.drill or "")
+    started = time.perf_counter()
+    selection = sorted({*graph.upstream(mesh.inputs_map(), node), node})
+    # the fault travels with the run (a tag, the resource's config), not in this process's environment: step
+    # processes may come from a fork server started before this drill, with the environment of that time
+    tags = {DRILL_FAULT_TAG: mode.drill} if fault == "kill-step" else {}
+    run_config = ({"resources": {REGISTRY_KEY: {"config": {"url": UNREACHABLE_URL}}}}
+                  if fault == "unreachable-database" else {})
+    with tempfile.TemporaryDirectory(prefix="depmesh-drill-") as home:
+        Path(home, "dagster.yaml").write_text(EMBEDDED_CONFIG, encoding="utf-8")  # never production's database
+        with _environment(DAGSTER_HOME=home, **{POSTGRES_ENV: ""}):
+            instance = DagsterInstance.from_config(home)
+            try:
+                outcome = run_mesh(mesh.path, instance, sample=sample, executor="multiprocess", mesh=mesh,
+                                   selection=selection, tags=tags, run_config=run_config)
+                steps = failed_steps(mesh, outcome.result.get_step_failure_events())
+            finally:
+                instance.dispose()
+    fired = [d.label for step, error in steps for d in mode.detected_by if d.catches_run_failure(step, error)]
+    return _verdict(mode, fired, started, [step for step, _ in steps])
 
 
 def record_drill(registry: Any, result: DrillResult) -> None:

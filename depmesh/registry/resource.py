@@ -35,10 +35,13 @@ class RegistryResource(ConfigurableResource):
     url: str = ""
     mesh: str = DEFAULT_MESH
     artifacts_dir: str = ""
+    # the catalog whose teams.yaml (if any) governs promotions and rollbacks made through this resource
+    catalog: str = ""
     _registry: Registry | None = PrivateAttr(default=None)
+    _where: tuple[str, str] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        from depmesh.artifacts import ArtifactStore
+        """Where the registry is; it is opened on first use, so a step that never reads it pays nothing."""
         from depmesh.assets.io import storage_dir
 
         url, artifacts_dir = self.url, self.artifacts_dir
@@ -47,7 +50,7 @@ class RegistryResource(ConfigurableResource):
                 raise RuntimeError("the registry resource needs a Dagster instance or an explicit url and artifacts_dir")
             url = url or default_url(Path(context.instance.root_directory))
             artifacts_dir = artifacts_dir or str(storage_dir(context.instance) / "artifacts")
-        self._registry = open_registry(url, self.mesh, ArtifactStore(artifacts_dir))
+        self._where = (url, artifacts_dir)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._registry is not None:
@@ -55,5 +58,18 @@ class RegistryResource(ConfigurableResource):
 
     @property
     def registry(self) -> Registry:
-        assert self._registry is not None, "resource not set up"
-        return self._registry
+        from depmesh.artifacts import ArtifactStore
+
+        assert self._where is not None, "resource not set up"
+        with _lock:
+            opened = self._registry
+        if opened is None:
+            url, artifacts_dir = self._where
+            opened = open_registry(url, self.mesh, ArtifactStore(artifacts_dir))
+            if self.catalog:
+                from depmesh.catalog import load_catalog
+                from depmesh.teams import load_teams
+
+                opened.teams = load_teams(load_catalog(self.catalog))
+            self._registry = opened
+        return opened

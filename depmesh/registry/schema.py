@@ -149,3 +149,84 @@ drills = sa.Table(
 )
 
 ACTOR_MAX = 200  # stage_transitions.actor; checked before writing, on SQLite too
+
+# Incidents (depmesh.failure_modes.incidents): a failure mode seen at a node's
+# version, by a failed check or a failed run; one row per (mode, node, version),
+# counted when it is seen again, so its owner team is notified once.
+incidents = sa.Table(
+    "incidents", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mesh", sa.String(200), nullable=False),
+    sa.Column("mode", sa.String(200), nullable=False),
+    sa.Column("node", sa.String(300), nullable=False),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(20), nullable=False),  # check | run_failure
+    sa.Column("detector", sa.String(300), nullable=False),  # node:check, or node:run_failure
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("first_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("mesh", "mode", "node", "version", name="uq_incidents_mode_node_version"),
+)
+
+# Notifications to teams' webhooks, written in the transaction of the change
+# they announce (an outbox) and delivered after it: a webhook that fails is
+# retried a bounded number of times and never blocks or undoes the change.
+notifications = sa.Table(
+    "notifications", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mesh", sa.String(200), nullable=False),
+    sa.Column("team", sa.String(200), nullable=False),
+    sa.Column("event", sa.String(50), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON
+    sa.Column("status", sa.String(20), nullable=False),  # pending | sending | sent | failed | no-webhook
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_notifications_status", "status"),
+)
+
+# Promotion requests and their approvals (depmesh.rollout.approvals).
+promotion_requests = sa.Table(
+    "promotion_requests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mesh", sa.String(200), nullable=False),
+    sa.Column("release_id", sa.Integer, nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # pending | approved | rejected | promoted | withdrawn
+    sa.Column("required", sa.Text, nullable=False),  # JSON: [{team, nodes, why}]
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+approvals = sa.Table(
+    "approvals", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.Integer, sa.ForeignKey("promotion_requests.id"), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("decision", sa.String(20), nullable=False),  # approve | reject
+    sa.Column("teams", sa.Text, nullable=False),  # JSON: the required teams this decision speaks for
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The audit trail of everything that is not a stage transition: requests,
+# approvals, rejections, rollout steps, webhook give-ups.
+audit_events = sa.Table(
+    "audit_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mesh", sa.String(200), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(50), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),  # release:3, request:2, ...
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),  # JSON
+    sa.Index("ix_audit_events_mesh_subject", "mesh", "subject"),
+)

@@ -59,6 +59,10 @@ class RegistryReadOnly(RegistryError):
     """The registry's database cannot be written."""
 
 
+class ApprovalRequired(RegistryError):
+    """A promotion without the approvals the mesh's teams require."""
+
+
 class RollbackRefused(RegistryError):
     def __init__(self, message: str, rollback_set: list[str]):
         super().__init__(message)
@@ -151,6 +155,9 @@ class Registry:
         self.url = url
         self.mesh = mesh
         self.artifacts = artifacts
+        # the mesh's declared Teams (depmesh.teams), set by whoever opens the registry for a mesh that has them:
+        # then promotion needs an approved request, and a rollback an on-call member
+        self.teams: Any = None
         # pre-ping: a pooled connection that a database restart closed is
         # replaced before use instead of failing the next statement
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -579,6 +586,7 @@ class Registry:
             release = self._release(conn, release_id)
             if release["status"] == "Production":
                 raise RegistryError(f"release {release_id} is already Production")
+            request_id = self._approval(conn, release_id)
             previous = state.production_release_id
             self._make_production(conn, release["members"], actor, reason, release_id)
             conn.execute(model_versions.update().where(
@@ -590,12 +598,41 @@ class Registry:
                 self._set_status(conn, release_id, "Production", promoted_at=_now(), replaced_release_id=previous)
             else:
                 self._set_status(conn, release_id, "Production", promoted_at=_now())
+            if request_id is not None:
+                from depmesh.rollout.approvals import mark_promoted
+
+                mark_promoted(conn, request_id)
             self._bump(conn, state, release_id)
         return self.release(release_id)
+
+    def _approval(self, conn, release_id: int) -> int | None:
+        """With declared teams: the approved request that allows this promotion, else refused."""
+        if self.teams is None:
+            return None
+        from depmesh.rollout.approvals import approved_request
+
+        request_id = approved_request(conn, self.mesh, release_id)
+        if request_id is None:
+            raise ApprovalRequired(f"release {release_id} needs approval before Production (mesh {self.mesh} "
+                                   f"declares its teams): depmesh release request {release_id} --reason TEXT, then "
+                                   "its approvers run depmesh release approve REQUEST")
+        return request_id
+
+    def _require_on_call(self, actor: str) -> None:
+        """With declared teams: only an on-call member rolls back (no approval needed); depmesh's own actors may."""
+        if self.teams is None or actor.startswith(SYSTEM_ACTOR + "/"):
+            return
+        from depmesh.teams import ActorError
+
+        try:
+            self.teams.require_member(actor, "on-call", "roll back")
+        except ActorError as exc:
+            raise RegistryError(str(exc)) from None
 
     def rollback(self, *, actor: str, reason: str, expected_revision: int | None = None) -> dict:
         """Make the release the current one replaced Production again, atomically."""
         check_actor(actor, reason)
+        self._require_on_call(actor)
         current_id = self.state()["production_release_id"]
         if current_id is None:
             raise RegistryError("no release is in Production, so there is nothing to roll back")
@@ -660,6 +697,7 @@ class Registry:
         a version it would restore was trained against upstream versions that
         are not Production. Returns node -> (from version, to version)."""
         check_actor(actor, reason)
+        self._require_on_call(actor)
         with self._write() as conn:
             state = self._lock(conn, expected_revision)
             production = self._production(conn)

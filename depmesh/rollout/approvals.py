@@ -1,0 +1,205 @@
+"""Promotion requests and approvals.
+
+When the mesh declares its teams (teams.yaml), a release reaches Production
+only through a request that an owner of each changed model's team and an
+owner of each affected downstream consumer's team (impact analysis) have
+approved, none of them the person who asked. Requests, approvals and
+rejections live in the registry database with audit entries; each notifies
+the teams concerned (depmesh.notify). The last approval promotes the release.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from depmesh import graph
+from depmesh.notify import audit, enqueue
+from depmesh.registry.schema import approvals, promotion_requests
+from depmesh.registry.store import RegistryError, check_actor
+from depmesh.teams import ActorError
+
+
+class ApprovalError(RegistryError):
+    """A request or decision that is refused: wrong state, wrong person, nothing to approve."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def required_teams(mesh: Any, release_members: dict[str, str], production: dict[str, str]) -> list[dict[str, Any]]:
+    """Who must approve: the owner team of each changed model, and of each node downstream of one (its consumers).
+    A node owned by a person (an email) needs that person's approval under the name ``person:<email>``."""
+    changed = sorted(n for n, v in release_members.items() if production.get(n) != v) or sorted(release_members)
+    affected = sorted(set(graph.downstream(mesh.inputs_map(), changed)) - set(changed))
+    out: dict[str, dict[str, Any]] = {}
+    for why, nodes in (("owns a changed model", changed), ("owns a downstream consumer", affected)):
+        for name in nodes:
+            owner = mesh.node(name).owner
+            key = owner if owner.startswith("team:") else f"person:{owner}"
+            entry = out.setdefault(key, {"team": key, "nodes": [], "why": []})
+            entry["nodes"].append(name)
+            if why not in entry["why"]:
+                entry["why"].append(why)
+    return list(out.values())
+
+
+def _owners_of(teams: Any, required: str) -> list[str]:
+    if required.startswith("person:"):
+        return [required.removeprefix("person:")]
+    team = teams.teams.get(required)
+    return team.people("owner") if team is not None else []
+
+
+def _decode(row: Any) -> dict[str, Any]:
+    out = dict(row._mapping)
+    out["required"] = json.loads(out["required"])
+    return out
+
+
+def get_request(registry: Any, request_id: int, conn: Any = None) -> dict[str, Any]:
+    def read(c):
+        row = c.execute(sa.select(promotion_requests).where(promotion_requests.c.id == request_id,
+                                                            promotion_requests.c.mesh == registry.mesh)).first()
+        if row is None:
+            raise ApprovalError(f"no promotion request {request_id} in mesh {registry.mesh} "
+                                "(see: depmesh release requests)")
+        out = _decode(row)
+        out["decisions"] = [dict(r._mapping) | {"teams": json.loads(r.teams)} for r in c.execute(
+            sa.select(approvals).where(approvals.c.request_id == request_id).order_by(approvals.c.id))]
+        out["approved_teams"] = sorted({t for d in out["decisions"] if d["decision"] == "approve" for t in d["teams"]})
+        out["waiting_for"] = [{"team": r["team"], "owners": r.get("owners", [])} for r in out["required"]
+                              if r["team"] not in out["approved_teams"]]
+        return out
+
+    if conn is not None:
+        return read(conn)
+    with registry.engine.connect() as c:
+        return read(c)
+
+
+def list_requests(registry: Any, *, release_id: int | None = None, status: str | None = None) -> list[dict]:
+    query = sa.select(promotion_requests.c.id).where(promotion_requests.c.mesh == registry.mesh)
+    if release_id is not None:
+        query = query.where(promotion_requests.c.release_id == release_id)
+    if status:
+        query = query.where(promotion_requests.c.status == status)
+    with registry.engine.connect() as conn:
+        ids = conn.execute(query.order_by(promotion_requests.c.id)).scalars().all()
+        return [get_request(registry, i, conn) for i in ids]
+
+
+def _notify_required(conn, registry: Any, teams: Any, request: dict[str, Any], event: str, **extra: Any) -> None:
+    for entry in request["required"]:
+        if entry["team"].startswith("team:"):
+            enqueue(conn, registry.mesh, teams, entry["team"], event, {
+                "request": request["id"], "release": request["release_id"], "requested_by": request["requested_by"],
+                "nodes": entry["nodes"], "why": entry["why"], **extra})
+
+
+def request_promotion(registry: Any, mesh: Any, teams: Any, release_id: int, *, actor: str,
+                      reason: str) -> dict[str, Any]:
+    """Ask for ``release_id`` to go to Production; the teams that must approve are notified."""
+    check_actor(actor, reason)
+    teams.require_member(actor, doing="request a promotion")
+    release = registry.release(release_id)
+    if release["status"] == "Production":
+        raise ApprovalError(f"release {release_id} is already Production")
+    required = required_teams(mesh, release["members"], registry.production())
+    for entry in required:
+        entry["owners"] = _owners_of(teams, entry["team"])
+        if not entry["owners"]:
+            raise ApprovalError(f"release {release_id} needs an approval from {entry['team']} (it "
+                                f"{' and '.join(entry['why'])}: {', '.join(entry['nodes'])}), which has no owner "
+                                f"in {teams.path.name}")
+    with registry._write() as conn:
+        open_request = conn.execute(sa.select(promotion_requests.c.id).where(
+            promotion_requests.c.mesh == registry.mesh, promotion_requests.c.release_id == release_id,
+            promotion_requests.c.status.in_(("pending", "approved")))).scalar()
+        if open_request is not None:
+            raise ApprovalError(f"release {release_id} already has open promotion request {open_request} "
+                                f"(see: depmesh release requests --release {release_id})")
+        request_id = conn.execute(promotion_requests.insert().values(
+            mesh=registry.mesh, release_id=release_id, requested_by=actor, reason=reason, status="pending",
+            required=json.dumps(required), created_at=_now())).inserted_primary_key[0]
+        audit(conn, registry.mesh, actor, "promotion_requested", f"release:{release_id}", reason,
+              request=request_id, required=[e["team"] for e in required])
+        request = get_request(registry, request_id, conn)
+        _notify_required(conn, registry, teams, request, "promotion_requested", reason=reason)
+    return request
+
+
+def decide(registry: Any, teams: Any, request_id: int, *, actor: str, reason: str, approve: bool) -> dict[str, Any]:
+    """Approve or reject a pending request. An approval speaks for every required team of which ``actor`` is an
+    owner; when every team has approved, the request is approved (the caller then promotes). A rejection by an
+    owner of a required team closes the request."""
+    check_actor(actor, reason)
+    teams.require_member(actor, doing="approve or reject a promotion")
+    with registry._write() as conn:
+        conn.execute(sa.select(promotion_requests.c.id).where(promotion_requests.c.id == request_id)
+                     .with_for_update())  # one decision at a time per request (SQLite: BEGIN IMMEDIATE)
+        request = get_request(registry, request_id, conn)
+        if request["status"] != "pending":
+            raise ApprovalError(f"promotion request {request_id} is {request['status']}, not pending")
+        if actor == request["requested_by"]:
+            raise ActorError(f"{actor!r} asked for promotion request {request_id} and may not "
+                             f"{'approve' if approve else 'reject'} it: someone else of the teams concerned must")
+        speaks_for = [e["team"] for e in request["required"] if actor in e.get("owners", [])]
+        if not speaks_for:
+            need = "; ".join(f"{w['team']}: {', '.join(w['owners']) or 'no owner'}" for w in request["waiting_for"])
+            raise ActorError(f"{actor!r} is not an owner of a team that must approve request {request_id} "
+                             f"(waiting for: {need or 'nobody'})")
+        pending = [t for t in speaks_for if t not in request["approved_teams"]]
+        if approve and not pending:
+            raise ApprovalError(f"{actor!r} already approved request {request_id} for {', '.join(speaks_for)}; "
+                                f"waiting for: {', '.join(w['team'] for w in request['waiting_for'])}")
+        conn.execute(approvals.insert().values(request_id=request_id, actor=actor,
+                                               decision="approve" if approve else "reject",
+                                               teams=json.dumps(pending if approve else speaks_for), reason=reason,
+                                               at=_now()))
+        status = "pending"
+        if not approve:
+            status = "rejected"
+        elif not [w for w in request["waiting_for"] if w["team"] not in pending]:
+            status = "approved"
+        if status != "pending":
+            conn.execute(promotion_requests.update().where(promotion_requests.c.id == request_id)
+                         .values(status=status, decided_at=_now()))
+        subject = f"release:{request['release_id']}"
+        audit(conn, registry.mesh, actor, "approved" if approve else "rejected", subject, reason,
+              request=request_id, teams=pending if approve else speaks_for, request_status=status)
+        request = get_request(registry, request_id, conn)
+        _notify_required(conn, registry, teams, request, "approved" if approve else "rejected", by=actor,
+                         reason=reason, status=status)
+    return request
+
+
+def approved_request(conn: Any, mesh: str, release_id: int) -> int | None:
+    """The approved, not yet used request of ``release_id`` (promotion consumes it)."""
+    return conn.execute(sa.select(promotion_requests.c.id).where(
+        promotion_requests.c.mesh == mesh, promotion_requests.c.release_id == release_id,
+        promotion_requests.c.status == "approved")).scalar()
+
+
+def mark_promoted(conn: Any, request_id: int) -> None:
+    conn.execute(promotion_requests.update().where(promotion_requests.c.id == request_id)
+                 .values(status="promoted", decided_at=_now()))
+
+
+def notify_change(registry: Any, mesh: Any, teams: Any, event: str, nodes: list[str], **payload: Any) -> None:
+    """Queue ``event`` for the owner teams of ``nodes`` and of everything downstream of them (a rollback)."""
+    if teams is None or not nodes:
+        return
+    affected = sorted({*nodes, *graph.downstream(mesh.inputs_map(), nodes)})
+    owners: dict[str, list[str]] = {}
+    for name in affected:
+        owner = mesh.node(name).owner
+        if owner.startswith("team:"):
+            owners.setdefault(owner, []).append(name)
+    with registry._write() as conn:
+        for team, owned in owners.items():
+            enqueue(conn, registry.mesh, teams, team, event, {"nodes": owned, **payload})
