@@ -16,10 +16,10 @@ from depmesh import graph
 from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
 from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
 from depmesh.assets.release import build_release_asset, promote_release_job, release_key
-from depmesh.assets.report import build_impact_report
+from depmesh.assets.report import build_impact_report, build_rollout_report
 from depmesh.registry.resource import RegistryResource
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
-from depmesh.automation.routing import build_delivery_sensor, build_incident_sensor
+from depmesh.automation.routing import build_canary_sensor, build_delivery_sensor, build_incident_sensor
 from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.catalog import MeshSpec
 from depmesh.failure_modes.catalogue import load_failure_modes
@@ -58,6 +58,8 @@ def build_definitions(
 
     failure_modes = load_failure_modes(mesh)  # read once: node checks and release gates name the modes they detect
     assets = [*build_assets(mesh, builders, below_release, failure_modes), build_impact_report(mesh)]
+    if mesh.rollout is not None and any(n.kind == "scores" for n in mesh.nodes):
+        assets.append(build_rollout_report(mesh))
     if has_models:
         assets.append(build_release_asset(mesh, failure_modes))
     mesh_job = define_asset_job(
@@ -73,6 +75,8 @@ def build_definitions(
         sensors.append(build_incident_sensor(mesh, failure_modes))
     if teams is not None:
         sensors.append(build_delivery_sensor(mesh, teams))
+    if mesh.rollout is not None:
+        sensors.append(build_canary_sensor(mesh, teams))
     if tune_jobs:
         sensors.append(build_candidate_sensor(mesh, tune_jobs, mesh_job))
     return Definitions(

@@ -15,7 +15,7 @@ from depmesh.catalog import KIND_GROUPS
 def test_asset_graph_edges_are_exactly_the_catalog_inputs(demo_mesh):
     asset_graph = build_definitions(demo_mesh).resolve_asset_graph()
     keys = {"/".join(k.path) for k in asset_graph.get_all_asset_keys()}
-    assert keys == set(demo_mesh.names) | {"reports/flights/impact", "releases/flights"}  # + the impact report and the release
+    assert keys == set(demo_mesh.names) | {"reports/flights/impact", "reports/flights/rollout", "releases/flights"}
     for node in demo_mesh.nodes:
         parents = {"/".join(k.path) for k in asset_graph.get(AssetKey(node.key_path)).parent_keys}
         assert parents == set(node.inputs), node.name
@@ -134,4 +134,4 @@ def test_domain_jobs_schedules_and_the_sensor(demo_mesh):
     assert set(schedules) == {"retrain_models__dep_delay", "retrain_models__route_segment"}
     assert schedules["retrain_models__dep_delay"].cron_schedule == "0 3 * * 1"
     assert [s.name for s in defs.sensors] == ["coordinated_retraining", "incidents_on_run_failure",
-                                             "deliver_notifications", "tuned_candidates"]
+                                             "deliver_notifications", "canary_rollouts", "tuned_candidates"]

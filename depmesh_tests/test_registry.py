@@ -87,7 +87,7 @@ def two_releases(reg: Registry) -> tuple[int, int]:
 
 
 def test_migrations_are_idempotent_and_versioned(registry):
-    assert registry.migrate() == HEAD == "0005"
+    assert registry.migrate() == HEAD == "0006"
     assert registry.schema_revision() == HEAD
 
 

@@ -13,7 +13,6 @@ Screenshots go to $DEPMESH_SCREENSHOTS or a temporary folder; the test prints it
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -24,10 +23,9 @@ from click.testing import CliRunner
 from dagster import AssetKey
 
 from depmesh import graph
-from depmesh_tests.conftest import REPO, approve_release, copy_of, in_ci, materialize_mesh, stop_process_group
+from depmesh_tests.conftest import REPO, approve_release, copy_of, materialize_mesh, stop_process_group
 from depmesh_tests.test_ui import free_port, wait_until_served
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -65,31 +63,6 @@ def webserver(ui_instance, tmp_path_factory):
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process_group(proc)
-
-
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("DEPMESH_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nUI screenshots: {folder}")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        message = "Debian's chromium is not installed (.ci/run installs it)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 class Screen:

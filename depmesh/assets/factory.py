@@ -645,6 +645,62 @@ def with_failure_modes(result: AssetCheckResult, catalogue: Any, node: str) -> A
                             metadata=metadata, description=result.description)
 
 
+def _active_rollout(context: Any) -> Any:
+    """The mesh's active rollout (depmesh.rollout.serving), if any: a scores step serves its candidate."""
+    from depmesh.rollout.serving import active_rollout
+
+    return active_rollout(getattr(context.resources, REGISTRY_KEY).registry)
+
+
+def _serve(node: NodeSpec, inputs: dict[str, Any], builder: Any, ctx: Any, context: Any, rollout: Any) -> Any:
+    """Score with Production's and the candidate's models (shadow or canary); None when no candidate feeds it."""
+    from depmesh.rollout.serving import record, serve
+
+    registry = getattr(context.resources, REGISTRY_KEY).registry
+    served = serve(node, inputs, builder, ctx, registry, rollout)
+    if served is not None:
+        _, figures = served
+        model = next(i for i in node.inputs if i in rollout["candidates"])
+        figures["model"], figures["rollout"], figures["step"] = model, rollout["id"], rollout["step"]
+        record(registry, rollout, node.name, model, context.run.run_id, figures)
+        context.log.info(f"depmesh: {node.name} served by rollout {rollout['id']} ({rollout['mode']}, "
+                         f"{figures['percent']:g}% candidate {model}@{figures['candidate']['version'][:12]})")
+    return served
+
+
+def _rollout_result(context: Any, node: NodeSpec, rollout: Any, figures: Any) -> AssetCheckResult:
+    """The scores node's ``rollout`` check: the candidate beside Production on this batch (reported, not blocking)."""
+    from dataclasses import replace
+
+    from depmesh.rollout.serving import ROLLOUT_CHECK, judge, summarize
+
+    if rollout is None or figures is None:
+        why = "no rollout is active" if rollout is None else f"rollout {rollout['id']} has no candidate for {node.name}"
+        return AssetCheckResult(check_name=ROLLOUT_CHECK, passed=True, description=why)
+    summary = summarize([{"model": figures["model"], "figures": figures}])
+    step = rollout["plan"].steps[rollout["step"] if rollout["mode"] == "canary" else 0]
+    verdict, reasons = judge(summary, replace(step, min_rows=0), [figures["model"]])
+    s = summary[figures["model"]]
+    table = "\n".join(["| | production | candidate |", "|---|---|---|",
+                       f"| version | {figures['production']['version'][:12]} | {figures['candidate']['version'][:12]} |",
+                       f"| rows | {s['production']['rows']} | {s['candidate']['rows']} |",
+                       f"| {s['metric']} (labelled rows) | {_fmt4(s['production']['metric'])} | "
+                       f"{_fmt4(s['candidate']['metric'])} |",
+                       f"| scoring seconds (whole batch) | {s['production_s']:.3f} | {s['candidate_s']:.3f} |"])
+    return AssetCheckResult(
+        check_name=ROLLOUT_CHECK, passed=verdict != "break", severity=AssetCheckSeverity.WARN,
+        description=f"{rollout['mode']} rollout {rollout['id']} at {figures['percent']:g}%: "
+                    + ("; ".join(reasons) or "no threshold set"),
+        metadata={"depmesh/rollout": MetadataValue.md(table), "rollout_id": rollout["id"],
+                  "prediction_shift": s["shift"], "disagreement_rate": s["disagreement"],
+                  "latency_ratio": s["latency_ratio"], "error_rate": s["error_rate"],
+                  "candidate_error": figures.get("error") or ""})
+
+
+def _fmt4(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def record_incidents(context: Any, catalogue: Any, node: str, failed: list[AssetCheckResult],
                      judged: str | None) -> None:
     """An incident per failure mode that a failed check detects (depmesh.failure_modes.incidents); a registry
@@ -658,7 +714,7 @@ def record_incidents(context: Any, catalogue: Any, node: str, failed: list[Asset
         for r in failed:
             for found, new in record_check_failure(
                     registry, catalogue.teams, catalogue, node=node, check=r.check_name,
-                    version=(judged or "unknown").split(" ")[-1], run_id=context.run_id,
+                    version=(judged or "unknown").split(" ")[-1], run_id=context.run.run_id,
                     summary=r.description or f"{node}: check {r.check_name} failed"):
                 seen = "opened" if new else f"seen again ({found['count']} times)"
                 context.log.warning(f"depmesh: incident {found['id']} {seen}: {found['mode']} at {node}, "
@@ -747,10 +803,13 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             built = with_run_params(node, context.run.tags)
             recorder = _recorder(context, built, code, trigger, catalog_path)
         ctx = NodeContext(node=built, sample_fraction=runtime.sample_fraction, log=context.log)
+        serving = _active_rollout(context) if node.kind == "scores" else None
+        figures = None
         started = time.perf_counter()
         try:
             with recorder.measure() if recorder is not None else contextlib.nullcontext():
-                result = builder(inputs, ctx)
+                served = _serve(node, inputs, builder, ctx, context, serving) if serving is not None else None
+                result, figures = served if served is not None else (builder(inputs, ctx), None)
         except Exception as exc:
             if recorder is not None:
                 _record_failure(context, recorder, exc)
@@ -777,6 +836,8 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         else:
             check_results, extra = _check_table(context, node, result, runtime)
             results.extend(check_results)
+            if node.kind == "scores":
+                results.append(_rollout_result(context, node, serving, figures))
             if extra is not None and ignored_sample:
                 extra[SAMPLE_IGNORED_KEY] = f"the loader ignored the sample {runtime.sample_fraction:g}: full data"
             output = _table_output(result, node, seconds, extra) if extra is not None else None

@@ -40,3 +40,55 @@ def build_impact_report(mesh: MeshSpec):
         return Output(df, metadata=top)
 
     return impact_report
+
+
+def rollout_report_key(mesh: MeshSpec) -> AssetKey:
+    return AssetKey(["reports", mesh.name, "rollout"])
+
+
+def build_rollout_report(mesh: MeshSpec):
+    """The shadow or canary report: per model the candidate beside Production at each step, the A/B evidence on
+    the latest scores, and a link to the HTML report (the release's page links it too)."""
+    from dagster import AssetIn
+
+    from depmesh.assets.factory import REGISTRY_KEY, asset_key
+
+    scores = [n.name for n in mesh.nodes if n.kind == "scores"]
+    ins = {asset_key(name).to_python_identifier(): AssetIn(key=asset_key(name)) for name in scores}
+
+    @asset(
+        key=rollout_report_key(mesh),
+        group_name="reports",
+        io_manager_key=IO_MANAGER_KEY,
+        ins=ins,
+        kinds={"pandas"},
+        required_resource_keys={REGISTRY_KEY},
+        description=f"The {mesh.name} mesh's rollout (shadow or canary) summed up: per model, each arm's rows and "
+                    "metric per step, prediction shift, disagreement, latency and errors, and the A/B decision.",
+        tags={"depmesh/kind": "report"},
+    )
+    def rollout_report(context: AssetExecutionContext, **_scores: Any) -> Output:
+        import pandas as pd
+
+        from depmesh.assets.io import storage_dir
+        from depmesh.rollout.evidence import evidence, report_markdown, write_report
+        from depmesh.rollout.serving import active_rollout, list_rollouts
+
+        registry = getattr(context.resources, REGISTRY_KEY).registry
+        rollout = active_rollout(registry) or next(iter(reversed(list_rollouts(registry))), None)
+        if rollout is None:
+            return Output(pd.DataFrame({"model": pd.Series([], dtype="string")}),
+                          metadata={"rollout": "no rollout yet (depmesh rollout start RELEASE --shadow, or "
+                                               "depmesh release request RELEASE --canary)"})
+        found = evidence(registry, mesh, rollout)  # the scores (inputs) ran first: their figures are recorded
+        path = write_report(storage_dir(context.instance), found)
+        rows = [{"model": model, "percent": s["percent"], "step": s["step"] + 1, "production_metric":
+                 s["production_metric"], "candidate_metric": s["candidate_metric"], "shift": s["shift"],
+                 "disagreement": s["disagreement"], "latency_ratio": s["latency_ratio"],
+                 "error_rate": s["error_rate"], "decision": (m["ab"] or {}).get("decision")}
+                for model, m in found["models"].items() for s in m["steps"]]
+        return Output(pd.DataFrame(rows), metadata={
+            "rollout": MetadataValue.md(report_markdown(found)), "report": MetadataValue.path(str(path)),
+            "rollout_id": rollout["id"], "release_id": rollout["release_id"], "status": rollout["status"]})
+
+    return rollout_report

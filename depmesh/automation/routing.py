@@ -53,10 +53,13 @@ def incidents_for_failed_run(mesh: MeshSpec, catalogue: Any, registry: Any, run_
 
 def instance_registry(mesh: MeshSpec, instance: Any) -> Any:
     """The registry of ``mesh`` beside ``instance`` (as the registry resource's default finds it)."""
+    from depmesh.artifacts import ArtifactStore
+    from depmesh.assets.io import storage_dir
     from depmesh.registry.resource import open_registry
     from depmesh.registry.store import default_url
 
-    return open_registry(default_url(Path(instance.root_directory)), mesh.name)
+    return open_registry(default_url(Path(instance.root_directory)), mesh.name,
+                         ArtifactStore(storage_dir(instance) / "artifacts"))
 
 
 def build_incident_sensor(mesh: MeshSpec, catalogue: Any):
@@ -101,3 +104,30 @@ def build_delivery_sensor(mesh: MeshSpec, teams: Any):
         return SkipReason(f"sent {counts['sent']}, to retry {counts['retry']}, given up {counts['failed']}")
 
     return deliver_notifications
+
+
+CANARY_SENSOR = "canary_rollouts"
+
+
+def build_canary_sensor(mesh: MeshSpec, teams: Any):
+    @sensor(name=CANARY_SENSOR, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
+            description="Judge the active canary's step against the catalog's rollout thresholds once its candidate "
+                        "arm has the step's rows: advance it, promote the release after the last step, or roll the "
+                        "candidate back (actor depmesh/canary).")
+    def canary_rollouts(context):
+        from depmesh.notify import deliver_quietly
+        from depmesh.rollout.serving import advance
+
+        registry = instance_registry(mesh, context.instance)
+        try:
+            outcome = advance(registry, mesh, teams)
+            deliver_quietly(registry, teams, context.log.warning)
+        finally:
+            registry.dispose()
+        if outcome is None:
+            return SkipReason("no canary is active")
+        return SkipReason(f"rollout {outcome['rollout']} step {outcome['step'] + 1}: {outcome['verdict']}"
+                          + (f", {outcome['action']}" if outcome.get("action") else "") + ": "
+                          + "; ".join(outcome["reasons"])[:800])
+
+    return canary_rollouts

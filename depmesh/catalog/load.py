@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,9 @@ from depmesh.catalog.spec import (
     MeshSpec,
     ModelSpec,
     NodeSpec,
+    RolloutSpec,
+    RolloutStep,
+    RolloutThresholds,
     TimeSplit,
 )
 
@@ -50,10 +53,10 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # deeper meshes are rejected here.
 MAX_CHAIN_DEPTH = 5000
 
-TOP_KEYS = {"mesh", "version", "description", "nodes"}
+TOP_KEYS = {"mesh", "version", "description", "nodes", "rollout"}
 NODE_KEYS = {
     "name", "kind", "owner", "description", "inputs", "tags", "criticality",
-    "compute", "params", "contract", "model", "predictions",
+    "compute", "params", "contract", "model", "predictions", "lineage",
 }
 MODEL_KEYS = {"trainer", "target", "params", "seed", "split", "schedule", "gates", "serializer", "trusted_types",
               "metrics", "tune"}
@@ -893,6 +896,7 @@ def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
                 if column not in declared:
                     c.add(f"prediction column {column!r} is not in the node's contract", node=label,
                           field="predictions", at=raw)
+    lineage = _parse_lineage(c, raw.get("lineage"), label, inputs) if "lineage" in raw else {}
     if not isinstance(name, str) or kind not in KINDS or not isinstance(owner, str):
         return None
     return NodeSpec(
@@ -900,8 +904,31 @@ def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
         inputs=tuple(i for i in inputs if isinstance(i, str)), tags={str(k): str(v) for k, v in tags.items()},
         criticality=criticality if criticality in CRITICALITY_WEIGHTS else "medium",
         compute=compute, params=dict(params), contract=contract, model=model, edges=edges,
-        predictions=tuple(predictions), line=getattr(raw, "line", None),
+        predictions=tuple(predictions), lineage=lineage, line=getattr(raw, "line", None),
     )
+
+
+def _parse_lineage(c: _Checker, raw: Any, node: str, inputs: Any) -> dict[str, dict[str, str]]:
+    """``lineage: {INPUT: [column, ...] | {column here: column there}}``: how a row joins its input's rows."""
+    if not isinstance(raw, dict):
+        c.add(f"expected a mapping of input -> join columns, got {raw!r}", node=node, field="lineage", at=raw)
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for source, columns in raw.items():
+        field = f"lineage.{source}"
+        if source not in inputs:
+            c.add(f"{source!r} is not an input of this node (inputs: {', '.join(map(str, inputs)) or 'none'})",
+                  node=node, field=field, at=raw)
+            continue
+        if isinstance(columns, list) and columns and all(isinstance(v, str) and v for v in columns):
+            out[source] = {v: v for v in columns}
+        elif (isinstance(columns, dict) and columns
+              and all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in columns.items())):
+            out[source] = dict(columns)
+        else:
+            c.add(f"expected a list of join columns or a mapping of this node's column -> the input's column, got "
+                  f"{columns!r}", node=node, field=field, at=raw)
+    return out
 
 
 def _parse_edge(c: _Checker, item: Mapping, node: str, field: str) -> EdgeContract | None:
@@ -989,6 +1016,102 @@ def load_yaml(text: str, c: _Checker, error: type[CatalogError] = CatalogError) 
     return data
 
 
+ROLLOUT_KEYS = {"key", "steps", "min_rows", "thresholds", "disagreement_tolerance", "confidence", "bootstrap"}
+STEP_KEYS = {"percent", "min_rows", "thresholds"}
+THRESHOLD_KEYS = {f.name for f in fields(RolloutThresholds)}
+
+
+def _parse_thresholds(c: _Checker, raw: Any, base: RolloutThresholds, field: str) -> RolloutThresholds:
+    if raw is None:
+        return base
+    if not isinstance(raw, dict):
+        c.add(f"expected a mapping of thresholds ({', '.join(sorted(THRESHOLD_KEYS))}), got {raw!r}", node="rollout",
+              field=field, at=raw)
+        return base
+    c.keys(raw, THRESHOLD_KEYS, node="rollout", prefix=field + ".")
+    values = {}
+    for key, value in raw.items():
+        if key in THRESHOLD_KEYS:
+            if value is not None and (not c.typed(value, (int, float), "a number or null", node="rollout",
+                                                  field=f"{field}.{key}", at=raw) or value < 0):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    c.add(f"expected a number >= 0, got {value!r}", node="rollout", field=f"{field}.{key}", at=raw)
+                continue
+            values[key] = None if value is None else float(value)
+    return replace(base, **values)
+
+
+def _parse_rollout(c: _Checker, raw: Any, nodes: list[NodeSpec]) -> RolloutSpec | None:
+    """The catalog's ``rollout:``: the key that splits rows, and the steps with their thresholds."""
+    if not isinstance(raw, dict):
+        c.add(f"expected a mapping with key and steps, got {raw!r}", field="rollout", at=raw)
+        return None
+    c.keys(raw, ROLLOUT_KEYS, node="rollout", prefix="")
+    key = raw.get("key")
+    scores = [n for n in nodes if n.kind == "scores"]
+    if not isinstance(key, str) or not key:
+        c.add(f"missing or empty 'key': the column whose hash splits rows between the arms, got {key!r}",
+              node="rollout", field="key", at=raw)
+    else:
+        lacking = [n.name for n in scores if n.contract and n.contract.column_names and key not in
+                   n.contract.column_names]
+        if lacking:
+            c.add(f"key {key!r} is not a column of {', '.join(lacking)} (their contracts)", node="rollout",
+                  field="key", at=raw)
+    default_rows = raw.get("min_rows", 100)
+    if not isinstance(default_rows, int) or isinstance(default_rows, bool) or default_rows < 1:
+        c.add(f"expected a whole number >= 1, got {default_rows!r}", node="rollout", field="min_rows", at=raw)
+        default_rows = 100
+    base = _parse_thresholds(c, raw.get("thresholds"), RolloutThresholds(), "thresholds")
+    steps: list[RolloutStep] = []
+    raw_steps = raw.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        c.add(f"expected a list of steps (percent, or {{percent, min_rows, thresholds}}), got {raw_steps!r}",
+              node="rollout", field="steps", at=raw)
+        raw_steps = []
+    for i, item in enumerate(raw_steps):
+        field = f"steps[{i}]"
+        item = {"percent": item} if isinstance(item, (int, float)) and not isinstance(item, bool) else item
+        if not isinstance(item, dict) or "percent" not in item:
+            c.add(f"expected a percent or {{percent, min_rows, thresholds}}, got {item!r}", node="rollout",
+                  field=field, at=raw_steps)
+            continue
+        c.keys(item, STEP_KEYS, node="rollout", prefix=field + ".")
+        percent, rows = item["percent"], item.get("min_rows", default_rows)
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
+            c.add(f"expected a percent in (0, 100], got {percent!r}", node="rollout", field=f"{field}.percent",
+                  at=raw_steps)
+            continue
+        if steps and percent <= steps[-1].percent:
+            c.add(f"steps must grow: {percent}% after {steps[-1].percent}%", node="rollout",
+                  field=f"{field}.percent", at=raw_steps)
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+            c.add(f"expected a whole number >= 1, got {rows!r}", node="rollout", field=f"{field}.min_rows",
+                  at=raw_steps)
+            rows = default_rows
+        steps.append(RolloutStep(float(percent), rows, _parse_thresholds(c, item.get("thresholds"), base,
+                                                                         f"{field}.thresholds")))
+    if steps and steps[-1].percent != 100:
+        c.add(f"the last step must be 100% (it is {steps[-1].percent}%): a canary ends with the whole traffic",
+              node="rollout", field="steps", at=raw)
+    tolerance = raw.get("disagreement_tolerance", 0.0)
+    confidence = raw.get("confidence", 0.95)
+    resamples = raw.get("bootstrap", 2000)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+        c.add(f"expected a number >= 0, got {tolerance!r}", node="rollout", field="disagreement_tolerance", at=raw)
+        tolerance = 0.0
+    if isinstance(confidence, bool) or not isinstance(confidence, float) or not 0.5 <= confidence < 1:
+        c.add(f"expected a fraction in [0.5, 1), got {confidence!r}", node="rollout", field="confidence", at=raw)
+        confidence = 0.95
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or not 100 <= resamples <= 100_000:
+        c.add(f"expected a whole number from 100 to 100000, got {resamples!r}", node="rollout", field="bootstrap",
+              at=raw)
+        resamples = 2000
+    return RolloutSpec(key=key if isinstance(key, str) else "", steps=tuple(steps),
+                       disagreement_tolerance=float(tolerance), confidence=confidence, bootstrap=resamples,
+                       line=getattr(raw, "line", None))
+
+
 def parse_catalog(text: str, path: Path) -> MeshSpec:
     """Validate catalog ``text`` (read from ``path``) into a MeshSpec."""
     c = _Checker(path)
@@ -1057,11 +1180,12 @@ def parse_catalog(text: str, path: Path) -> MeshSpec:
                   f"depmesh accepts at most {MAX_CHAIN_DEPTH:,} (Dagster 1.13 resolves asset graphs recursively and "
                   f"loads a 5,000-level chain in about 75 s): split the mesh into several catalogs (code locations)",
                   node=chain[-1], field="inputs", at=next(n for n in nodes if n.name == chain[-1]))
+    rollout = _parse_rollout(c, data["rollout"], nodes) if data.get("rollout") is not None else None
     if c.problems:
         raise CatalogError(c.problems)
     return MeshSpec(
         name=mesh_name, path=path, nodes=tuple(nodes),
-        version=str(data.get("version", "1.0.0")), description=str(data.get("description", "")),
+        version=str(data.get("version", "1.0.0")), description=str(data.get("description", "")), rollout=rollout,
     )
 
 

@@ -289,6 +289,10 @@ class NodeSpec:
     model: ModelSpec | None = None
     edges: Mapping[str, EdgeContract] = field(default_factory=dict)  # input name -> what this node needs of it
     predictions: tuple[str, ...] = ()  # a scores node's prediction columns (what a simulation compares)
+    # row lineage: input -> {this node's column: the input's column}, the keys that join a row here to the
+    # input's rows behind it (depmesh trace); a key missing from this node's row is read from the rows already
+    # traced in its other inputs (a score row's tailnum from its flight's feature row)
+    lineage: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     line: int | None = None
 
     @property
@@ -306,12 +310,43 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class RolloutThresholds:
+    """What a candidate may not exceed beside Production, on the same rows (None: not judged)."""
+
+    max_metric_regression: float | None = 0.05  # relative, in the metric's bad direction, on labelled rows
+    max_error_rate: float | None = 0.0  # share of its rows the candidate could not score
+    max_prediction_shift: float | None = None  # |mean(candidate) - mean(production)| / std(production)
+    max_disagreement: float | None = None  # share of rows whose predictions differ beyond the tolerance
+    max_latency_ratio: float | None = 5.0  # candidate's scoring time over production's, same batch, same process
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    percent: float
+    min_rows: int
+    thresholds: RolloutThresholds
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """How a release rolls out (the catalog's ``rollout:``): rows split by a hash of ``key``."""
+
+    key: str
+    steps: tuple[RolloutStep, ...]
+    disagreement_tolerance: float = 0.0  # regression: |difference| above this is a disagreement
+    confidence: float = 0.95  # the A/B report's interval
+    bootstrap: int = 2000  # its resamples
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class MeshSpec:
     name: str
     path: Path
     nodes: tuple[NodeSpec, ...]
     version: str = "1.0.0"
     description: str = ""
+    rollout: RolloutSpec | None = None
 
     @cached_property
     def _by_name(self) -> dict[str, NodeSpec]:

@@ -36,6 +36,15 @@ def governed_registry(home: str | None, catalog: str | None, *, read_only: bool 
     return mesh, teams, registry
 
 
+def rollout_report_of(home: str | None, release_id: int) -> str | None:
+    """The release's rollout report page, when a rollout of it wrote one."""
+    from depmesh.assets.io import artifacts_dir
+    from depmesh.rollout.evidence import report_path
+
+    path = report_path(artifacts_dir(existing_home(home)).parent, release_id)
+    return str(path) if path.is_file() else None
+
+
 def acting(actor: str | None) -> str:
     """The actor of a change: --actor, $DEPMESH_ACTOR or the OS user, as DEPMESH_IDENTITY binds it."""
     from depmesh.teams import ActorError, resolve_actor
@@ -122,10 +131,13 @@ def release_show(release_id: int, catalog: str | None, home: str | None, fmt: st
         members.append({"node": node, "version": version, "stage": info.get("stage"),
                         "metrics": info.get("metrics", {}), "trained_against": info.get("upstream_models", {}),
                         "artifact": "verified" if not problems else problems[0]})
+    report = rollout_report_of(home, release_id)
     if fmt == "json":
-        click.echo(json.dumps({**item, "members": members}, indent=2, default=str))
+        click.echo(json.dumps({**item, "members": members, "rollout_report": report}, indent=2, default=str))
         return
     click.echo(f"release {item['id']}: {item['status']} (created {str(item['created_at'])[:19]}, run {item['run_id']})")
+    if report:
+        click.echo(f"rollout report (shadow/canary, A/B evidence): {report}")
     rows = [[m["node"], m["version"], m["stage"], ", ".join(f"{k}={v:.3g}" for k, v in list(m["metrics"].items())[:3]),
              ", ".join(f"{k}@{v[:8]}" for k, v in m["trained_against"].items()) or "-",
              "verified" if m["artifact"] == "verified" else "FAILED"] for m in members]

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from depmesh.cli.app import main
 from depmesh.cli.common import FORMAT_OPTION, table
 from depmesh.cli.registry import (
     ACTOR_OPTION,
@@ -44,16 +45,20 @@ def _deliver(registry, teams) -> None:
 @RELEASE_ID
 @ACTOR_OPTION
 @click.option("--reason", required=True, help="Why this release should go to Production.")
+@click.option("--canary", is_flag=True, help="Once approved, roll it out by the catalog's canary steps (the last "
+                                             "step promotes it) instead of promoting it at once.")
 @REG_CATALOG_OPTION
 @HOME_OPTION
-def release_request(release_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None) -> None:
+def release_request(release_id: int, actor: str | None, reason: str, canary: bool, catalog: str | None,
+                    home: str | None) -> None:
     """Ask for a release to go to Production. The owners of each changed model's team and of each affected
     downstream consumer's team (impact analysis) must approve; their teams are notified."""
     from depmesh.rollout.approvals import request_promotion
 
     actor = acting(actor)
     mesh, teams, registry = _governed(home, catalog)
-    request = registry_call(lambda: request_promotion(registry, mesh, teams, release_id, actor=actor, reason=reason))
+    request = registry_call(lambda: request_promotion(registry, mesh, teams, release_id, actor=actor, reason=reason,
+                                                      canary=canary))
     _deliver(registry, teams)
     click.echo(f"promotion request {request['id']} for release {release_id} by {actor}: waiting for "
                f"{_waiting(request)}")
@@ -78,6 +83,16 @@ def _decide(request_id: int, actor: str | None, reason: str, catalog: str | None
                    f"{_waiting(request)}")
         return
     release_id = request["release_id"]
+    if request["rollout"] == "canary":
+        from depmesh.rollout.serving import start
+
+        mesh, _, _ = governed_registry(home, catalog, read_only=True)
+        rollout = registry_call(lambda: start(registry, mesh, teams, release_id, mode="canary", actor=actor,
+                                              reason=f"request {request_id} approved: {reason}"))
+        click.echo(f"promotion request {request_id} approved by every team concerned; canary rollout "
+                   f"{rollout['id']} of release {release_id} started at {rollout['plan'].steps[0].percent:g}% "
+                   "(the canary_rollouts sensor, or depmesh rollout advance, moves it on)")
+        return
     click.echo(f"promotion request {request_id} approved by every team concerned; promoting release {release_id}")
     item = with_stage_events(home, registry, lambda: registry.promote(
         release_id, actor=actor, reason=f"request {request_id} approved ({request['reason']}): {reason}"))
@@ -146,3 +161,137 @@ def release_audit(release_id: int | None, catalog: str | None, home: str | None,
         return
     click.echo(table([[str(r["at"])[:19], r["actor"], r["action"], r["subject"], r["reason"][:60]] for r in rows],
                      ["time", "actor", "action", "subject", "reason"]) if rows else "no audit entries")
+
+
+@main.group("rollout")
+def rollout_group() -> None:
+    """Shadow and canary rollouts of a release beside Production, and their A/B evidence."""
+
+
+def _show(rollout: dict) -> str:
+    from depmesh.rollout.serving import percent_now
+
+    return (f"rollout {rollout['id']} of release {rollout['release_id']}: {rollout['mode']}, {rollout['status']}"
+            + (f", step {rollout['step'] + 1} of {len(rollout['plan'].steps)} ({percent_now(rollout):g}%)"
+               if rollout["mode"] == "canary" else "")
+            + (f" ({rollout['reason']})" if rollout["reason"] else ""))
+
+
+@rollout_group.command("start")
+@RELEASE_ID
+@click.option("--shadow", "mode", flag_value="shadow", help="Score every batch with the candidate too; serve Production.")
+@click.option("--canary", "mode", flag_value="canary",
+              help="Serve the candidate to a growing share of rows (needs an approved request when teams are declared).")
+@ACTOR_OPTION
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+def rollout_start(release_id: int, mode: str | None, actor: str | None, reason: str, catalog: str | None,
+                  home: str | None) -> None:
+    """Start a shadow (or canary) rollout of a Staging release: the next scoring runs serve it."""
+    from depmesh.rollout.serving import start
+
+    if mode is None:
+        raise click.UsageError("say how: --shadow or --canary")
+    actor = acting(actor)
+    mesh, teams, registry = governed_registry(home, catalog, read_only=True)
+    found = registry_call(lambda: start(registry, mesh, teams, release_id, mode=mode, actor=actor, reason=reason))
+    click.echo(_show(found))
+    for model, arms in found["candidates"].items():
+        click.echo(f"  {model}: production {arms['production'][:12]} beside candidate {arms['candidate'][:12]}")
+
+
+@rollout_group.command("status")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+@FORMAT_OPTION
+def rollout_status(catalog: str | None, home: str | None, fmt: str) -> None:
+    """Every rollout of the mesh, and the active one's current step figures per model."""
+    from depmesh.rollout.serving import list_rollouts, step_figures, summarize
+
+    _, _, registry = governed_registry(home, catalog, read_only=True)
+    found = list_rollouts(registry)
+    if fmt == "json":
+        click.echo(json.dumps([{**r, "plan": None} | {"summary": summarize(step_figures(registry, r["id"], r["step"]))}
+                               for r in found], indent=2, default=str))
+        return
+    if not found:
+        click.echo(f"no rollouts of mesh {registry.mesh} yet")
+    for r in found:
+        click.echo(_show(r))
+        if r["status"] == "active":
+            for model, s in summarize(step_figures(registry, r["id"], r["step"])).items():
+                click.echo(f"  {model}: candidate rows {s['candidate']['rows']}, {s['metric']} production "
+                           f"{s['production']['metric']} vs candidate {s['candidate']['metric']}, shift {s['shift']}, "
+                           f"disagreement {s['disagreement']}, latency ratio {s['latency_ratio']}")
+
+
+@rollout_group.command("advance")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+def rollout_advance(catalog: str | None, home: str | None) -> None:
+    """Judge the active canary's step now (what the canary_rollouts sensor does every minute under the daemon)."""
+    from depmesh.rollout.serving import advance
+
+    mesh, teams, registry = governed_registry(home, catalog, read_only=True)
+    outcome = registry_call(lambda: advance(registry, mesh, teams))
+    if teams is not None:
+        _deliver(registry, teams)
+    if outcome is None:
+        click.echo("no canary is active")
+        return
+    click.echo(f"rollout {outcome['rollout']} step {outcome['step'] + 1}: {outcome['verdict']}"
+               + (f" -> {outcome['action']}" + (f" to {outcome['percent']:g}%" if outcome.get("percent") else "")
+                  if outcome.get("action") else ""))
+    for reason in outcome["reasons"]:
+        click.echo(f"  {reason}")
+
+
+@rollout_group.command("stop")
+@ACTOR_OPTION
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+def rollout_stop(actor: str | None, reason: str, catalog: str | None, home: str | None) -> None:
+    """Stop the active rollout: Production serves every row again (any member may)."""
+    from depmesh.rollout.serving import stop
+
+    actor = acting(actor)
+    _, teams, registry = governed_registry(home, catalog, read_only=True)
+    if teams is not None:
+        registry_call(lambda: teams.require_member(actor, doing="stop a rollout"))
+    click.echo(_show(registry_call(lambda: stop(registry, actor=actor, reason=reason))))
+
+
+@rollout_group.command("report")
+@click.argument("rollout_id", type=click.IntRange(1, 2**63 - 1), required=False, metavar="[ROLLOUT_ID]")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "html"]), default="table", show_default=True)
+def rollout_report(rollout_id: int | None, catalog: str | None, home: str | None, fmt: str) -> None:
+    """The A/B evidence of a rollout (default: the active or latest one): per model and step each arm's metric,
+    the bootstrap interval of the difference and a decision; html writes the page the release links to and
+    prints its path."""
+    from dagster import DagsterInstance
+
+    from depmesh.assets.io import storage_dir
+    from depmesh.cli.common import existing_home
+    from depmesh.rollout.evidence import evidence, report_markdown, write_report
+    from depmesh.rollout.serving import active_rollout, get_rollout, list_rollouts
+
+    mesh, _, registry = governed_registry(home, catalog, read_only=True)
+    found = (registry_call(lambda: get_rollout(registry, rollout_id)) if rollout_id else
+             active_rollout(registry) or next(iter(reversed(list_rollouts(registry))), None))
+    if found is None:
+        raise click.ClickException(f"no rollouts of mesh {mesh.name} yet")
+    result = evidence(registry, mesh, found)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2, default=str))
+    elif fmt == "html":
+        instance = DagsterInstance.from_config(str(existing_home(home)))
+        try:
+            click.echo(str(write_report(storage_dir(instance), result)))
+        finally:
+            instance.dispose()
+    else:
+        click.echo(report_markdown(result))

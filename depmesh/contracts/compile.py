@@ -198,6 +198,9 @@ def node_checks(node: NodeSpec) -> list[tuple[str, bool, str]]:
         out.append((SCHEMA_CHANGE, False, "Columns added, removed or retyped since the last materialization."))
     if node.edges:
         out.append((INPUT_CONTRACT, True, "What this node needs from its inputs: columns, model latency budgets."))
+    if node.kind == "scores":
+        out.append(("rollout", False, "A rollout's candidate beside Production on the same rows: metric per arm, "
+                                      "prediction shift, disagreement, latency and errors (reported)."))
     if node.kind == "model":
         from depmesh.gates.evaluate import DESCRIPTIONS, GATES
 

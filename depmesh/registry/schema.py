@@ -201,6 +201,7 @@ promotion_requests = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("status", sa.String(20), nullable=False),  # pending | approved | rejected | promoted | withdrawn
     sa.Column("required", sa.Text, nullable=False),  # JSON: [{team, nodes, why}]
+    sa.Column("rollout", sa.String(20), nullable=True),  # canary: the last approval starts a canary, not a promotion
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
 )
@@ -229,4 +230,37 @@ audit_events = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("details", sa.Text, nullable=False),  # JSON
     sa.Index("ix_audit_events_mesh_subject", "mesh", "subject"),
+)
+
+# Rollouts of a release (depmesh.rollout.serving): shadow (the candidate scores beside Production, unseen) or
+# canary (a growing share of rows, by a hash of the catalog's key), one active per mesh.
+rollouts = sa.Table(
+    "rollouts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mesh", sa.String(200), nullable=False),
+    sa.Column("release_id", sa.Integer, nullable=False),
+    sa.Column("mode", sa.String(20), nullable=False),  # shadow | canary
+    sa.Column("status", sa.String(20), nullable=False),  # active | completed | rolled_back | stopped
+    sa.Column("step", sa.Integer, nullable=False),  # index into the plan's steps (canary)
+    sa.Column("plan", sa.Text, nullable=False),  # JSON: the catalog's rollout spec when it started
+    sa.Column("candidates", sa.Text, nullable=False),  # JSON: model -> {production, candidate} versions
+    sa.Column("started_by", sa.String(200), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("step_started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),  # why it ended
+)
+
+# What each scoring run saw per model and arm during a rollout step.
+rollout_metrics = sa.Table(
+    "rollout_metrics", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", sa.Integer, sa.ForeignKey("rollouts.id"), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("node", sa.String(300), nullable=False),  # the scores node
+    sa.Column("model", sa.String(300), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("figures", sa.Text, nullable=False),  # JSON: per arm rows, labelled, metric, errors, seconds; shift...
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_rollout_metrics_rollout_step", "rollout_id", "step"),
 )

@@ -102,13 +102,17 @@ def _notify_required(conn, registry: Any, teams: Any, request: dict[str, Any], e
 
 
 def request_promotion(registry: Any, mesh: Any, teams: Any, release_id: int, *, actor: str,
-                      reason: str) -> dict[str, Any]:
-    """Ask for ``release_id`` to go to Production; the teams that must approve are notified."""
+                      reason: str, canary: bool = False) -> dict[str, Any]:
+    """Ask for ``release_id`` to go to Production (``canary``: through the catalog's canary rollout once
+    approved); the teams that must approve are notified."""
     check_actor(actor, reason)
     teams.require_member(actor, doing="request a promotion")
     release = registry.release(release_id)
     if release["status"] == "Production":
         raise ApprovalError(f"release {release_id} is already Production")
+    if canary and mesh.rollout is None:
+        raise ApprovalError(f"mesh {mesh.name} declares no rollout: a canary needs rollout: (key, steps) in "
+                            f"{mesh.path.name}")
     required = required_teams(mesh, release["members"], registry.production())
     for entry in required:
         entry["owners"] = _owners_of(teams, entry["team"])
@@ -125,11 +129,13 @@ def request_promotion(registry: Any, mesh: Any, teams: Any, release_id: int, *, 
                                 f"(see: depmesh release requests --release {release_id})")
         request_id = conn.execute(promotion_requests.insert().values(
             mesh=registry.mesh, release_id=release_id, requested_by=actor, reason=reason, status="pending",
-            required=json.dumps(required), created_at=_now())).inserted_primary_key[0]
+            required=json.dumps(required), rollout="canary" if canary else None,
+            created_at=_now())).inserted_primary_key[0]
         audit(conn, registry.mesh, actor, "promotion_requested", f"release:{release_id}", reason,
               request=request_id, required=[e["team"] for e in required])
         request = get_request(registry, request_id, conn)
-        _notify_required(conn, registry, teams, request, "promotion_requested", reason=reason)
+        _notify_required(conn, registry, teams, request, "promotion_requested", reason=reason,
+                         via="canary" if canary else "promotion")
     return request
 
 

@@ -1,0 +1,1 @@
+"""Rollouts across teams: approvals, shadow and canary serving, A/B evidence."""
