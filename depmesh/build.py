@@ -85,7 +85,7 @@ def build_definitions(
         schedules=retrain_schedules(mesh),
         sensors=sensors,
         resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime(),
-                   REGISTRY_KEY: registry or RegistryResource(mesh=mesh.name, catalog=str(mesh.path) if teams else "")},
+                   REGISTRY_KEY: registry or RegistryResource(mesh=mesh.name, catalog=str(mesh.path) if teams or mesh.dependencies else "")},
         executor=executor or build_executor(),
         loggers={"console": colored_console_logger, PROGRESS_LOGGER: progress_logger},
     )

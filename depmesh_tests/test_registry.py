@@ -61,7 +61,7 @@ def complete_recipe(reg: Registry, **changes) -> dict:
 
 
 def register(reg: Registry, node: str, version: str, upstream: dict | None = None, mae: float = 10.0,
-             recipe: dict | None = None, input_versions: dict | None = None) -> str:
+             recipe: dict | None = None, input_versions: dict | None = None, requirements: dict | None = None) -> str:
     """Register a version whose artifact (some bytes) is in the registry's store, with a complete
     recipe unless one is given; returns its hash."""
     digest, path = reg.artifacts.put_bytes(f"{reg.mesh}:{node}@{version}".encode())
@@ -69,7 +69,7 @@ def register(reg: Registry, node: str, version: str, upstream: dict | None = Non
                  metrics={"mae": mae}, gates={"gate_quality": {"passed": True}}, run_id="run-1",
                  input_versions=input_versions or {}, upstream_models=upstream or {}, code_version="c1",
                  library_versions={"python": "3.11"}, card=f"# card {node}@{version}\n",
-                 recipe=complete_recipe(reg) if recipe is None else recipe)
+                 recipe=complete_recipe(reg) if recipe is None else recipe, requirements=requirements)
     return digest
 
 
@@ -87,7 +87,7 @@ def two_releases(reg: Registry) -> tuple[int, int]:
 
 
 def test_migrations_are_idempotent_and_versioned(registry):
-    assert registry.migrate() == HEAD == "0006"
+    assert registry.migrate() == HEAD == "0007"
     assert registry.schema_revision() == HEAD
 
 

@@ -331,6 +331,13 @@ def test_a_shadow_scores_beside_production_and_a_sound_canary_reaches_every_row(
             page.screenshot(path=str(screenshots / "canary_report.png"), full_page=True)
         finally:
             page.close()
+        # an on-call member rolls back without approval; the models' teams and their consumers' hear of it
+        back = cli(runner, "release", "rollback", *home, "--actor", "jun", "--reason", "late arrivals look off")
+        assert f"release {golden.release_id} is Production again" in back
+        rollback = [p for p in webhooks.received if p["event"] == "rollback"]
+        assert {p["team"] for p in rollback} == {"team:delay-models", "team:customer-ops", "team:network-planning",
+                                                 "team:airport-operations"}
+        assert all(p["by"] == "jun" and p["to_release"] == golden.release_id for p in rollback)
 
 
 def test_a_degraded_canary_is_rolled_back_with_the_threshold_and_the_figure(golden, demo_mesh, tmp_path, webhooks):

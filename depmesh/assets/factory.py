@@ -285,6 +285,7 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
 
     records = {name: recorded_metadata(context.instance, asset_key(name).path) for name in inputs}
     recipe = recorder.recipe(model, inputs, records, input_versions)
+    needs = _requirements(node, packed, recorder, recipe)
     # registered before the output is stored: if the registry cannot be reached
     # nothing is materialized, and the step's retry starts clean (registration
     # is idempotent, so a retry after this point records nothing twice)
@@ -293,7 +294,7 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
         artifact_path=f"artifacts/{packed.sha256[:2]}/{packed.sha256}.model", metrics=model.metrics,
         gates={g.name: {"passed": g.passed, "summary": g.summary} for g in gates}, run_id=context.run.run_id,
         input_versions=input_versions, upstream_models=model.lineage(), code_version=code,
-        library_versions=library_versions(), card=card, recipe=recipe,
+        library_versions=library_versions(), card=card, recipe=recipe, requirements=needs,
     )
     training = recorder.record("registered", model=model, metrics=model.metrics, input_versions=input_versions,
                                curves=curves)
@@ -304,6 +305,21 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
     if curves is not None and curves.series:
         metadata["training_curves"] = MetadataValue.md(curves_markdown(curves, f"{node.name} {model.version}"))
     return results, versioned_output(packed, model.version, metadata)
+
+
+def _requirements(node: NodeSpec, packed: Any, recorder: Any, recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """What the version needs to load and predict, resolved against the lock its recipe recorded."""
+    from depmesh.deps.needs import lock_from_text, requirements
+
+    digest = (recipe.get("lock") or {}).get("sha256")
+    payload = recorder.tracking.blob(digest) if digest else None
+    lock = _LOCKS.get(digest) if digest else {}
+    if lock is None:
+        lock = _LOCKS[digest] = lock_from_text(payload.decode("utf-8")) if payload else {}
+    return requirements(node.model.trainer, packed.payload, lock)
+
+
+_LOCKS: dict[str, Any] = {}  # a lock's sha256 -> its parsed packages (read once per process)
 
 
 TRAINING_KEY = "depmesh/training_id"  # a model's metadata: its tracked training (depmesh runs show ID)

@@ -35,6 +35,7 @@ from depmesh.catalog.spec import (
     MeshSpec,
     ModelSpec,
     NodeSpec,
+    DependencyPolicy,
     RolloutSpec,
     RolloutStep,
     RolloutThresholds,
@@ -53,7 +54,7 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # deeper meshes are rejected here.
 MAX_CHAIN_DEPTH = 5000
 
-TOP_KEYS = {"mesh", "version", "description", "nodes", "rollout"}
+TOP_KEYS = {"mesh", "version", "description", "nodes", "rollout", "dependencies"}
 NODE_KEYS = {
     "name", "kind", "owner", "description", "inputs", "tags", "criticality",
     "compute", "params", "contract", "model", "predictions", "lineage",
@@ -1112,6 +1113,56 @@ def _parse_rollout(c: _Checker, raw: Any, nodes: list[NodeSpec]) -> RolloutSpec 
                        line=getattr(raw, "line", None))
 
 
+DEPENDENCY_KEYS = {"licenses", "audit"}
+SPDX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}$")
+
+
+def _parse_dependencies(c: _Checker, raw: Any, path: Path) -> DependencyPolicy | None:
+    """``dependencies: {licenses: {allowed: [...], denied: [...]}, audit: {advisories: DIR, block: high}}``."""
+    if not isinstance(raw, dict):
+        c.add(f"expected a mapping with licenses and audit, got {raw!r}", node="dependencies", at=raw)
+        return None
+    c.keys(raw, DEPENDENCY_KEYS, node="dependencies", prefix="")
+    lists: dict[str, tuple[str, ...]] = {}
+    licenses = raw.get("licenses") or {}
+    if not isinstance(licenses, dict):
+        c.add(f"expected {{allowed: [...], denied: [...]}}, got {licenses!r}", node="dependencies", field="licenses",
+              at=raw)
+        licenses = {}
+    c.keys(licenses, {"allowed", "denied"}, node="dependencies", prefix="licenses.")
+    for key in ("allowed", "denied"):
+        values = licenses.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            c.add(f"expected a list of SPDX license ids, got {values!r}", node="dependencies",
+                  field=f"licenses.{key}", at=licenses)
+            values = []
+        for value in values:
+            if not SPDX_ID_RE.match(value):
+                c.add(f"{value!r} is not an SPDX license id (e.g. MIT, Apache-2.0, BSD-3-Clause)",
+                      node="dependencies", field=f"licenses.{key}", at=licenses)
+        lists[key] = tuple(values)
+    audit = raw.get("audit") or {}
+    if not isinstance(audit, dict):
+        c.add(f"expected {{advisories: DIR, block: SEVERITY}}, got {audit!r}", node="dependencies", field="audit",
+              at=raw)
+        audit = {}
+    c.keys(audit, {"advisories", "block"}, node="dependencies", prefix="audit.")
+    block = audit.get("block", "high")
+    if block not in ("low", "medium", "high", "critical"):
+        c.add(f"unknown severity {block!r} (known: low, medium, high, critical)", node="dependencies",
+              field="audit.block", at=audit)
+        block = "high"
+    advisories = audit.get("advisories")
+    if advisories is not None and not isinstance(advisories, str):
+        c.add(f"expected a directory path, got {advisories!r}", node="dependencies", field="audit.advisories",
+              at=audit)
+        advisories = None
+    if advisories is not None and not Path(advisories).is_absolute():
+        advisories = str((Path(path).parent / advisories).resolve())
+    return DependencyPolicy(allowed_licenses=lists["allowed"], denied_licenses=lists["denied"],
+                            advisories=advisories, block_severity=block)
+
+
 def parse_catalog(text: str, path: Path) -> MeshSpec:
     """Validate catalog ``text`` (read from ``path``) into a MeshSpec."""
     c = _Checker(path)
@@ -1181,11 +1232,13 @@ def parse_catalog(text: str, path: Path) -> MeshSpec:
                   f"loads a 5,000-level chain in about 75 s): split the mesh into several catalogs (code locations)",
                   node=chain[-1], field="inputs", at=next(n for n in nodes if n.name == chain[-1]))
     rollout = _parse_rollout(c, data["rollout"], nodes) if data.get("rollout") is not None else None
+    policy = _parse_dependencies(c, data["dependencies"], path) if data.get("dependencies") is not None else None
     if c.problems:
         raise CatalogError(c.problems)
     return MeshSpec(
         name=mesh_name, path=path, nodes=tuple(nodes),
         version=str(data.get("version", "1.0.0")), description=str(data.get("description", "")), rollout=rollout,
+        dependencies=policy,
     )
 
 

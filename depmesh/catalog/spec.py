@@ -340,6 +340,16 @@ class RolloutSpec:
 
 
 @dataclass(frozen=True)
+class DependencyPolicy:
+    """The catalog's ``dependencies:``: license policy and the vulnerability gate on promotion."""
+
+    allowed_licenses: tuple[str, ...] = ()  # SPDX ids; empty: any license not denied
+    denied_licenses: tuple[str, ...] = ()
+    advisories: str | None = None  # a directory of OSV advisories (relative to the catalog), read on promotion
+    block_severity: str = "high"  # a finding at or above it refuses a promotion unless waived
+
+
+@dataclass(frozen=True)
 class MeshSpec:
     name: str
     path: Path
@@ -347,6 +357,7 @@ class MeshSpec:
     version: str = "1.0.0"
     description: str = ""
     rollout: RolloutSpec | None = None
+    dependencies: DependencyPolicy | None = None
 
     @cached_property
     def _by_name(self) -> dict[str, NodeSpec]:

@@ -33,6 +33,7 @@ def governed_registry(home: str | None, catalog: str | None, *, read_only: bool 
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
     registry.teams = teams
+    registry.dependency_policy = mesh.dependencies
     return mesh, teams, registry
 
 

@@ -168,6 +168,10 @@ def rollout_group() -> None:
     """Shadow and canary rollouts of a release beside Production, and their A/B evidence."""
 
 
+def _f(value, spec: str = ".4g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _show(rollout: dict) -> str:
     from depmesh.rollout.serving import percent_now
 
@@ -221,9 +225,10 @@ def rollout_status(catalog: str | None, home: str | None, fmt: str) -> None:
         click.echo(_show(r))
         if r["status"] == "active":
             for model, s in summarize(step_figures(registry, r["id"], r["step"])).items():
-                click.echo(f"  {model}: candidate rows {s['candidate']['rows']}, {s['metric']} production "
-                           f"{s['production']['metric']} vs candidate {s['candidate']['metric']}, shift {s['shift']}, "
-                           f"disagreement {s['disagreement']}, latency ratio {s['latency_ratio']}")
+                click.echo(f"  {model}: candidate rows {s['candidate']['rows']:,}; {s['metric']} on them: production "
+                           f"{_f(s['paired']['metric'])}, candidate {_f(s['candidate']['metric'])}; shift "
+                           f"{_f(s['shift'], '.3f')}, disagreement {_f(s['disagreement'], '.1%')}, latency ratio "
+                           f"{_f(s['latency_ratio'], '.2f')}x, errors {s['candidate']['errors']}")
 
 
 @rollout_group.command("advance")

@@ -50,16 +50,17 @@ def teams_validate(catalog: str | None, teams_file: str | None) -> None:
 @TEAMS_OPTION
 @FORMAT_OPTION
 def teams_list(catalog: str | None, teams_file: str | None, fmt: str) -> None:
-    """Each team with its members and roles, the nodes it owns, and whether it has a webhook (never its URL)."""
+    """Each team with its members and roles, the nodes it owns, and whether its webhook is set (never the URL)."""
     mesh, found = load_mesh_teams(catalog, teams_file, required=True)
     rows = [{"team": t.name, "members": {p: list(r) for p, r in t.members.items()},
-             "owns": [n.name for n in mesh.nodes if n.owner == t.name], "webhook": bool(t.webhook)}
+             "owns": [n.name for n in mesh.nodes if n.owner == t.name],
+             "webhook": "set" if t.webhook_url() else (f"{t.webhook} unset" if t.webhook else "none")}
             for t in found.teams.values()]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
     click.echo(table([[r["team"], "; ".join(f"{p} ({', '.join(roles)})" for p, roles in r["members"].items()),
-                       ", ".join(r["owns"]) or "-", "yes" if r["webhook"] else "no"] for r in rows],
+                       ", ".join(r["owns"]) or "-", r["webhook"]] for r in rows],
                      ["team", "members (roles)", "owns", "webhook"]))
 
 

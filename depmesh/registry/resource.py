@@ -70,6 +70,8 @@ class RegistryResource(ConfigurableResource):
                 from depmesh.catalog import load_catalog
                 from depmesh.teams import load_teams
 
-                opened.teams = load_teams(load_catalog(self.catalog))
+                mesh = load_catalog(self.catalog)
+                opened.teams = load_teams(mesh)
+                opened.dependency_policy = mesh.dependencies
             self._registry = opened
         return opened

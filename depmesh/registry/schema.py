@@ -29,6 +29,8 @@ model_versions = sa.Table(
     sa.Column("card", sa.Text, nullable=False),  # markdown
     # JSON: how to rebuild it (depmesh.tracking.recipe): lock, commit, diff, input snapshots, seed, params
     sa.Column("recipe", sa.Text, nullable=True),
+    # JSON: what it needs to load and predict (depmesh.deps.needs): direct and closure {dist: locked version}
+    sa.Column("requirements", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("mesh", "node", "version", name="uq_model_versions_mesh_node_version"),
 )
@@ -263,4 +265,17 @@ rollout_metrics = sa.Table(
     sa.Column("figures", sa.Text, nullable=False),  # JSON: per arm rows, labelled, metric, errors, seconds; shift...
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_rollout_metrics_rollout_step", "rollout_id", "step"),
+)
+
+# Waivers of known vulnerabilities for promotion (depmesh.deps.audit): who accepted which advisory, and why.
+dependency_waivers = sa.Table(
+    "dependency_waivers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mesh", sa.String(200), nullable=False),
+    sa.Column("advisory", sa.String(200), nullable=False),
+    sa.Column("package", sa.String(200), nullable=False),
+    sa.Column("release_id", sa.Integer, nullable=True),  # None: every release
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )

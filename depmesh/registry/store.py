@@ -158,6 +158,9 @@ class Registry:
         # the mesh's declared Teams (depmesh.teams), set by whoever opens the registry for a mesh that has them:
         # then promotion needs an approved request, and a rollback an on-call member
         self.teams: Any = None
+        # the catalog's DependencyPolicy: with advisories, a promotion with a finding at or above its severity is
+        # refused unless waived (depmesh.deps.audit)
+        self.dependency_policy: Any = None
         # pre-ping: a pooled connection that a database restart closed is
         # replaced before use instead of failing the next statement
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -284,7 +287,8 @@ class Registry:
 
     def register(self, *, node: str, version: str, artifact_hash: str, artifact_path: str, metrics: Mapping,
                  gates: Mapping, run_id: str, input_versions: Mapping, upstream_models: Mapping, code_version: str,
-                 library_versions: Mapping, card: str, recipe: Mapping | None = None) -> bool:
+                 library_versions: Mapping, card: str, recipe: Mapping | None = None,
+                 requirements: Mapping | None = None) -> bool:
         """Record a new model version in Development. Idempotent: a version
         already registered (same content hash) keeps its stage and history and
         returns False; if it was rebuilt into other bytes (an artifact written
@@ -293,10 +297,11 @@ class Registry:
         rebuilds it (depmesh.tracking.recipe); a version registered again
         gets the recipe if it had none or an incomplete one."""
         recipe_json = json.dumps(dict(recipe), sort_keys=True, default=str) if recipe is not None else None
+        needs_json = json.dumps(dict(requirements), sort_keys=True) if requirements is not None else None
         with self._write() as conn:
             self._lock(conn)
             exists = conn.execute(sa.select(model_versions.c.id, model_versions.c.artifact_hash, model_versions.c.recipe,
-                                            model_versions.c.input_versions)
+                                            model_versions.c.input_versions, model_versions.c.requirements)
                                   .where(self._where_version(node, version))).first()
             if exists:
                 if exists.artifact_hash != artifact_hash:
@@ -306,6 +311,9 @@ class Registry:
                         conn, exists.recipe, json.loads(exists.input_versions)):
                     conn.execute(model_versions.update().where(model_versions.c.id == exists.id)
                                  .values(recipe=recipe_json))
+                if needs_json is not None and exists.requirements is None:
+                    conn.execute(model_versions.update().where(model_versions.c.id == exists.id)
+                                 .values(requirements=needs_json))
                 return False
             conn.execute(model_versions.insert().values(
                 mesh=self.mesh, node=node, version=version, stage="Development", artifact_hash=artifact_hash,
@@ -313,7 +321,7 @@ class Registry:
                 run_id=run_id, input_versions=json.dumps(dict(input_versions)),
                 upstream_models=json.dumps(dict(upstream_models)), code_version=code_version,
                 library_versions=json.dumps(dict(library_versions)), card=card, recipe=recipe_json,
-                created_at=_now()))
+                requirements=needs_json, created_at=_now()))
             self._log(conn, node, version, None, "Development", SYSTEM_ACTOR, f"trained in run {run_id}", run_id)
         return True
 
@@ -483,6 +491,7 @@ class Registry:
             same = self._identical_release(conn, members)
             if same is not None:
                 return {"id": same[0], "created": False, "status": same[1], "moved": []}
+            self._refuse_conflicts(conn, members, "this release")
             release_id = conn.execute(releases.insert().values(
                 mesh=self.mesh, status="Staging", run_id=run_id, created_at=_now())).inserted_primary_key[0]
             moved = []
@@ -587,6 +596,8 @@ class Registry:
             if release["status"] == "Production":
                 raise RegistryError(f"release {release_id} is already Production")
             request_id = self._approval(conn, release_id)
+            self._refuse_conflicts(conn, release["members"], f"release {release_id}")
+            self._refuse_vulnerable(conn, release_id, release["members"])
             previous = state.production_release_id
             self._make_production(conn, release["members"], actor, reason, release_id)
             conn.execute(model_versions.update().where(
@@ -604,6 +615,36 @@ class Registry:
                 mark_promoted(conn, request_id)
             self._bump(conn, state, release_id)
         return self.release(release_id)
+
+    def _refuse_conflicts(self, conn, members: Mapping[str, str], what: str) -> None:
+        """Models deployed together must load in one environment (depmesh.deps.check): refused, naming them."""
+        from depmesh.deps.check import conflict_message, member_conflicts
+
+        rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.requirements).where(
+            model_versions.c.mesh == self.mesh,
+            sa.tuple_(model_versions.c.node, model_versions.c.version).in_(list(members.items())))).all()
+        needs = {r.node: json.loads(r.requirements) for r in rows if r.requirements}
+        conflicts = member_conflicts(needs)
+        if conflicts:
+            raise RegistryError(conflict_message(what, conflicts))
+
+    def _refuse_vulnerable(self, conn, release_id: int, members: Mapping[str, str]) -> None:
+        policy = self.dependency_policy
+        if policy is None or not policy.advisories:
+            return
+        from depmesh.deps.audit import blocking_findings
+
+        rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.requirements).where(
+            model_versions.c.mesh == self.mesh,
+            sa.tuple_(model_versions.c.node, model_versions.c.version).in_(list(members.items())))).all()
+        needs = {r.node: json.loads(r.requirements) for r in rows if r.requirements}
+        blocked = blocking_findings(self, conn, release_id, needs, policy)
+        if blocked:
+            listed = "; ".join(f"{f['advisory']} ({f['severity']}) in {f['package']} {f['version']}, needed by "
+                               f"{', '.join(f['models'])}" for f in blocked)
+            raise RegistryError(f"release {release_id} is refused: known vulnerabilities at or above "
+                                f"{policy.block_severity}: {listed}. Upgrade and retrain, or waive one with "
+                                "depmesh deps waive ADVISORY --package P --reason TEXT")
 
     def _approval(self, conn, release_id: int) -> int | None:
         """With declared teams: the approved request that allows this promotion, else refused."""
@@ -758,6 +799,7 @@ def _decode(row) -> dict[str, Any]:
     out = dict(row._mapping)
     for key in ("metrics", "gates", "input_versions", "upstream_models", "library_versions"):
         out[key] = json.loads(out[key])
-    if "recipe" in out:
-        out["recipe"] = json.loads(out["recipe"]) if out["recipe"] else None
+    for key in ("recipe", "requirements"):
+        if key in out:
+            out[key] = json.loads(out[key]) if out[key] else None
     return out
