@@ -50,7 +50,9 @@ def policy_catalog(folder: Path, block: str) -> Path:
     folder.mkdir(exist_ok=True)
     for name in ("teams.yaml", "failure_modes.yaml"):
         shutil.copy(DEMO_CATALOG.parent / name, folder / name)
-    text = DEMO_CATALOG.read_text().replace("nodes:\n  # -----", block + "\nnodes:\n  # -----", 1)
+    text = DEMO_CATALOG.read_text()
+    start, end = text.index("\ndependencies:\n"), text.index("\nnodes:\n")
+    text = text[:start] + "\n" + block + "\n" + text[end:]  # the test's policy instead of the demo's
     (folder / "catalog.yaml").write_text(text)
     return folder / "catalog.yaml"
 
@@ -246,3 +248,34 @@ def test_the_container_context_pins_the_lock_and_its_entry_point_verifies_the_ar
                               capture_output=True, text=True, cwd=context, timeout=300)
     assert tampered.returncode == 1 and "release not loaded" in tampered.stderr and "hashes to" in tampered.stderr
     assert "is not empty" in cli("deps", "container", "-o", str(context), "--home", str(home), code=1)
+
+
+def test_an_upgrade_is_tried_for_real_in_a_second_environment(home, golden):
+    """A no-op upgrade (the locked numpy itself) changes nothing; a neighbouring scikit-learn release is really
+    installed beside the lock, the Production artifacts load and retrain there, and the report compares both."""
+    approve_release(home, golden.release_id)
+    cli("release", "promote", str(golden.release_id), "--home", str(home), "--actor", "eli", "--reason", "go")
+    assert "expected PACKAGE==VERSION" in cli("deps", "upgrade-diff", "--home", str(home), "numpy>=1", code=1)
+    assert "not in the lock" in cli("deps", "upgrade-diff", "--home", str(home), "left-pad==1.0", code=1)
+    shown = cli("deps", "upgrade-diff", f"numpy=={LOCKED['numpy']}", "--home", str(home), "--format", "json")
+    assert "overriding numpy==" in shown  # progress, on stderr
+    same = json.loads(shown[shown.index("\n{") + 1:])
+    assert set(same["models"]) == {"models/dep_delay", "models/arr_delay", "models/late_arrival",
+                                   "models/route_segment"}
+    assert all(m["max_abs_difference"] == 0 and m["same_bytes"] and m["rows"] > 0 for m in same["models"].values())
+    assert same["beyond_tolerance"] == [] and same["libraries_after"]["numpy"] == LOCKED["numpy"]
+    major, minor, patch = LOCKED["scikit-learn"].split(".")[:3]
+    neighbour = f"{major}.{minor}.{int(patch) - 1}" if int(patch) > 0 else f"{major}.{int(minor) - 1}.0"
+    out = CliRunner().invoke(main, ["deps", "upgrade-diff", f"scikit-learn=={neighbour}", "--home", str(home),
+                                    "--format", "json"])
+    assert out.exit_code in (0, 1), out.output
+    report = json.loads(out.output[out.output.index("\n{") + 1:])
+    assert report["libraries_before"]["scikit-learn"] == LOCKED["scikit-learn"]
+    assert report["libraries_after"]["scikit-learn"] == neighbour
+    for node, m in report["models"].items():
+        if "max_abs_difference" in m:  # loaded and retrained there: the figures are real comparisons
+            assert m["max_abs_difference"] >= m["mean_abs_difference"] >= 0 and 0 <= m["share_beyond_tolerance"] <= 1
+            assert m["beyond_tolerance"] == (m["max_abs_difference"] > report["tolerance"])
+        else:  # the artifact would not load or retrain under the neighbour: named, and beyond tolerance
+            assert m["beyond_tolerance"] and (m.get("error_after") or m.get("error_before"))
+    assert out.exit_code == (1 if report["beyond_tolerance"] else 0)

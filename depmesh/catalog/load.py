@@ -1113,7 +1113,7 @@ def _parse_rollout(c: _Checker, raw: Any, nodes: list[NodeSpec]) -> RolloutSpec 
                        line=getattr(raw, "line", None))
 
 
-DEPENDENCY_KEYS = {"licenses", "audit"}
+DEPENDENCY_KEYS = {"licenses", "audit", "upgrade"}
 SPDX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}$")
 
 
@@ -1159,8 +1159,18 @@ def _parse_dependencies(c: _Checker, raw: Any, path: Path) -> DependencyPolicy |
         advisories = None
     if advisories is not None and not Path(advisories).is_absolute():
         advisories = str((Path(path).parent / advisories).resolve())
+    upgrade = raw.get("upgrade") or {}
+    if not isinstance(upgrade, dict):
+        c.add(f"expected {{tolerance: NUMBER}}, got {upgrade!r}", node="dependencies", field="upgrade", at=raw)
+        upgrade = {}
+    c.keys(upgrade, {"tolerance"}, node="dependencies", prefix="upgrade.")
+    tolerance = upgrade.get("tolerance", 1e-9)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+        c.add(f"expected a number >= 0, got {tolerance!r}", node="dependencies", field="upgrade.tolerance",
+              at=upgrade)
+        tolerance = 1e-9
     return DependencyPolicy(allowed_licenses=lists["allowed"], denied_licenses=lists["denied"],
-                            advisories=advisories, block_severity=block)
+                            advisories=advisories, block_severity=block, upgrade_tolerance=float(tolerance))
 
 
 def parse_catalog(text: str, path: Path) -> MeshSpec:

@@ -347,6 +347,7 @@ class DependencyPolicy:
     denied_licenses: tuple[str, ...] = ()
     advisories: str | None = None  # a directory of OSV advisories (relative to the catalog), read on promotion
     block_severity: str = "high"  # a finding at or above it refuses a promotion unless waived
+    upgrade_tolerance: float = 1e-9  # deps upgrade-diff: the largest prediction change an upgrade may cause
 
 
 @dataclass(frozen=True)

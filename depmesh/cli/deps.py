@@ -72,8 +72,12 @@ def deps_show(model: str, catalog: str | None, home: str | None, fmt: str) -> No
         return
     click.echo(f"{node}@{version} ({record['stage']}), trained under Python {needs['python']}: "
                f"{len(needs['direct'])} libraries needed directly, {len(needs['closure'])} with what they need")
-    click.echo(table([[d, v, "trainer" if d in _providers(needs, "trainer") else "artifact"]
+    trainer, artifact = _providers(needs, "trainer"), _providers(needs, "artifact")
+    click.echo(table([[d, v, ", ".join(w for w, hit in (("trainer's imports", d in trainer),
+                                                      ("artifact's types", d in artifact)) if hit)]
                       for d, v in needs["direct"].items()], ["library", "locked version", "needed by"]))
+    click.echo(f"with what they need (the lock's closure): "
+               + ", ".join(f"{d} {v}" for d, v in needs["closure"].items() if d not in needs["direct"]))
     if needs.get("unresolved"):
         click.echo(f"modules with no locked distribution: {', '.join(needs['unresolved'])}")
 
@@ -253,3 +257,50 @@ def deps_container(release_id: int | None, output: str, catalog: str | None, hom
     except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{dockerfile}\nbuild: docker build -t {mesh.name}-release-{release['id']} {output}")
+
+
+@deps.command("upgrade-diff")
+@click.argument("overrides", nargs=-1, required=True, metavar="PKG==VERSION...")
+@REG_CATALOG_OPTION
+@HOME_OPTION
+@click.option("--tolerance", type=click.FloatRange(0), help="Largest prediction change allowed (default: the "
+                                                            "catalog's dependencies.upgrade.tolerance, else 1e-9).")
+@click.option("--keep", is_flag=True, help="Keep the work folder (both environments' predictions).")
+@FORMAT_OPTION
+def deps_upgrade_diff(overrides: tuple[str, ...], catalog: str | None, home: str | None, tolerance: float | None,
+                      keep: bool, fmt: str) -> None:
+    """Build a second environment from the lock with these versions (uv, an isolated folder); there load every
+    Production model's artifact and retrain it; score the fixed evaluation window in both environments and
+    report per model the largest and mean prediction difference, the share of rows beyond the tolerance, the
+    metric change, and whether retraining gives the same version. Exit 1 beyond the tolerance."""
+    from depmesh.deps.needs import default_lock, read_lock
+    from depmesh.deps.upgrade import DEFAULT_TOLERANCE, UpgradeError, parse_overrides, upgrade_diff
+
+    mesh, _, registry = governed_registry(home, catalog, read_only=True)
+    limit = tolerance if tolerance is not None else (
+        mesh.dependencies.upgrade_tolerance if mesh.dependencies else DEFAULT_TOLERANCE)
+    try:
+        pins = parse_overrides(list(overrides), read_lock(str(default_lock())))
+        report = upgrade_diff(registry, mesh, pins, repo=default_lock().parent, tolerance=limit, keep=keep,
+                              progress=lambda line: click.echo(line, err=True))
+    except UpgradeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2, default=float))
+    else:
+        changed = ", ".join(f"{n} {report['libraries_before'].get(n)} -> {v}" for n, v in report["overrides"].items())
+        click.echo(f"upgrade: {changed}; tolerance {limit:g}")
+        rows = []
+        for node, m in report["models"].items():
+            if "max_abs_difference" not in m:
+                rows.append([node, "-", "-", "-", "-", "ERROR: " + str(m.get("error_after") or m.get("error_before"))[:60]])
+                continue
+            metric = ", ".join(f"{k} {v:+.3g}" for k, v in list(m["metric_change"].items())[:2]) or "-"
+            rows.append([node, f"{m['max_abs_difference']:.3g}", f"{m['mean_abs_difference']:.3g}",
+                         f"{m['share_beyond_tolerance']:.1%}", metric,
+                         "same version" + (", same bytes" if m["same_bytes"] else ", other bytes")
+                         if m["same_version"] else "OTHER VERSION"])
+        click.echo(table(rows, ["model", "max |diff|", "mean |diff|", "rows beyond", "metric change", "retrained"]))
+        if report["beyond_tolerance"]:
+            click.echo(f"\nbeyond the tolerance: {', '.join(report['beyond_tolerance'])}")
+    sys.exit(1 if report["beyond_tolerance"] else 0)

@@ -40,6 +40,8 @@ def release_sbom(mesh: str, release: dict[str, Any], versions: dict[str, dict[st
                               licenses=[LicenseExpression(spdx)] if spdx else None)
         bom.components.add(component)
         refs[name] = component
+    models = [c for c in bom.components if c.type == ComponentType.MACHINE_LEARNING_MODEL]
+    bom.register_dependency(bom.metadata.component, models)  # the release is its models
     for node, version in sorted(release["members"].items()):
         model = next(c for c in bom.components if str(c.bom_ref) == f"model:{node}@{version}")
         direct = (versions[node].get("requirements") or {}).get("direct") or {}
