@@ -76,7 +76,7 @@ def deps_show(model: str, catalog: str | None, home: str | None, fmt: str) -> No
     click.echo(table([[d, v, ", ".join(w for w, hit in (("trainer's imports", d in trainer),
                                                       ("artifact's types", d in artifact)) if hit)]
                       for d, v in needs["direct"].items()], ["library", "locked version", "needed by"]))
-    click.echo(f"with what they need (the lock's closure): "
+    click.echo("with what they need (the lock's closure): "
                + ", ".join(f"{d} {v}" for d, v in needs["closure"].items() if d not in needs["direct"]))
     if needs.get("unresolved"):
         click.echo(f"modules with no locked distribution: {', '.join(needs['unresolved'])}")
