@@ -279,3 +279,16 @@ def test_an_upgrade_is_tried_for_real_in_a_second_environment(home, golden):
         else:  # the artifact would not load or retrain under the neighbour: named, and beyond tolerance
             assert m["beyond_tolerance"] and (m.get("error_after") or m.get("error_before"))
     assert out.exit_code == (1 if report["beyond_tolerance"] else 0)
+
+
+def test_an_online_audit_never_passes_packages_it_could_not_look_up():
+    """pip-audit answers 'not found on PyPI' for what its service cannot reach (this machine reaches the package
+    index only): depmesh says they were not audited and fails, instead of 'no known vulnerability'."""
+    from depmesh.deps.audit import AuditError, audit_online
+
+    try:
+        findings = audit_online({"requests": "2.19.0"})  # a release with published advisories
+    except AuditError as exc:
+        assert "could not audit 1 of 1 packages" in str(exc) and "--osv DIR" in str(exc)
+    else:  # where the service answers, the advisories of that old release are found
+        assert any(f["package"] == "requests" for f in findings)

@@ -141,12 +141,16 @@ def audit_online(packages: dict[str, str]) -> list[dict[str, Any]]:
     finally:
         Path(requirements).unlink(missing_ok=True)
     if "No module named pip_audit" in run.stderr:
-        raise AuditError("pip-audit is not installed here (uv pip install pip-audit), or audit offline: --osv DIR")
+        raise AuditError("pip-audit is not installed here, or audit offline: --osv DIR")
     try:
         report = json.loads(run.stdout)
     except ValueError:
         raise AuditError(f"pip-audit failed: {run.stderr.strip()[-500:]}") from None
     findings = []
+    skipped = [f"{dep['name']}: {dep['skip_reason']}" for dep in report.get("dependencies", []) if dep.get("skip_reason")]
+    if skipped:  # never "no known vulnerability" for a package nobody looked up
+        raise AuditError(f"pip-audit could not audit {len(skipped)} of {len(packages)} packages (first: {skipped[0]}); "
+                         "where its service is out of reach, audit offline: --osv DIR")
     for dep in report.get("dependencies", []):
         for vuln in dep.get("vulns", []):
             findings.append({"package": canonical(dep["name"]), "version": dep.get("version", ""),
