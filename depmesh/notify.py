@@ -39,6 +39,8 @@ def _now() -> datetime:
 
 def enqueue(conn, mesh: str, teams: Any, team: str, event: str, payload: dict[str, Any]) -> None:
     """Add a notification for ``team`` inside the caller's transaction (``teams``: the declared Teams, or None)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown notification event {event!r} (known: {', '.join(EVENTS)})")
     declared = teams.teams.get(team) if teams is not None else None
     status = "pending" if declared is not None and declared.webhook_url() else "no-webhook"
     conn.execute(notifications.insert().values(

@@ -257,11 +257,13 @@ def test_an_upgrade_is_tried_for_real_in_a_second_environment(home, golden):
     cli("release", "promote", str(golden.release_id), "--home", str(home), "--actor", "eli", "--reason", "go")
     assert "expected PACKAGE==VERSION" in cli("deps", "upgrade-diff", "--home", str(home), "numpy>=1", code=1)
     assert "not in the lock" in cli("deps", "upgrade-diff", "--home", str(home), "left-pad==1.0", code=1)
-    shown = cli("deps", "upgrade-diff", f"numpy=={LOCKED['numpy']}", "--home", str(home), "--format", "json")
+    assert "not a Production model" in cli("deps", "upgrade-diff", "numpy==2.0.0", "--model", "models/nope",
+                                           "--home", str(home), code=1)
+    shown = cli("deps", "upgrade-diff", f"numpy=={LOCKED['numpy']}", "--model", "models/dep_delay",
+                "--model", "models/route_segment", "--home", str(home), "--format", "json")
     assert "overriding numpy==" in shown  # progress, on stderr
     same = json.loads(shown[shown.index("\n{") + 1:])
-    assert set(same["models"]) == {"models/dep_delay", "models/arr_delay", "models/late_arrival",
-                                   "models/route_segment"}
+    assert set(same["models"]) == {"models/dep_delay", "models/route_segment"}
     assert all(m["max_abs_difference"] == 0 and m["same_bytes"] and m["rows"] > 0 for m in same["models"].values())
     assert same["beyond_tolerance"] == [] and same["libraries_after"]["numpy"] == LOCKED["numpy"]
     major, minor, patch = LOCKED["scikit-learn"].split(".")[:3]

@@ -265,10 +265,11 @@ def deps_container(release_id: int | None, output: str, catalog: str | None, hom
 @HOME_OPTION
 @click.option("--tolerance", type=click.FloatRange(0), help="Largest prediction change allowed (default: the "
                                                             "catalog's dependencies.upgrade.tolerance, else 1e-9).")
+@click.option("--model", "models", multiple=True, help="Only this Production model (repeatable; default: all).")
 @click.option("--keep", is_flag=True, help="Keep the work folder (both environments' predictions).")
 @FORMAT_OPTION
 def deps_upgrade_diff(overrides: tuple[str, ...], catalog: str | None, home: str | None, tolerance: float | None,
-                      keep: bool, fmt: str) -> None:
+                      models: tuple[str, ...], keep: bool, fmt: str) -> None:
     """Build a second environment from the lock with these versions (uv, an isolated folder); there load every
     Production model's artifact and retrain it; score the fixed evaluation window in both environments and
     report per model the largest and mean prediction difference, the share of rows beyond the tolerance, the
@@ -282,7 +283,7 @@ def deps_upgrade_diff(overrides: tuple[str, ...], catalog: str | None, home: str
     try:
         pins = parse_overrides(list(overrides), read_lock(str(default_lock())))
         report = upgrade_diff(registry, mesh, pins, repo=default_lock().parent, tolerance=limit, keep=keep,
-                              progress=lambda line: click.echo(line, err=True))
+                              models=list(models), progress=lambda line: click.echo(line, err=True))
     except UpgradeError as exc:
         raise click.ClickException(str(exc)) from None
     if fmt == "json":

@@ -122,13 +122,20 @@ def compare(a: dict[str, Any], b: dict[str, Any], tolerance: float) -> dict[str,
 
 
 def upgrade_diff(registry: Any, mesh: Any, overrides: dict[str, str], *, repo: Path, tolerance: float,
-                 work_dir: Path | None = None, keep: bool = False,
+                 models: list[str] | None = None, work_dir: Path | None = None, keep: bool = False,
                  progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """``models``: only these Production models (default: every one)."""
     from depmesh.tracking.reproduce import ReproduceError, find_uv
 
     production = registry.production()
     if not production:
         raise UpgradeError(f"no Production models in mesh {registry.mesh}: nothing to compare")
+    unknown = [m for m in models or [] if m not in production]
+    if unknown:
+        raise UpgradeError(f"not a Production model of mesh {registry.mesh}: {', '.join(unknown)} "
+                           f"(Production: {', '.join(sorted(production))})")
+    if models:
+        production = {m: v for m, v in production.items() if m in models}
     work = Path(work_dir or tempfile.mkdtemp(prefix="depmesh-upgrade-"))
     work.mkdir(parents=True, exist_ok=True)
     libraries = sorted(set(overrides) | {"numpy", "scikit-learn", "scipy", "pandas"})
