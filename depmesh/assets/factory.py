@@ -312,11 +312,10 @@ def _requirements(node: NodeSpec, packed: Any, recorder: Any, recipe: dict[str, 
     from depmesh.deps.needs import lock_from_text, requirements
 
     digest = (recipe.get("lock") or {}).get("sha256")
-    payload = recorder.tracking.blob(digest) if digest else None
-    lock = _LOCKS.get(digest) if digest else {}
-    if lock is None:
-        lock = _LOCKS[digest] = lock_from_text(payload.decode("utf-8")) if payload else {}
-    return requirements(node.model.trainer, packed.payload, lock)
+    if digest and digest not in _LOCKS:
+        payload = recorder.tracking.blob(digest)
+        _LOCKS[digest] = lock_from_text(payload.decode("utf-8")) if payload else {}
+    return requirements(node.model.trainer, packed.payload, _LOCKS.get(digest, {}) if digest else {})
 
 
 _LOCKS: dict[str, Any] = {}  # a lock's sha256 -> its parsed packages (read once per process)
@@ -702,7 +701,7 @@ def _rollout_result(context: Any, node: NodeSpec, rollout: Any, figures: Any) ->
                        f"| rows | {s['production']['rows']} | {s['candidate']['rows']} |",
                        f"| {s['metric']} (labelled rows) | {_fmt4(s['production']['metric'])} | "
                        f"{_fmt4(s['candidate']['metric'])} |",
-                       f"| scoring seconds (whole batch) | {s['production_s']:.3f} | {s['candidate_s']:.3f} |"])
+                       f"| predict seconds (whole batch) | {s['production_s']:.3f} | {s['candidate_s']:.3f} |"])
     return AssetCheckResult(
         check_name=ROLLOUT_CHECK, passed=verdict != "break", severity=AssetCheckSeverity.WARN,
         description=f"{rollout['mode']} rollout {rollout['id']} at {figures['percent']:g}%: "

@@ -32,9 +32,7 @@ def governed_registry(home: str | None, catalog: str | None, *, read_only: bool 
         registry = open_registry(default_url(path), mesh.name, artifacts)
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
-    registry.teams = teams
-    registry.dependency_policy = mesh.dependencies
-    return mesh, teams, registry
+    return mesh, teams, registry.govern(teams, mesh.dependencies)
 
 
 def rollout_report_of(home: str | None, release_id: int) -> str | None:

@@ -14,9 +14,6 @@ from depmesh.failure_modes.catalogue import FailureMode
 from depmesh.notify import enqueue
 from depmesh.registry.schema import incidents
 
-SOURCES = ("check", "run_failure")
-
-
 def record_incident(registry: Any, teams: Any, mode: FailureMode, *, node: str, version: str, source: str,
                     detector: str, run_id: str | None, summary: str) -> tuple[dict[str, Any], bool]:
     """The incident for (mode, node, version), and whether it is new (then its owner team is notified)."""

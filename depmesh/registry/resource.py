@@ -71,7 +71,6 @@ class RegistryResource(ConfigurableResource):
                 from depmesh.teams import load_teams
 
                 mesh = load_catalog(self.catalog)
-                opened.teams = load_teams(mesh)
-                opened.dependency_policy = mesh.dependencies
+                opened.govern(load_teams(mesh), mesh.dependencies)
             self._registry = opened
         return opened

@@ -177,6 +177,11 @@ class Registry:
             def _begin(conn):  # noqa: ANN001
                 conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front
 
+    def govern(self, teams: Any, dependency_policy: Any) -> Registry:
+        """Apply the mesh's declared teams and dependency policy to the changes made through this object."""
+        self.teams, self.dependency_policy = teams, dependency_policy
+        return self
+
     def for_mesh(self, mesh: str) -> Registry:
         """The same database, another mesh (shares the engine)."""
         other = object.__new__(Registry)

@@ -466,8 +466,7 @@ def advance(registry: Any, mesh: Any, teams: Any) -> dict[str, Any] | None:
                       percent=plan.steps[step + 1].percent, reason=reason)
         return {**outcome, "action": "advanced", "percent": plan.steps[step + 1].percent, "reason": reason}
     reason = f"canary completed, {label} held: " + "; ".join(reasons)
-    registry.teams, registry.dependency_policy = teams, mesh.dependencies
-    registry.promote(rollout["release_id"], actor=CANARY_ACTOR, reason=reason)
+    registry.govern(teams, mesh.dependencies).promote(rollout["release_id"], actor=CANARY_ACTOR, reason=reason)
     with registry._write() as conn:
         _end(conn, registry, rollout, "completed", CANARY_ACTOR, reason)
     notify_change(registry, mesh, teams, "promoted", models, release=rollout["release_id"], by=CANARY_ACTOR,
