@@ -131,12 +131,22 @@ def longest_chain_path(inputs: Inputs) -> list[str]:
 
 
 def paths(inputs: Inputs, source: str, target: str, limit: int = 100,
-          children: Mapping[str, Sequence[str]] | None = None) -> list[list[str]]:
+          children: Mapping[str, Sequence[str]] | None = None, within: set[str] | None = None) -> list[list[str]]:
     """Up to ``limit`` simple paths from ``source`` down to ``target``, shortest
     first (an explicit stack, no recursion). A mesh with many diamonds has
-    exponentially many paths; callers say when the limit cut them."""
+    exponentially many paths; callers say when the limit cut them. ``within``
+    (the source and everything downstream of it, when the caller has it) bounds
+    the search for the target's ancestors to the nodes a path can pass."""
     children = children if children is not None else children_of(inputs)
-    can_reach = set(upstream(inputs, target)) | {target}
+    if within is None:
+        can_reach = set(upstream(inputs, target)) | {target}
+    else:
+        can_reach, stack = {target}, [target]
+        while stack:
+            for parent in inputs.get(stack.pop(), ()):
+                if parent in within and parent not in can_reach:
+                    can_reach.add(parent)
+                    stack.append(parent)
     if source not in can_reach:
         return []
     found: list[list[str]] = []

@@ -105,9 +105,10 @@ def impact(mesh: MeshSpec, changed: str | list[str], index: MeshIndex | None = N
             })
     all_paths: list[list[str]] = []
     truncated = False
+    region = set(reached) | set(changed)  # a path from a changed node runs through nodes it reaches
     for target in consumers:
         for source in changed:
-            found = graph.paths(inputs, source, target, limit=PATH_LIMIT + 1, children=children)
+            found = graph.paths(inputs, source, target, limit=PATH_LIMIT + 1, children=children, within=region)
             truncated |= len(found) > PATH_LIMIT
             all_paths.extend(found[:PATH_LIMIT])
     all_paths.sort(key=lambda p: (len(p), p))

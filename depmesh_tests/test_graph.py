@@ -101,7 +101,10 @@ def test_paths_and_reach_bitsets_match_brute_force(seed):
         expected = reachable_by_closure(mesh, start)
         assert {n for n in mesh if reach[start] >> index[n] & 1} == expected
         for target in sorted(expected)[:3]:
-            assert graph.paths(mesh, start, target, limit=10_000) == all_paths_brute_force(mesh, start, target)
+            brute = all_paths_brute_force(mesh, start, target)
+            assert graph.paths(mesh, start, target, limit=10_000) == brute
+            # bounded to the start's downstream region, as impact() asks: the same paths
+            assert graph.paths(mesh, start, target, limit=10_000, within=expected | {start}) == brute
 
 
 def test_paths_respect_the_limit():

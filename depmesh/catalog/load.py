@@ -155,6 +155,7 @@ class _Checker:
         # module -> (error, line, field and entrypoint of its first use, nodes that use it): reported once,
         # after every node is read, not once per node
         self.missing_modules: dict[str, tuple[str, int | None, str, str, list[str]]] = {}
+        self.modules: set[str] = set()  # the modules entrypoints were imported from (the compiled cache watches them)
 
     def report_missing_modules(self) -> None:
         hint = ("custom code is found on Python's path: run from the folder that holds the package, or set "
@@ -219,6 +220,7 @@ def _check_entrypoint(c: _Checker, ref: Any, *, node: str, field: str, at: Any) 
     except Exception as exc:  # any import failure is the user's to see, named
         c.add(f"cannot import {ref!r}: {type(exc).__name__}: {exc}", node=node, field=field, at=at)
         return None
+    c.modules.add(module)
     return ref
 
 
@@ -1175,6 +1177,11 @@ def _parse_dependencies(c: _Checker, raw: Any, path: Path) -> DependencyPolicy |
 
 def parse_catalog(text: str, path: Path) -> MeshSpec:
     """Validate catalog ``text`` (read from ``path``) into a MeshSpec."""
+    return _parse(text, path)[0]
+
+
+def _parse(text: str, path: Path) -> tuple[MeshSpec, set[str]]:
+    """The MeshSpec, and the modules its entrypoints were imported from."""
     c = _Checker(path)
     data = load_yaml(text, c)
     if not isinstance(data, dict):
@@ -1249,14 +1256,27 @@ def parse_catalog(text: str, path: Path) -> MeshSpec:
         name=mesh_name, path=path, nodes=tuple(nodes),
         version=str(data.get("version", "1.0.0")), description=str(data.get("description", "")), rollout=rollout,
         dependencies=policy,
-    )
+    ), c.modules
 
 
 def load_catalog(path: str | Path) -> MeshSpec:
-    """Read and validate the catalog file at ``path``."""
+    """Read and validate the catalog file at ``path``. A catalog validated
+    before, unchanged, with unchanged entrypoint modules and depmesh code, comes
+    from the compiled-catalog cache (``depmesh.catalog.cache``) instead."""
+    from depmesh.catalog import cache
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise CatalogError([Problem(str(path), None, None, None, f"cannot read catalog: {exc.strerror}")]) from None
-    return parse_catalog(text, path)
+    except UnicodeDecodeError as exc:
+        raise CatalogError([Problem(path.name, None, None, None, f"not UTF-8 text: {exc}")]) from None
+    key = cache.key_of(raw, path)
+    cached = cache.recall(key, path)
+    if cached is not None:
+        return cached
+    mesh, modules = _parse(text, path)
+    cache.remember(key, mesh, modules)
+    return mesh

@@ -1,9 +1,13 @@
-"""Run a compiled contract against a DataFrame with Great Expectations 1.x.
+"""Run a compiled contract against a DataFrame: Great Expectations 1.x
+expectations, answered with GX's own semantics.
 
-All of a contract's expectations are validated in one pass (one GX suite, one
-batch, the cheapest result format). Only when something failed does a second
-pass over the failed expectations alone fetch observed values and a few
-failing values for the report. GX is imported here, at first use.
+The kinds ``depmesh.contracts.fast`` covers (every kind a contract compiles
+to, and the catalog's extra expectations) are evaluated directly on the
+frame, with GX's pandas semantics and result fields; GX itself is imported
+only when a rule needs it (an argument or dtype the fast path leaves to it).
+Those are validated in one pass (one GX suite, one batch, the cheapest result
+format); only when something failed does a second pass over the failed
+expectations alone fetch observed values and a few failing values.
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from depmesh.contracts import fast
 from depmesh.contracts.compile import CompiledContract, Rule, dtype_matches
 
 SAMPLE_SIZE = 5
+# DEPMESH_CONTRACTS_ENGINE=gx sends every rule through Great Expectations (the
+# reference the fast path is held to); the default answers the kinds
+# depmesh.contracts.fast covers directly and the rest through GX.
+FAST = os.environ.get("DEPMESH_CONTRACTS_ENGINE", "fast").lower() != "gx"
 _lock = threading.Lock()
 _gx_state: dict[str, Any] = {}
 _suites: dict[str, Any] = {}
@@ -171,21 +180,38 @@ def validate(frame: Any, compiled: CompiledContract) -> ContractReport:
     if runnable:
         derived = {r.derived[0]: (frame[r.derived[1]] == r.derived[2]).astype("float64") for r in runnable if r.derived}
         data = frame.assign(**derived) if derived else frame
-        first = _run(data, runnable, "BOOLEAN_ONLY")
-        failed = [r for r in runnable if not first[r.id].success]
-        details = _run(data, failed, {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}) if failed else {}
+        answered: dict[str, dict[str, Any]] = {}
+        if FAST:
+            for rule in runnable:
+                result = fast.evaluate(data, rule.expectation, rule.kwargs)
+                if result is not None:
+                    answered[rule.id] = result
+        through_gx = [r for r in runnable if r.id not in answered]
+        if through_gx:
+            first = _run(data, through_gx, "BOOLEAN_ONLY")
+            failed = [r for r in through_gx if not first[r.id].success]
+            details = _run(data, failed, {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}) if failed else {}
+            for rule in through_gx:
+                r = details.get(rule.id)
+                if r is None:
+                    answered[rule.id] = {"success": True}
+                    continue
+                error = (r.exception_info or {}).get("exception_message") if isinstance(r.exception_info, dict) else None
+                res = dict(r.result or {})
+                if error is not None and "observed_value" not in res:
+                    res["observed_value"] = error
+                answered[rule.id] = {"success": bool(r.success), "result": res}
         for rule in runnable:
-            if rule.id not in details:
+            answer = answered[rule.id]
+            if answer["success"]:
                 outcomes.append(Outcome(rule.id, rule.expectation, rule.severity, True, rule.description))
                 continue
-            r = details[rule.id]
-            res = r.result or {}
-            error = (r.exception_info or {}).get("exception_message") if isinstance(r.exception_info, dict) else None
+            res = answer.get("result") or {}
             outcomes.append(Outcome(
-                rule.id, rule.expectation, rule.severity, bool(r.success), rule.description,
-                observed=_plain(res.get("observed_value", error)),
+                rule.id, rule.expectation, rule.severity, False, rule.description,
+                observed=_plain(res.get("observed_value")),
                 unexpected_count=_plain(res.get("unexpected_count")),
                 unexpected_percent=_plain(res.get("unexpected_percent")),
-                sample=_plain(res.get("partial_unexpected_list", [])[:SAMPLE_SIZE]),
+                sample=_plain(list(res.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]),
             ))
     return ContractReport(compiled.version, len(frame), outcomes, compiled.skipped)
