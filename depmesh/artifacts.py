@@ -31,12 +31,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from depmesh.storage import location, write_whole
 from typing import Any
 
 BUNDLE_FORMAT = "depmesh-model/1"
@@ -69,18 +69,9 @@ def sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_write(path: Any, payload: bytes) -> None:
+    """All of ``payload`` at ``path`` or nothing: on disk or on an object store (depmesh.storage)."""
+    write_whole(path, payload)
 
 
 # -- deterministic zips ----------------------------------------------------------------
@@ -326,7 +317,7 @@ class ArtifactStore:
     SUFFIXES = (".model", ".pkl")
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = location(root)  # a folder, or an object-store URL (DEPMESH_STORAGE_URL)
 
     def path_for(self, digest: str, suffix: str = ".model") -> Path:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

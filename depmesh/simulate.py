@@ -17,7 +17,6 @@ Injection specs:
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from depmesh import graph
+from depmesh.artifacts import atomic_write
 from depmesh.catalog import MeshSpec
 
 TABLE_KINDS = {"shift", "scale", "nulls", "drop", "rename", "dtype"}
@@ -176,8 +176,7 @@ def _copy_asset(prod, sim, name: str, production_instance, instance) -> None:
         src, dst = prod.table_path(key_path), sim.table_path(key_path)
         if not src.exists():
             raise InjectionError(f"{name} has never been materialized in {prod.base}: run the mesh first (depmesh run)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
+    atomic_write(dst, src.read_bytes())
     instance.report_runless_asset_event(AssetMaterialization(AssetKey(key_path), metadata=dict(metadata)))
 
 
@@ -255,7 +254,8 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
         if inj.kind != "latency":
             import pyarrow.parquet as pq
 
-            columns = pq.read_schema(path).names
+            with path.open("rb") as fh:
+                columns = pq.read_schema(fh).names
             if inj.column not in columns:
                 raise InjectionError(f"--inject {inj.spec!r}: {inj.node} has no column {inj.column!r} "
                                      f"(it has {', '.join(columns)})")

@@ -81,10 +81,10 @@ class Tables:
     """The stored tables of an instance, each read once and verified against its materialization."""
 
     def __init__(self, instance: Any):
-        from depmesh.assets.io import MeshStore, recorded_metadata, storage_dir
+        from depmesh.assets.io import MeshStore, data_root, recorded_metadata
 
         self.instance = instance
-        self.store = MeshStore(storage_dir(instance), instance=instance)
+        self.store = MeshStore(data_root(instance), instance=instance)
         self._recorded = recorded_metadata
         self._cache: dict[str, Any] = {}
 

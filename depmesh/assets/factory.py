@@ -620,12 +620,12 @@ def freshness_policy(node: NodeSpec) -> FreshnessPolicy | None:
 
 def _recorder(context: AssetExecutionContext, node: NodeSpec, code: str, trigger: str,
               catalog_path: Any) -> Any:
-    from depmesh.assets.io import MeshStore, storage_dir
+    from depmesh.assets.io import MeshStore, data_root
     from depmesh.tracking.recorder import TrainingRecorder
     from depmesh.tuning.study import STUDY_TAG, TRIAL_TAG
 
     store = getattr(context.resources, IO_MANAGER_KEY, None)
-    storage = store.base if isinstance(store, MeshStore) else storage_dir(context.instance)
+    storage = store.base if isinstance(store, MeshStore) else data_root(context.instance)
     tags = {k: v for k, v in context.run.tags.items() if not k.startswith("dagster/") or k in (
         "dagster/schedule_name", "dagster/sensor_name", "dagster/backfill")}
     study, trial = tags.get(STUDY_TAG), tags.get(TRIAL_TAG)

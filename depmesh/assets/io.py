@@ -22,6 +22,7 @@ from typing import Any
 
 from dagster import AssetKey, ConfigurableIOManagerFactory, InitResourceContext, InputContext, IOManager, OutputContext
 
+from depmesh import storage
 from depmesh.artifacts import RECOVER, ArtifactIntegrityError, ArtifactStore, PackedModel, atomic_write, sha256
 
 CACHE_BYTES = 512 * 1024 * 1024
@@ -52,8 +53,8 @@ class MeshStore(IOManager):
     are kept by their verified hash. pandas' copy-on-write keeps a reader's
     changes out of the cached frame."""
 
-    def __init__(self, base_dir: Path, cache_bytes: int = CACHE_BYTES, instance: Any = None):
-        self.base = Path(base_dir)
+    def __init__(self, base_dir: Any, cache_bytes: int = CACHE_BYTES, instance: Any = None):
+        self.base = storage.location(base_dir)
         self.artifacts = ArtifactStore(self.base / "artifacts")
         self.cache_bytes = cache_bytes
         self.instance = instance
@@ -72,8 +73,7 @@ class MeshStore(IOManager):
         size = int(frame.memory_usage(index=True, deep=False).sum())
         if size > self.cache_bytes:
             return
-        stat = path.stat()
-        self._cache[path] = ((stat.st_mtime_ns, stat.st_size, digest), frame, size)
+        self._cache[path] = ((*storage.token(path), digest), frame, size)
         while sum(entry[2] for entry in self._cache.values()) > self.cache_bytes:
             self._cache.popitem(last=False)
 
@@ -81,14 +81,17 @@ class MeshStore(IOManager):
         entry = self._cache.get(path)
         if entry is None:
             return None
-        stat = path.stat()
-        if entry[0] != (stat.st_mtime_ns, stat.st_size, digest):
+        try:
+            now = (*storage.token(path), digest)
+        except FileNotFoundError:
+            now = None
+        if entry[0] != now:
             del self._cache[path]
             return None
         return entry[1].copy(deep=False)
 
-    def table_path(self, key_path: list[str]) -> Path:
-        return self.base / "tables" / Path(*key_path[:-1]) / f"{key_path[-1]}.parquet"
+    def table_path(self, key_path: list[str]) -> Any:
+        return storage.join(self.base, "tables", *key_path[:-1], f"{key_path[-1]}.parquet")
 
     # -- writing -------------------------------------------------------------------
     def handle_output(self, context: OutputContext, obj: Any) -> None:
@@ -183,16 +186,16 @@ class MeshStore(IOManager):
 
 
 class MeshIOManager(ConfigurableIOManagerFactory):
-    """Stores mesh assets. ``base_dir`` defaults to the instance's storage folder."""
+    """Stores mesh assets. ``base_dir`` defaults to ``$DEPMESH_STORAGE_URL``, else the instance's storage folder."""
 
     base_dir: str | None = None
 
     def create_io_manager(self, context: InitResourceContext) -> MeshStore:
         if self.base_dir:
-            return MeshStore(Path(self.base_dir), instance=context.instance)
+            return MeshStore(self.base_dir, instance=context.instance)
         if context.instance is None:
             raise RuntimeError("MeshIOManager needs a Dagster instance or an explicit base_dir")
-        return MeshStore(storage_dir(context.instance), instance=context.instance)
+        return MeshStore(data_root(context.instance), instance=context.instance)
 
 
 def storage_dir(instance: Any) -> Path:
@@ -200,9 +203,20 @@ def storage_dir(instance: Any) -> Path:
     return Path(instance.storage_directory()) / "depmesh"
 
 
-def artifacts_dir(home: Path) -> Path:
-    """The artifact store of the instance at ``home`` (its local storage folder), for commands that open no instance."""
-    return Path(home) / "storage" / "depmesh" / "artifacts"
+def data_root(instance: Any) -> Any:
+    """Where the mesh's tables, artifacts and snapshots live for ``instance``:
+    ``$DEPMESH_STORAGE_URL`` (an object store) when set, else its storage folder."""
+    return storage.configured(storage_dir(instance))
 
 
-__all__ = ["MeshIOManager", "MeshStore", "RECOVER", "artifacts_dir", "recorded_metadata", "storage_dir"]
+def artifacts_location(instance: Any) -> Any:
+    return data_root(instance) / "artifacts"
+
+
+def artifacts_dir(home: Path) -> Any:
+    """The artifact store of the instance at ``home``, for commands that open no instance."""
+    return storage.configured(Path(home) / "storage" / "depmesh") / "artifacts"
+
+
+__all__ = ["MeshIOManager", "MeshStore", "RECOVER", "artifacts_dir", "artifacts_location", "data_root",
+           "recorded_metadata", "storage_dir"]

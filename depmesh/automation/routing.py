@@ -54,12 +54,12 @@ def incidents_for_failed_run(mesh: MeshSpec, catalogue: Any, registry: Any, run_
 def instance_registry(mesh: MeshSpec, instance: Any) -> Any:
     """The registry of ``mesh`` beside ``instance`` (as the registry resource's default finds it)."""
     from depmesh.artifacts import ArtifactStore
-    from depmesh.assets.io import storage_dir
+    from depmesh.assets.io import artifacts_location
     from depmesh.registry.resource import open_registry
     from depmesh.registry.store import default_url
 
     return open_registry(default_url(Path(instance.root_directory)), mesh.name,
-                         ArtifactStore(storage_dir(instance) / "artifacts"))
+                         ArtifactStore(artifacts_location(instance)))
 
 
 def build_incident_sensor(mesh: MeshSpec, catalogue: Any):

@@ -118,13 +118,13 @@ def simulate(injections: tuple[str, ...], catalog: str | None, home: str | None,
 
     from dagster import DagsterInstance
 
-    from depmesh.assets.io import storage_dir
+    from depmesh.assets.io import data_root
     from depmesh.simulate import InjectionError, simulate as run_simulation
 
     mesh = load_mesh(catalog)
     instance = DagsterInstance.from_config(str(existing_home(home)))  # production is only read
     try:
-        report = run_simulation(mesh, list(injections), instance, storage_dir(instance))
+        report = run_simulation(mesh, list(injections), instance, data_root(instance))
     except InjectionError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

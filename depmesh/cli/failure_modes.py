@@ -122,7 +122,7 @@ def drill(modes: tuple[str, ...], catalog: str | None, modes_file: str | None, h
     from dagster import DagsterInstance
 
     from depmesh.artifacts import ArtifactStore
-    from depmesh.assets.io import storage_dir
+    from depmesh.assets.io import artifacts_location, data_root
     from depmesh.cli.common import existing_home
     from depmesh.failure_modes.drills import DrillError, drillable, record_drill, run_drill
     from depmesh.registry.resource import open_registry
@@ -136,13 +136,13 @@ def drill(modes: tuple[str, ...], catalog: str | None, modes_file: str | None, h
         raise click.UsageError(str(exc).strip("'\"")) from None
     path = existing_home(home)
     instance = DagsterInstance.from_config(str(path))  # production is only read
-    registry = open_registry(default_url(path), mesh.name, ArtifactStore(storage_dir(instance) / "artifacts"))
+    registry = open_registry(default_url(path), mesh.name, ArtifactStore(artifacts_location(instance)))
     results = []
     try:
         for mode in chosen:
             click.echo(f"drill {mode.id}: injecting {mode.drill}", err=True)
             try:
-                result = run_drill(mesh, mode, instance, storage_dir(instance))
+                result = run_drill(mesh, mode, instance, data_root(instance))
             except (DrillError, InjectionError) as exc:
                 raise click.ClickException(f"drill {mode.id}: {exc}") from None
             record_drill(registry, result)

@@ -37,10 +37,9 @@ def governed_registry(home: str | None, catalog: str | None, *, read_only: bool 
 
 def rollout_report_of(home: str | None, release_id: int) -> str | None:
     """The release's rollout report page, when a rollout of it wrote one."""
-    from depmesh.assets.io import artifacts_dir
     from depmesh.rollout.evidence import report_path
 
-    path = report_path(artifacts_dir(existing_home(home)).parent, release_id)
+    path = report_path(existing_home(home) / "storage" / "depmesh", release_id)  # reports stay on local disk
     return str(path) if path.is_file() else None
 
 

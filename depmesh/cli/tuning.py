@@ -27,7 +27,7 @@ def tune(model: str, catalog: str | None, home: str | None, trials: int | None, 
     as a candidate through every contract and gate, with everything
     downstream and the release (never straight to Production). Several
     processes tuning the same model share one study in the registry database."""
-    from depmesh.assets.io import storage_dir
+    from depmesh.assets.io import data_root
     from depmesh.instance import get_instance
     from depmesh.registry.resource import open_registry
     from depmesh.registry.store import RegistryError, default_url
@@ -40,7 +40,7 @@ def tune(model: str, catalog: str | None, home: str | None, trials: int | None, 
     except TuningError as exc:
         raise click.UsageError(str(exc)) from None
     instance = writable_home(home, get_instance)
-    storage = storage_dir(instance)
+    storage = data_root(instance)
     from depmesh.artifacts import ArtifactStore
 
     try:

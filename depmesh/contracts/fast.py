@@ -226,7 +226,7 @@ def _aggregate(statistic: Callable[[pd.Series], Any], numeric_only: bool = True,
                datetimes: bool = False) -> Callable[[pd.DataFrame, dict[str, Any]], Result | None]:
     def evaluate(frame: pd.DataFrame, kw: dict[str, Any]) -> Result | None:
         col = frame[kw["column"]]
-        if _is_datetime(col):
+        if pd.api.types.is_datetime64_any_dtype(col.dtype):
             if not datetimes:
                 return None
             bounds = [kw.get("min_value"), kw.get("max_value")]

@@ -42,14 +42,14 @@ class RegistryResource(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Where the registry is; it is opened on first use, so a step that never reads it pays nothing."""
-        from depmesh.assets.io import storage_dir
+        from depmesh.assets.io import artifacts_location
 
         url, artifacts_dir = self.url, self.artifacts_dir
         if not url or not artifacts_dir:
             if context.instance is None:
                 raise RuntimeError("the registry resource needs a Dagster instance or an explicit url and artifacts_dir")
             url = url or default_url(Path(context.instance.root_directory))
-            artifacts_dir = artifacts_dir or str(storage_dir(context.instance) / "artifacts")
+            artifacts_dir = artifacts_dir or str(artifacts_location(context.instance))
         self._where = (url, artifacts_dir)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:

@@ -16,12 +16,16 @@ from depmesh.artifacts import atomic_write, sha256
 
 class SnapshotStore:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        from depmesh.storage import location
+
+        self.root = location(root)  # a folder or an object-store URL
 
     @classmethod
     def beside(cls, artifacts_root: str | Path) -> SnapshotStore:
         """The snapshot store of an instance, next to its artifact store."""
-        return cls(Path(artifacts_root).parent / "snapshots")
+        from depmesh.storage import location
+
+        return cls(location(artifacts_root).parent / "snapshots")
 
     def path_for(self, digest: str) -> Path:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -37,9 +41,13 @@ class SnapshotStore:
         target = self.path_for(digest)
         if target.is_file():
             return True
-        target.parent.mkdir(parents=True, exist_ok=True)
+        from depmesh.storage import is_remote
+
         tmp = target.with_name(f".{target.name}.{os.getpid()}.link")
         try:
+            if is_remote(target) or is_remote(source):
+                raise OSError("an object store: no hard links")
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.link(source, tmp)
         except OSError:
             try:
