@@ -323,6 +323,35 @@ def celery_workers(broker: str, timeout: float = 2.0) -> tuple[list[str], str | 
     return [name for answer in answers for name in answer], None
 
 
+def check_storage(home: Path) -> list[Finding]:
+    """Where tables and artifacts go; on an object store, a probe object written, read back and removed."""
+    import uuid
+
+    from depmesh import storage
+
+    url = os.environ.get(storage.STORAGE_URL_ENV, "").strip()
+    if not url:
+        return [Finding(OK, "storage", f"tables and artifacts on local disk under {home / 'storage' / 'depmesh'} "
+                                       f"(set {storage.STORAGE_URL_ENV}=s3://bucket/prefix for workers on other machines)")]
+    try:
+        root = storage.location(url)
+        probe = root / f".depmesh-doctor-{uuid.uuid4().hex}"
+        payload = uuid.uuid4().bytes
+        storage.write_whole(probe, payload)
+        try:
+            if probe.read_bytes() != payload:
+                return [Finding(FAIL, "storage", f"{url}: a probe object read back different bytes")]
+        finally:
+            probe.unlink(missing_ok=True)
+    except storage.StorageConfigError as exc:
+        return [Finding(FAIL, "storage", str(exc))]
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the finding
+        return [Finding(FAIL, "storage", f"{url}: cannot write and read back a probe object: {type(exc).__name__}: "
+                                         f"{exc}", "check the bucket, the endpoint (AWS_ENDPOINT_URL) and the "
+                                                   "credentials in the environment")]
+    return [Finding(OK, "storage", f"tables and artifacts on {url} (a probe object written, read back, removed)")]
+
+
 def diagnose(home: Path) -> list[Finding]:
     findings, instance = check_instance(home)
     try:
@@ -331,6 +360,7 @@ def diagnose(home: Path) -> list[Finding]:
             findings += check_run_settings(instance)
             findings += check_daemon(instance)
         findings += check_executor(instance)
+        findings += check_storage(home)
     finally:
         if instance is not None:
             instance.dispose()

@@ -15,3 +15,17 @@ import sklearn.pipeline  # noqa: F401
 import depmesh.assets  # noqa: F401
 import depmesh.build  # noqa: F401
 import depmesh.executors  # noqa: F401
+
+# The run's job, built once here: every step process forks with it and
+# depmesh.runs.mesh_job returns it without building the definitions again
+# (it checks the catalog is unchanged). A failure here is the step's to report.
+_job = __import__("os").environ.get("DEPMESH_PRELOAD_JOB")
+if _job:
+    try:
+        import json as _json
+
+        from depmesh.runs import mesh_job as _mesh_job
+
+        _mesh_job(**_json.loads(_job))
+    except Exception:  # noqa: BLE001 - each step builds (and fails) on its own then
+        pass

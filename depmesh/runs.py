@@ -10,6 +10,7 @@ recorded before it moved.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ JOB_FUNCTION = "mesh_job"
 CATALOG_TAG = "depmesh/catalog"
 SAMPLE_TAG = "depmesh/sample"
 EVENT_BATCH_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+PRELOAD_JOB_ENV = "DEPMESH_PRELOAD_JOB"  # the mesh_job arguments a multiprocess forkserver builds once (depmesh.preload)
 
 
 class RunRequestError(ValueError):
@@ -35,18 +37,42 @@ def event_batching() -> None:
     os.environ.setdefault(EVENT_BATCH_ENV, "100")
 
 
+_built: dict[tuple[Any, ...], Any] = {}  # the last job built in this process, by what it was built from
+
+
+def _catalog_state(catalog: str) -> tuple[Any, ...]:
+    """The catalog's bytes, and the size and time of every file beside it
+    (teams.yaml, failure_modes.yaml, advisories): a job is reused only while
+    none of them changed."""
+    import hashlib
+
+    path = Path(catalog)
+    beside = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.parent.iterdir() if p.is_file())
+    return (hashlib.sha256(path.read_bytes()).hexdigest(), tuple(beside))
+
+
 def mesh_job(catalog: str, sample: float = 1.0, executor: str = DEFAULT_EXECUTOR, as_of: str = ""):
     """The mesh job of ``catalog`` on ``executor``. Step processes and Celery
     workers rebuild the job by calling this with the same JSON arguments
-    (``reconstructable_mesh_job``)."""
+    (``reconstructable_mesh_job``). A process keeps the last job it built and
+    returns it again while the catalog and its folder are unchanged: a Celery
+    worker's pool process builds the definitions once, not once per step, and
+    a multiprocess step forked from a forkserver that built them (depmesh.preload)
+    builds nothing (a 10,000-node mesh takes seconds to build)."""
     from depmesh.assets import MeshRuntime
     from depmesh.build import MESH_JOB, build_definitions
     from depmesh.catalog import load_catalog
     from depmesh.executors import build_executor
 
-    defs = build_definitions(load_catalog(catalog), runtime=MeshRuntime(sample_fraction=sample, as_of=as_of),
-                             executor=build_executor(executor))
-    return defs.resolve_job_def(MESH_JOB)
+    key = (str(Path(catalog).resolve()), _catalog_state(catalog), float(sample), executor, as_of)
+    job = _built.get(key)
+    if job is None:
+        defs = build_definitions(load_catalog(catalog), runtime=MeshRuntime(sample_fraction=sample, as_of=as_of),
+                                 executor=build_executor(executor))
+        job = defs.resolve_job_def(MESH_JOB)
+        _built.clear()
+        _built[key] = job
+    return job
 
 
 def reconstructable_mesh_job(catalog: str, sample: float = 1.0, executor: str = DEFAULT_EXECUTOR, as_of: str = ""):
@@ -151,6 +177,9 @@ def run_mesh(catalog: str | Path, instance: Any, *, sample: float = 1.0, executo
         from dagster import ReexecutionOptions, execute_job
 
         options = ReexecutionOptions.from_failure(parent_id, instance) if parent_id else None
+        # a forkserver started from here builds the job once for all its steps (depmesh.preload)
+        os.environ[PRELOAD_JOB_ENV] = json.dumps({"catalog": str(catalog_path), "sample": float(sample),
+                                                  "executor": executor_name(chosen), "as_of": ""})
         result = execute_job(reconstructable_mesh_job(catalog_path, sample, chosen), instance=instance,
                              run_config=run_config or {}, tags=tags, raise_on_error=False, reexecution_options=options,
                              asset_selection=assets)

@@ -61,9 +61,28 @@ def location(where: str | os.PathLike[str]) -> Any:
     from upath import UPath
 
     try:
-        return UPath(text)
+        return UPath(text, **_options_from_environment(parts.scheme))
     except (ValueError, ImportError) as exc:
         raise StorageConfigError(f"{STORAGE_URL_ENV}: cannot open {text!r}: {exc}") from None
+
+
+def _options_from_environment(scheme: str) -> dict[str, str]:
+    """For S3, the endpoint and credentials the environment holds now, passed
+    explicitly: fsspec keeps one filesystem per set of options for the life of
+    the process, so a process whose environment changed (another endpoint, a
+    rotated key) must not be handed the filesystem made for the old one. Held
+    in memory only; the URL and everything stored stay free of them."""
+    if scheme not in ("s3", "s3a"):
+        return {}
+    env = os.environ
+    options = {}
+    if env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"):
+        options["endpoint_url"] = env.get("AWS_ENDPOINT_URL_S3") or env["AWS_ENDPOINT_URL"]
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        options["key"], options["secret"] = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        if env.get("AWS_SESSION_TOKEN"):
+            options["token"] = env["AWS_SESSION_TOKEN"]
+    return options
 
 
 def configured(default: str | os.PathLike[str]) -> Any:

