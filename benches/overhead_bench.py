@@ -153,19 +153,24 @@ def object_store_run(sample: float) -> tuple[float, float, float]:
 
 
 def depmesh_run_process(sample: float) -> tuple[float, float]:
-    """`depmesh run` in a process of its own on a fresh instance: wall seconds and peak RSS (MB)."""
-    import resource
+    """`depmesh run` in a process of its own on a fresh instance: wall seconds
+    and peak RSS (MB), read by a fresh parent whose only child it is (this
+    process's other children, the forkserver and SeaweedFS, are not counted)."""
     import subprocess
     import sys
 
+    probe = ("import resource, subprocess, sys, time\n"
+             "t = time.perf_counter()\n"
+             "subprocess.run([sys.executable, '-m', 'depmesh.cli', 'run', '--sample', sys.argv[1]], check=True,\n"
+             "               capture_output=True)\n"
+             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n")
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPMESH_", "DAGSTER_"))}
         env["DAGSTER_HOME"] = home
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "depmesh.cli", "run", "--sample", str(sample)], env=env, check=True,
-                       capture_output=True)
-        seconds = time.perf_counter() - started
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        out = subprocess.run([sys.executable, "-c", probe, str(sample)], env=env, check=True, capture_output=True,
+                             text=True)
+    seconds, peak = out.stdout.split()
+    return float(seconds), float(peak)
 
 
 class _Log:
