@@ -115,3 +115,23 @@ def test_an_invalid_catalog_is_not_cached(cached, write_catalog):
         with pytest.raises(CatalogError):
             load_catalog(bad)
     assert len(parses) == 2
+
+
+def test_a_process_reuses_the_mesh_job_only_while_its_catalog_folder_is_unchanged(tmp_path, write_catalog):
+    """Step processes and Celery pool processes call depmesh.runs.mesh_job for
+    every step: the job is built once per process, and again when the catalog
+    or a file beside it (teams.yaml, failure_modes.yaml) changed."""
+    from depmesh.runs import mesh_job
+
+    catalog = write_catalog("mesh: memo\nnodes:\n"
+                            "  - {name: raw/a, kind: dataset, owner: team:a, compute: depmesh.examples.synthetic:source}\n")
+    first = mesh_job(str(catalog), 0.5, "in_process")
+    assert mesh_job(str(catalog), 0.5, "in_process") is first
+    assert mesh_job(str(catalog), 0.25, "in_process") is not first  # other run settings, another job
+    again = mesh_job(str(catalog), 0.5, "in_process")
+    (catalog.parent / "notes.yaml").write_text("a file beside the catalog\n")
+    assert mesh_job(str(catalog), 0.5, "in_process") is not again
+    catalog.write_text(catalog.read_text() + "  - {name: raw/b, kind: dataset, owner: team:a, "
+                                             "compute: depmesh.examples.synthetic:source}\n")
+    rebuilt = mesh_job(str(catalog), 0.5, "in_process")
+    assert {n.to_user_string() for n in rebuilt.asset_layer.executable_asset_keys} >= {"raw/a", "raw/b"}
