@@ -120,7 +120,12 @@ def _values_between(col: pd.Series, kw: dict[str, Any]) -> Any:
         return None
     if lo is not None and hi is not None and lo > hi:
         return None
-    values = col.to_numpy()
+    return _within(col.to_numpy(), kw)
+
+
+def _within(values: np.ndarray, kw: dict[str, Any]) -> np.ndarray:
+    """GX's vectorized between: each end inclusive unless strict, an absent end open."""
+    lo, hi = kw.get("min_value"), kw.get("max_value")
     ok = np.ones(len(values), dtype=bool)
     if lo is not None:
         ok &= (values > lo) if kw.get("strict_min") else (values >= lo)
@@ -156,13 +161,7 @@ def _lengths_between(col: pd.Series, kw: dict[str, Any]) -> Any:
     lo, hi = kw.get("min_value"), kw.get("max_value")
     if lo is None and hi is None:
         return None
-    lengths = col.astype(str).str.len().to_numpy()
-    ok = np.ones(len(lengths), dtype=bool)
-    if lo is not None:
-        ok &= (lengths > lo) if kw.get("strict_min") else (lengths >= lo)
-    if hi is not None:
-        ok &= (lengths < hi) if kw.get("strict_max") else (lengths <= hi)
-    return ok
+    return _within(col.astype(str).str.len().to_numpy(), kw)
 
 
 def compound_unique(frame: pd.DataFrame, kw: dict[str, Any]) -> Result | None:
