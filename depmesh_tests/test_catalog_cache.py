@@ -8,6 +8,7 @@ import os
 import pickle
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,19 @@ def test_a_process_reuses_the_mesh_job_only_while_its_catalog_folder_is_unchange
                                              "compute: depmesh.examples.synthetic:source}\n")
     rebuilt = mesh_job(str(catalog), 0.5, "in_process")
     assert {n.to_user_string() for n in rebuilt.asset_layer.executable_asset_keys} >= {"raw/a", "raw/b"}
+
+
+def test_the_cache_keeps_the_most_recently_used_entries(cached, monkeypatch, write_catalog):
+    catalog, _, parses, folder = cached
+    monkeypatch.setattr(cache, "KEEP", 3)
+    load_catalog(catalog)  # the entry in use
+    for i in range(5):
+        time.sleep(0.02)  # modification times a file system can tell apart
+        load_catalog(write_catalog(f"mesh: other{i}\nnodes:\n  - {{name: raw/a, kind: dataset, owner: team:a, "
+                                   "compute: depmesh.examples.synthetic:source}\n", name=f"m{i}.yaml"))
+        time.sleep(0.02)
+        load_catalog(catalog)  # used again: kept
+    assert len(list((folder / "catalogs").glob("*.pickle"))) == 3
+    before = len(parses)
+    load_catalog(catalog)
+    assert len(parses) == before  # still cached

@@ -16,7 +16,8 @@ or other write permission, files owned by this user. A planted, truncated or
 foreign entry is ignored (and replaced), never trusted. Where the folder is
 not safe, nothing is read or written and every load validates from scratch.
 
-    DEPMESH_CACHE_DIR        the folder (default: $XDG_CACHE_HOME/depmesh or ~/.cache/depmesh)
+    DEPMESH_CACHE_DIR        the folder (default: $XDG_CACHE_HOME/depmesh or ~/.cache/depmesh);
+                             the 64 most recently used catalogs are kept
     DEPMESH_CATALOG_CACHE=0  turn the cache off
 """
 
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = b"depmesh-catalog-cache/1\n"
+KEEP = 64  # entries kept; writing one removes the least recently used beyond these
 _CODE = ("load.py", "spec.py", "cache.py", "../graph.py")
 
 
@@ -125,6 +127,10 @@ def recall(key: str, path: Path) -> Any:
     for module, state in modules.items():
         if _module_state(module) != state:
             return None
+    try:
+        os.utime(entry)  # recently used: the last to be pruned
+    except OSError:
+        pass
     return replace(mesh, path=path)
 
 
@@ -150,3 +156,14 @@ def remember(key: str, mesh: Any, modules: set[str]) -> None:
             raise
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         return
+    _prune(folder)
+
+
+def _prune(folder: Path) -> None:
+    """Keep the KEEP most recently used entries (a hit touches its entry)."""
+    try:
+        entries = sorted(folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    except OSError:
+        return
+    for stale in entries[KEEP:]:
+        stale.unlink(missing_ok=True)
