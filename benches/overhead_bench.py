@@ -50,7 +50,7 @@ from depmesh.assets.factory import NodeContext
 from depmesh.build import MESH_JOB, build_definitions
 from depmesh.catalog import load_catalog, resolve_entrypoint
 from depmesh.examples import DEMO_CATALOG
-from depmesh.runs import reconstructable_mesh_job
+from depmesh.runs import PRELOAD_JOB_ENV, reconstructable_mesh_job
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -139,13 +139,7 @@ def object_store_run(sample: float) -> tuple[float, float, float]:
         saved = dict(os.environ)
         try:
             os.environ.update(server.env(), DEPMESH_STORAGE_URL=f"s3://{server.new_bucket()}/flights")
-            (Path(tmp) / "home").mkdir()
-            with instance_for_test(temp_dir=str(Path(tmp) / "home")) as instance:
-                defs = build_definitions(load_catalog(DEMO_CATALOG), runtime=MeshRuntime(sample_fraction=sample))
-                started = time.perf_counter()
-                with HashTimer() as hashing, TrackingTimer() as tracking:
-                    assert defs.resolve_job_def(MESH_JOB).execute_in_process(instance=instance, run_config=QUIET).success
-                return time.perf_counter() - started, hashing.seconds, tracking.seconds
+            return in_process_run(sample)
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -237,7 +231,7 @@ def main() -> None:
         if not args.no_object_store:
             report("Dagster, in-process, storage on S3 (SeaweedFS)", *object_store_run(args.sample))
     with tempfile.TemporaryDirectory() as home, instance_for_test(temp_dir=home) as instance:
-        os.environ["DEPMESH_PRELOAD_JOB"] = json.dumps({"catalog": str(DEMO_CATALOG), "sample": args.sample,
+        os.environ[PRELOAD_JOB_ENV] = json.dumps({"catalog": str(DEMO_CATALOG), "sample": args.sample,
                                                         "executor": "multiprocess", "as_of": ""})
         methods = [("forkserver, depmesh.preload", None)] + ([("spawn, Dagster's default", "spawn")] if args.spawn else [])
         for label, method in methods:

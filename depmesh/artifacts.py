@@ -35,9 +35,9 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from depmesh.storage import location, write_whole
-from typing import Any
 
 BUNDLE_FORMAT = "depmesh-model/1"
 SERIALIZERS = ("skops", "pickle")

@@ -47,7 +47,8 @@ def _catalog_state(catalog: str) -> tuple[Any, ...]:
     import hashlib
 
     path = Path(catalog)
-    beside = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.parent.iterdir() if p.is_file())
+    beside = sorted((p.name, st.st_size, st.st_mtime_ns)
+                    for p in path.parent.iterdir() if p.is_file() for st in [p.stat()])
     return (hashlib.sha256(path.read_bytes()).hexdigest(), tuple(beside))
 
 

@@ -43,9 +43,9 @@ class StorageConfigError(ValueError):
 
 def location(where: str | os.PathLike[str]) -> Any:
     """A local ``Path``, or a universal-pathlib ``UPath`` for a URL."""
-    text = os.fspath(where) if not hasattr(where, "protocol") else str(where)
-    if hasattr(where, "protocol") and is_remote(where):
-        return where
+    if is_remote(where):
+        return where  # already a path on an object store
+    text = str(where)
     if "://" not in text:
         return Path(text)
     parts = urlsplit(text)
@@ -126,12 +126,4 @@ def token(path: Any) -> tuple[Any, ...]:
     return (info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("mtime"), info.get("size"))
 
 
-def join(root: Any, *parts: str) -> Any:
-    out = root
-    for part in parts:
-        out = out / part
-    return out
-
-
-__all__ = ["STORAGE_URL_ENV", "StorageConfigError", "configured", "is_remote", "join", "location", "token",
-           "write_whole"]
+__all__ = ["STORAGE_URL_ENV", "StorageConfigError", "configured", "is_remote", "location", "token", "write_whole"]

@@ -91,7 +91,7 @@ class MeshStore(IOManager):
         return entry[1].copy(deep=False)
 
     def table_path(self, key_path: list[str]) -> Any:
-        return storage.join(self.base, "tables", *key_path[:-1], f"{key_path[-1]}.parquet")
+        return self.base.joinpath("tables", *key_path[:-1], f"{key_path[-1]}.parquet")
 
     # -- writing -------------------------------------------------------------------
     def handle_output(self, context: OutputContext, obj: Any) -> None:
@@ -213,10 +213,15 @@ def artifacts_location(instance: Any) -> Any:
     return data_root(instance) / "artifacts"
 
 
+def local_storage(home: Path) -> Path:
+    """``storage_dir`` of the instance at ``home``, for commands that open no instance (reports live here)."""
+    return Path(home) / "storage" / "depmesh"
+
+
 def artifacts_dir(home: Path) -> Any:
     """The artifact store of the instance at ``home``, for commands that open no instance."""
-    return storage.configured(Path(home) / "storage" / "depmesh") / "artifacts"
+    return storage.configured(local_storage(home)) / "artifacts"
 
 
 __all__ = ["MeshIOManager", "MeshStore", "RECOVER", "artifacts_dir", "artifacts_location", "data_root",
-           "recorded_metadata", "storage_dir"]
+           "local_storage", "recorded_metadata", "storage_dir"]

@@ -29,10 +29,11 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from depmesh.storage import write_whole
 
 FORMAT = b"depmesh-catalog-cache/1\n"
 KEEP = 64  # entries kept; writing one removes the least recently used beyond these
@@ -68,6 +69,11 @@ def key_of(raw: bytes, path: Path) -> str:
     return digest.hexdigest()
 
 
+def _private(st: os.stat_result) -> bool:
+    """Owned by this user, and nobody else may write it."""
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def _safe_folder(folder: Path, create: bool) -> bool:
     """This user's folder, writable by nobody else (made so when ``create``)."""
     try:
@@ -76,8 +82,7 @@ def _safe_folder(folder: Path, create: bool) -> bool:
         st = folder.lstat()
     except OSError:
         return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+    return stat.S_ISDIR(st.st_mode) and _private(st)
 
 
 def _module_state(module: str) -> tuple[str, int, int] | None:
@@ -110,7 +115,7 @@ def recall(key: str, path: Path) -> Any:
         return None
     try:
         st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or not stat.S_ISREG(st.st_mode):
+        if not (stat.S_ISREG(st.st_mode) and _private(st)):
             return None
         with os.fdopen(fd, "rb", closefd=False) as fh:
             payload = fh.read()
@@ -145,15 +150,7 @@ def remember(key: str, mesh: Any, modules: set[str]) -> None:
     if any(state is None for state in states.values()):
         return  # a module not backed by a file (a namespace, a frozen module): nothing to watch it by
     try:
-        payload = FORMAT + pickle.dumps((key, states, mesh), protocol=pickle.HIGHEST_PROTOCOL)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".entry.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-            os.replace(tmp, _entry(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_whole(_entry(key), FORMAT + pickle.dumps((key, states, mesh), protocol=pickle.HIGHEST_PROTOCOL))
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         return
     _prune(folder)

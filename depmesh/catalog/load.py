@@ -19,6 +19,7 @@ import yaml
 
 from depmesh import graph
 from depmesh.catalog.spec import (
+    ADVISORY_SEVERITIES,
     CRITICALITY_WEIGHTS,
     DTYPES,
     EXTRA_EXPECTATIONS,
@@ -1119,6 +1120,16 @@ DEPENDENCY_KEYS = {"licenses", "audit", "upgrade"}
 SPDX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}$")
 
 
+def _dependency_section(c: _Checker, raw: dict, name: str, keys: tuple[str, ...], shape: str) -> dict:
+    """``dependencies.<name>``: a mapping of ``keys`` (an absent section is empty; a wrong one is reported)."""
+    section = raw.get(name) or {}
+    if not isinstance(section, dict):
+        c.add(f"expected {shape}, got {section!r}", node="dependencies", field=name, at=raw)
+        return {}
+    c.keys(section, set(keys), node="dependencies", prefix=f"{name}.")
+    return section
+
+
 def _parse_dependencies(c: _Checker, raw: Any, path: Path) -> DependencyPolicy | None:
     """``dependencies: {licenses: {allowed: [...], denied: [...]}, audit: {advisories: DIR, block: high}}``."""
     if not isinstance(raw, dict):
@@ -1126,12 +1137,7 @@ def _parse_dependencies(c: _Checker, raw: Any, path: Path) -> DependencyPolicy |
         return None
     c.keys(raw, DEPENDENCY_KEYS, node="dependencies", prefix="")
     lists: dict[str, tuple[str, ...]] = {}
-    licenses = raw.get("licenses") or {}
-    if not isinstance(licenses, dict):
-        c.add(f"expected {{allowed: [...], denied: [...]}}, got {licenses!r}", node="dependencies", field="licenses",
-              at=raw)
-        licenses = {}
-    c.keys(licenses, {"allowed", "denied"}, node="dependencies", prefix="licenses.")
+    licenses = _dependency_section(c, raw, "licenses", ("allowed", "denied"), "{allowed: [...], denied: [...]}")
     for key in ("allowed", "denied"):
         values = licenses.get(key, [])
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -1143,15 +1149,10 @@ def _parse_dependencies(c: _Checker, raw: Any, path: Path) -> DependencyPolicy |
                 c.add(f"{value!r} is not an SPDX license id (e.g. MIT, Apache-2.0, BSD-3-Clause)",
                       node="dependencies", field=f"licenses.{key}", at=licenses)
         lists[key] = tuple(values)
-    audit = raw.get("audit") or {}
-    if not isinstance(audit, dict):
-        c.add(f"expected {{advisories: DIR, block: SEVERITY}}, got {audit!r}", node="dependencies", field="audit",
-              at=raw)
-        audit = {}
-    c.keys(audit, {"advisories", "block"}, node="dependencies", prefix="audit.")
+    audit = _dependency_section(c, raw, "audit", ("advisories", "block"), "{advisories: DIR, block: SEVERITY}")
     block = audit.get("block", "high")
-    if block not in ("low", "medium", "high", "critical"):
-        c.add(f"unknown severity {block!r} (known: low, medium, high, critical)", node="dependencies",
+    if block not in ADVISORY_SEVERITIES:
+        c.add(f"unknown severity {block!r} (known: {', '.join(ADVISORY_SEVERITIES)})", node="dependencies",
               field="audit.block", at=audit)
         block = "high"
     advisories = audit.get("advisories")
@@ -1161,11 +1162,7 @@ def _parse_dependencies(c: _Checker, raw: Any, path: Path) -> DependencyPolicy |
         advisories = None
     if advisories is not None and not Path(advisories).is_absolute():
         advisories = str((Path(path).parent / advisories).resolve())
-    upgrade = raw.get("upgrade") or {}
-    if not isinstance(upgrade, dict):
-        c.add(f"expected {{tolerance: NUMBER}}, got {upgrade!r}", node="dependencies", field="upgrade", at=raw)
-        upgrade = {}
-    c.keys(upgrade, {"tolerance"}, node="dependencies", prefix="upgrade.")
+    upgrade = _dependency_section(c, raw, "upgrade", ("tolerance",), "{tolerance: NUMBER}")
     tolerance = upgrade.get("tolerance", 1e-9)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
         c.add(f"expected a number >= 0, got {tolerance!r}", node="dependencies", field="upgrade.tolerance",

@@ -339,6 +339,9 @@ class RolloutSpec:
     line: int | None = None
 
 
+ADVISORY_SEVERITIES = ("low", "medium", "high", "critical")  # a vulnerability's severity, in rising order
+
+
 @dataclass(frozen=True)
 class DependencyPolicy:
     """The catalog's ``dependencies:``: license policy and the vulnerability gate on promotion."""

@@ -198,9 +198,9 @@ def deps_audit(osv_dir: str | None, online: bool, catalog: str | None, home: str
     needs = {f"{v['node']}@{v['version']}": v.get("requirements") for v in registry.versions()
              if v["stage"] in ("Staging", "Production")}
     findings = per_model(needs, findings)
+    live = [r for r in registry.releases() if r["status"] in ("Staging", "Production")]
     for f in findings:
-        f["releases"] = sorted(r["id"] for r in registry.releases() if r["status"] in ("Staging", "Production")
-                               and any(f"{n}@{v}" in f["models"] for n, v in r["members"].items()))
+        f["releases"] = sorted(r["id"] for r in live if any(f"{n}@{v}" in f["models"] for n, v in r["members"].items()))
     threshold = mesh.dependencies.block_severity if mesh.dependencies else "high"
     blocking = [f for f in findings if at_or_above(f["severity"], threshold)]
     if fmt == "json":
@@ -274,14 +274,14 @@ def deps_upgrade_diff(overrides: tuple[str, ...], catalog: str | None, home: str
     Production model's artifact and retrain it; score the fixed evaluation window in both environments and
     report per model the largest and mean prediction difference, the share of rows beyond the tolerance, the
     metric change, and whether retraining gives the same version. Exit 1 beyond the tolerance."""
-    from depmesh.deps.needs import default_lock, read_lock
+    from depmesh.deps.needs import default_lock
     from depmesh.deps.upgrade import DEFAULT_TOLERANCE, UpgradeError, parse_overrides, upgrade_diff
 
     mesh, _, registry = governed_registry(home, catalog, read_only=True)
     limit = tolerance if tolerance is not None else (
         mesh.dependencies.upgrade_tolerance if mesh.dependencies else DEFAULT_TOLERANCE)
     try:
-        pins = parse_overrides(list(overrides), read_lock(str(default_lock())))
+        pins = parse_overrides(list(overrides), _lock(None))
         report = upgrade_diff(registry, mesh, pins, repo=default_lock().parent, tolerance=limit, keep=keep,
                               models=list(models), progress=lambda line: click.echo(line, err=True))
     except UpgradeError as exc:

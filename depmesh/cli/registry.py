@@ -37,9 +37,10 @@ def governed_registry(home: str | None, catalog: str | None, *, read_only: bool 
 
 def rollout_report_of(home: str | None, release_id: int) -> str | None:
     """The release's rollout report page, when a rollout of it wrote one."""
+    from depmesh.assets.io import local_storage
     from depmesh.rollout.evidence import report_path
 
-    path = report_path(existing_home(home) / "storage" / "depmesh", release_id)  # reports stay on local disk
+    path = report_path(local_storage(existing_home(home)), release_id)  # reports stay on local disk
     return str(path) if path.is_file() else None
 
 

@@ -34,15 +34,18 @@ SAMPLE = 20  # GX's default partial_unexpected_count; validate keeps fewer
 Result = dict[str, Any]
 
 
-def _between(value: Any, min_value: Any, max_value: Any, strict_min: Any, strict_max: Any) -> bool:
-    above = True if min_value is None else (value > min_value if strict_min else value >= min_value)
-    below = True if max_value is None else (value < max_value if strict_max else value <= max_value)
+def _between(value: Any, kw: dict[str, Any]) -> bool:
+    """GX's between for one value (a statistic): each end inclusive unless strict, an absent end open."""
+    lo, hi = kw.get("min_value"), kw.get("max_value")
+    above = True if lo is None else (value > lo if kw.get("strict_min") else value >= lo)
+    below = True if hi is None else (value < hi if kw.get("strict_max") else value <= hi)
     return bool(above and below)
 
 
-def _map_result(column: pd.Series | None, total: int, considered: int, bad: pd.Series | np.ndarray,
-                mostly: float | None, values: Callable[[Any], list[Any]], nonnull: bool = True) -> Result:
-    """GX's column-map result: ``bad`` marks the unexpected rows among those considered."""
+def _map_result(total: int, considered: int, bad: np.ndarray, mostly: float | None,
+                values: Callable[[Any], list[Any]], nonnull: bool = True) -> Result:
+    """GX's map result: ``bad`` marks the unexpected rows among the ``considered`` (non-null, or not ignored)
+    ones; ``mostly`` of them must pass. ``nonnull``: the percent is over those rows, else over all rows."""
     unexpected = int(np.count_nonzero(bad))
     if total == 0 or considered == 0:
         success = True  # vacuously, as GX says
@@ -66,9 +69,7 @@ def _first(series: pd.Series, bad: Any) -> list[Any]:
 
 def _nonnull(frame: pd.DataFrame, column: str) -> tuple[pd.Series, int]:
     col = frame[column]
-    if col.hasnans if hasattr(col, "hasnans") else col.isna().any():
-        col = col[col.notna()]
-    return col, len(frame)
+    return (col[col.notna()] if col.hasnans else col), len(frame)
 
 
 def _is_plain_number(series: pd.Series) -> bool:
@@ -90,13 +91,13 @@ def _is_numeric(series: pd.Series) -> bool:
 def not_be_null(frame: pd.DataFrame, kw: dict[str, Any]) -> Result | None:
     col = frame[kw["column"]]
     bad = col.isna().to_numpy()
-    return _map_result(col, len(col), len(col), bad, kw.get("mostly"), lambda b: _first(col, b), nonnull=False)
+    return _map_result(len(col), len(col), bad, kw.get("mostly"), lambda b: _first(col, b), nonnull=False)
 
 
 def be_null(frame: pd.DataFrame, kw: dict[str, Any]) -> Result | None:
     col = frame[kw["column"]]
     bad = col.notna().to_numpy()
-    return _map_result(col, len(col), len(col), bad, kw.get("mostly"), lambda b: _first(col, b), nonnull=False)
+    return _map_result(len(col), len(col), bad, kw.get("mostly"), lambda b: _first(col, b), nonnull=False)
 
 
 def _column_map(condition: Callable[[pd.Series], Any]) -> Callable[[pd.DataFrame, dict[str, Any]], Result | None]:
@@ -106,7 +107,7 @@ def _column_map(condition: Callable[[pd.Series], Any]) -> Callable[[pd.DataFrame
         if ok is None:
             return None
         bad = ~np.asarray(ok, dtype=bool)
-        return _map_result(col, total, len(col), bad, kw.get("mostly"), lambda b: _first(col, b))
+        return _map_result(total, len(col), bad, kw.get("mostly"), lambda b: _first(col, b))
 
     return evaluate
 
@@ -117,8 +118,6 @@ def _values_between(col: pd.Series, kw: dict[str, Any]) -> Any:
         return None  # GX raises: let it say so
     numeric_bounds = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (lo, hi))
     if not (_is_plain_number(col) and numeric_bounds):
-        return None
-    if lo is not None and hi is not None and lo > hi:
         return None
     return _within(col.to_numpy(), kw)
 
@@ -170,16 +169,8 @@ def compound_unique(frame: pd.DataFrame, kw: dict[str, Any]) -> Result | None:
     keep = ~sub.isna().all(axis=1).to_numpy()  # GX's default: ignore rows whose values are all missing
     considered = sub[keep]
     bad = considered.duplicated(keep=False).to_numpy()
-    total = len(frame)
-    unexpected = int(bad.sum())
-    mostly = kw.get("mostly")
-    success = True if total == 0 or len(considered) == 0 else (
-        (len(considered) - unexpected) / len(considered) >= (1.0 if mostly is None else mostly))
-    return {"success": bool(success), "result": {
-        "element_count": total, "unexpected_count": unexpected,
-        "unexpected_percent": unexpected / len(considered) * 100 if total and len(considered) else None,
-        "partial_unexpected_list": considered[bad].iloc[:SAMPLE].to_dict("records") if unexpected else [],
-    }}
+    return _map_result(len(frame), len(considered), bad, kw.get("mostly"),
+                       lambda b: considered[b].iloc[:SAMPLE].to_dict("records"))
 
 
 def _pair(condition: Callable[[pd.Series, pd.Series, dict[str, Any]], Any]) -> Callable[..., Result | None]:
@@ -191,17 +182,8 @@ def _pair(condition: Callable[[pd.Series, pd.Series, dict[str, Any]], Any]) -> C
         if ok is None:
             return None
         bad = ~np.asarray(ok, dtype=bool)
-        total, considered = len(frame), len(a)
-        unexpected = int(bad.sum())
-        mostly = kw.get("mostly")
-        success = True if total == 0 or considered == 0 else (
-            (considered - unexpected) / considered >= (1.0 if mostly is None else mostly))
-        return {"success": bool(success), "result": {
-            "element_count": total, "unexpected_count": unexpected,
-            "unexpected_percent": unexpected / considered * 100 if total and considered else None,
-            "partial_unexpected_list": list(zip(a[bad].iloc[:SAMPLE].tolist(), b[bad].iloc[:SAMPLE].tolist()))
-            if unexpected else [],
-        }}
+        return _map_result(len(frame), len(a), bad, kw.get("mostly"),
+                           lambda m: list(zip(a[m].iloc[:SAMPLE].tolist(), b[m].iloc[:SAMPLE].tolist())))
 
     return evaluate
 
@@ -240,23 +222,17 @@ def _aggregate(statistic: Callable[[pd.Series], Any], numeric_only: bool = True,
             value = value.item()
         if value is None or (not isinstance(value, _dt.datetime) and pd.isnull(value)):
             return {"success": False, "result": {"observed_value": None}}
-        if isinstance(value, pd.Timestamp):
-            lo, hi = kw.get("min_value"), kw.get("max_value")
-            try:
-                ok = _between(value, lo, hi, kw.get("strict_min"), kw.get("strict_max"))
-            except TypeError:
-                return None  # tz-aware against naive: GX's message, not ours
-        else:
-            ok = _between(value, kw.get("min_value"), kw.get("max_value"), kw.get("strict_min"), kw.get("strict_max"))
+        try:
+            ok = _between(value, kw)
+        except TypeError:
+            return None  # e.g. a tz-aware maximum against a naive bound: GX's message, not ours
         return {"success": ok, "result": {"observed_value": value}}
 
     return evaluate
 
 
 def row_count(frame: pd.DataFrame, kw: dict[str, Any]) -> Result | None:
-    value = len(frame)
-    return {"success": _between(value, kw.get("min_value"), kw.get("max_value"), kw.get("strict_min"),
-                                kw.get("strict_max")), "result": {"observed_value": value}}
+    return {"success": _between(len(frame), kw), "result": {"observed_value": len(frame)}}
 
 
 def quantiles(frame: pd.DataFrame, kw: dict[str, Any]) -> Result | None:

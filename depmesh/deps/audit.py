@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from depmesh.catalog.spec import ADVISORY_SEVERITIES as SEVERITIES
 from depmesh.deps.needs import canonical
 
-SEVERITIES = ("low", "medium", "high", "critical")
 MAX_ADVISORY_BYTES = 2_000_000
 
 

@@ -496,7 +496,7 @@ class Registry:
             same = self._identical_release(conn, members)
             if same is not None:
                 return {"id": same[0], "created": False, "status": same[1], "moved": []}
-            self._refuse_conflicts(conn, members, "this release")
+            self._refuse_conflicts(self._member_requirements(conn, members), "this release")
             release_id = conn.execute(releases.insert().values(
                 mesh=self.mesh, status="Staging", run_id=run_id, created_at=_now())).inserted_primary_key[0]
             moved = []
@@ -601,8 +601,9 @@ class Registry:
             if release["status"] == "Production":
                 raise RegistryError(f"release {release_id} is already Production")
             request_id = self._approval(conn, release_id)
-            self._refuse_conflicts(conn, release["members"], f"release {release_id}")
-            self._refuse_vulnerable(conn, release_id, release["members"])
+            needs = self._member_requirements(conn, release["members"])
+            self._refuse_conflicts(needs, f"release {release_id}")
+            self._refuse_vulnerable(conn, release_id, needs)
             previous = state.production_release_id
             self._make_production(conn, release["members"], actor, reason, release_id)
             conn.execute(model_versions.update().where(
@@ -621,28 +622,27 @@ class Registry:
             self._bump(conn, state, release_id)
         return self.release(release_id)
 
-    def _refuse_conflicts(self, conn, members: Mapping[str, str], what: str) -> None:
-        """Models deployed together must load in one environment (depmesh.deps.check): refused, naming them."""
-        from depmesh.deps.check import conflict_message, member_conflicts
-
+    def _member_requirements(self, conn, members: Mapping[str, str]) -> dict[str, Any]:
+        """node -> the recorded requirements of its member version (members registered before 0007 have none)."""
         rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.requirements).where(
             model_versions.c.mesh == self.mesh,
             sa.tuple_(model_versions.c.node, model_versions.c.version).in_(list(members.items())))).all()
-        needs = {r.node: json.loads(r.requirements) for r in rows if r.requirements}
+        return {r.node: json.loads(r.requirements) for r in rows if r.requirements}
+
+    def _refuse_conflicts(self, needs: Mapping[str, Any], what: str) -> None:
+        """Models deployed together must load in one environment (depmesh.deps.check): refused, naming them."""
+        from depmesh.deps.check import conflict_message, member_conflicts
+
         conflicts = member_conflicts(needs)
         if conflicts:
             raise RegistryError(conflict_message(what, conflicts))
 
-    def _refuse_vulnerable(self, conn, release_id: int, members: Mapping[str, str]) -> None:
+    def _refuse_vulnerable(self, conn, release_id: int, needs: dict[str, Any]) -> None:
         policy = self.dependency_policy
         if policy is None or not policy.advisories:
             return
         from depmesh.deps.audit import blocking_findings
 
-        rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.requirements).where(
-            model_versions.c.mesh == self.mesh,
-            sa.tuple_(model_versions.c.node, model_versions.c.version).in_(list(members.items())))).all()
-        needs = {r.node: json.loads(r.requirements) for r in rows if r.requirements}
         blocked = blocking_findings(self, conn, release_id, needs, policy)
         if blocked:
             listed = "; ".join(f"{f['advisory']} ({f['severity']}) in {f['package']} {f['version']}, needed by "

@@ -12,19 +12,16 @@ import time
 from pathlib import Path
 
 from depmesh.artifacts import atomic_write, sha256
+from depmesh.storage import is_remote, location
 
 
 class SnapshotStore:
     def __init__(self, root: str | Path):
-        from depmesh.storage import location
-
         self.root = location(root)  # a folder or an object-store URL
 
     @classmethod
     def beside(cls, artifacts_root: str | Path) -> SnapshotStore:
         """The snapshot store of an instance, next to its artifact store."""
-        from depmesh.storage import location
-
         return cls(location(artifacts_root).parent / "snapshots")
 
     def path_for(self, digest: str) -> Path:
@@ -41,8 +38,6 @@ class SnapshotStore:
         target = self.path_for(digest)
         if target.is_file():
             return True
-        from depmesh.storage import is_remote
-
         tmp = target.with_name(f".{target.name}.{os.getpid()}.link")
         try:
             if is_remote(target) or is_remote(source):
