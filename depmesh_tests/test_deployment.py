@@ -76,7 +76,14 @@ def test_each_executor_builds_and_the_default_is_in_process(demo_mesh, monkeypat
 
 
 def start_daemon(env: dict[str, str]) -> subprocess.Popen:
-    """A real dagster-daemon on the instance of ``env``, loading the code location as a deployment would."""
+    """A real dagster-daemon on the instance of ``env``, loading the code location as a deployment would.
+
+    As the README's deployment steps say, the instance's schema is created first (`dagster instance migrate`):
+    Dagster creates its PostgreSQL tables without a lock, and a daemon and a launcher that both create them
+    on a new database can fail with ``type "snapshots" already exists`` (it happened in CI)."""
+    migrated = subprocess.run([sys.executable, "-m", "dagster", "instance", "migrate"], env=env, cwd=REPO,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
     return subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-m", "depmesh.definitions"], env=env,
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
