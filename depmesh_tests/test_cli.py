@@ -159,3 +159,27 @@ def test_runs_recorded_before_the_job_moved_still_rebuild(demo_mesh):
     for module in ("depmesh.executors", "depmesh.runs"):
         job = build_reconstructable_job(module, "mesh_job", reconstructable_kwargs=kwargs).get_definition()
         assert job.name == "mesh_job" and len(job.asset_layer.executable_asset_keys) == len(demo_mesh.nodes) + 3
+
+
+def test_impact_answers_without_importing_the_database_or_dagster(tmp_path):
+    """`depmesh impact` on a catalog is a quick question: the command line must not import SQLAlchemy or Dagster
+    to answer it (SQLAlchemy came in through the tracking commands' status list, 0.4 s of every command)."""
+    import textwrap
+
+    from depmesh.examples import DEMO_CATALOG
+
+    code = textwrap.dedent(f"""
+        import sys
+        from depmesh.cli import main
+        try:
+            main(["impact", "models/dep_delay", "--format", "json", "--catalog", {str(DEMO_CATALOG)!r}])
+        except SystemExit as stop:
+            print("exit", stop.code, file=sys.stderr)
+        print("heavy", ",".join(m for m in ("sqlalchemy", "dagster", "great_expectations", "sklearn")
+                                if m in sys.modules), file=sys.stderr)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPMESH_", "DAGSTER_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=120)
+    assert "exit 0" in out.stderr and '"node": "models/arr_delay"' in out.stdout, out.stderr[-2000:]
+    assert "heavy \n" in out.stderr, out.stderr[-2000:]

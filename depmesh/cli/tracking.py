@@ -11,7 +11,7 @@ import click
 from depmesh.cli.app import main
 from depmesh.cli.common import table
 from depmesh.cli.registry import HOME_OPTION, REG_CATALOG_OPTION, open_mesh_registry
-from depmesh.tracking.store import STATUSES
+from depmesh.tracking import STATUSES
 
 
 def _when(value: str | None, option: str) -> datetime | None:

@@ -22,7 +22,6 @@ from depmesh.registry.schema import blobs, training_curves, trainings
 from depmesh.tracking.capture import Curves
 
 JSON_COLUMNS = ("tags", "params", "declared_params", "metrics", "library_versions", "input_versions", "inputs")
-STATUSES = ("registered", "rejected", "failed", "trial", "pruned")
 
 
 def new_id() -> str:
