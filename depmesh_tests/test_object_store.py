@@ -201,11 +201,21 @@ def test_the_mesh_runs_on_a_celery_worker_elsewhere_with_every_table_and_artifac
             try:
                 [release] = registry.releases()
                 assert registry.artifact_problems(release["members"]) == []  # every member verified in the bucket
+                [arr] = registry.versions("models/arr_delay")
             finally:
                 registry.dispose()
         finally:
             for key in seaweed.env():
                 os.environ.pop(key, None)
+
+        # a version rebuilt from its recipe, its input snapshots and artifact read from the bucket, bit for bit
+        rebuilt = subprocess.run(depmesh_cli("reproduce", f"models/arr_delay@{arr['version']}", "--home",
+                                             str(tmp_path / "run_home"), "--format", "json"),
+                                 env=run_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+        report = json.loads(rebuilt.stdout)
+        assert report["bit_identical"] and report["rebuilt_hash"] == arr["artifact_hash"], report
+        assert S3_SECRET not in rebuilt.stdout + rebuilt.stderr
 
 
 def test_a_store_stopped_mid_run_fails_the_run_and_leaves_no_half_object(tmp_path, demo_mesh):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import io
 import json
 import logging
 import sys
@@ -17,9 +16,10 @@ def probe(job: dict, out: Path) -> dict:
     import numpy as np
     import pandas as pd
 
-    from depmesh.artifacts import ArtifactStore, PackedModel, sha256
+    from depmesh.artifacts import ArtifactStore, PackedModel
     from depmesh.assets.factory import NodeContext, input_version, node_code_version
     from depmesh.catalog import load_catalog, resolve_entrypoint
+    from depmesh.tracking.rebuild import load_inputs
     from depmesh.versions import model_version
 
     mesh = load_catalog(job["catalog"])
@@ -31,15 +31,7 @@ def probe(job: dict, out: Path) -> dict:
             catalog_node = mesh.node(item["node"])
             node = dataclasses.replace(catalog_node, model=dataclasses.replace(
                 catalog_node.model, params=item["params"], seed=item["seed"]))
-            inputs = {}
-            for name, part in sorted(item["inputs"].items()):
-                if part["kind"] == "table":
-                    payload = Path(part["path"]).read_bytes()
-                    if sha256(payload) != part["sha256"]:
-                        raise ValueError(f"the snapshot of {name} does not hash to {part['sha256']}")
-                    inputs[name] = pd.read_parquet(io.BytesIO(payload))
-                else:
-                    inputs[name] = store.get(part["sha256"], part["version"])
+            inputs = load_inputs(item["inputs"], store)
             ctx = NodeContext(node=node, sample_fraction=1.0, log=logging.getLogger("depmesh.upgrade"))
             retrained = resolve_entrypoint(node.entrypoint)(inputs, ctx)
             versions = {name: input_version(value) for name, value in sorted(inputs.items())}

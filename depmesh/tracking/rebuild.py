@@ -12,11 +12,39 @@ import sys
 from pathlib import Path
 
 
-def main(job_file: str) -> None:
-    import numpy as np
+def read_bytes(where: str) -> bytes:
+    """A stored file's bytes, from a local path or a storage URL (s3://...)."""
+    if "://" not in where:
+        return Path(where).read_bytes()
+    # only code that has depmesh.storage records inputs on an object store
+    from depmesh.storage import location
+
+    return location(where).read_bytes()
+
+
+def load_inputs(parts: dict, store) -> dict:
+    """A recipe's inputs: each table from its snapshot, checked against the recorded hash (ValueError if it
+    differs), each model from the artifact store (verified there). Shared with depmesh.deps.upgrade_probe."""
     import pandas as pd
 
-    from depmesh.artifacts import ArtifactStore, PackedModel, sha256
+    from depmesh.artifacts import sha256
+
+    inputs = {}
+    for name, part in sorted(parts.items()):
+        if part["kind"] == "table":
+            payload = read_bytes(part["path"])
+            if sha256(payload) != part["sha256"]:
+                raise ValueError(f"the snapshot of {name} at {part['path']} does not hash to {part['sha256']}")
+            inputs[name] = pd.read_parquet(io.BytesIO(payload))
+        else:
+            inputs[name] = store.get(part["sha256"], part["version"])
+    return inputs
+
+
+def main(job_file: str) -> None:
+    import numpy as np
+
+    from depmesh.artifacts import ArtifactStore, PackedModel
     from depmesh.assets.factory import NodeContext, input_version, node_code_version
     from depmesh.catalog import load_catalog, resolve_entrypoint
     from depmesh.versions import model_version
@@ -27,15 +55,10 @@ def main(job_file: str) -> None:
     node = dataclasses.replace(catalog_node, model=dataclasses.replace(
         catalog_node.model, params=job["params"], seed=job["seed"]))
     store = ArtifactStore(job["artifacts"])
-    inputs = {}
-    for name, part in sorted(job["inputs"].items()):
-        if part["kind"] == "table":
-            payload = Path(part["path"]).read_bytes()
-            if sha256(payload) != part["sha256"]:
-                raise SystemExit(f"the snapshot of {name} at {part['path']} does not hash to {part['sha256']}")
-            inputs[name] = pd.read_parquet(io.BytesIO(payload))
-        else:
-            inputs[name] = store.get(part["sha256"], part["version"])
+    try:
+        inputs = load_inputs(job["inputs"], store)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     ctx = NodeContext(node=node, sample_fraction=1.0, log=logging.getLogger("depmesh.reproduce"))
     model = resolve_entrypoint(node.entrypoint)(inputs, ctx)
     if node.model.metrics is not None:
