@@ -81,6 +81,24 @@ def test_tables_and_artifacts_on_the_object_store_are_verified_on_every_read(s3_
     artifacts.verify(digest, "v1")
 
 
+def test_snapshot_retention_on_the_object_store(s3_env):
+    """Pruning reads each snapshot's age from the store (S3's last-modified time) and never deletes one a recipe
+    still needs."""
+    from depmesh.tracking.snapshots import SnapshotStore
+
+    bucket = s3_env.new_bucket()
+    store = SnapshotStore(f"s3://{bucket}/flights/snapshots")
+    needed, spare = store.put_bytes(b"needed table" * 100), store.put_bytes(b"spare table" * 100)
+    fs = s3_env.filesystem()
+    assert set(store.all()) == {needed, spare}
+    assert fs.cat_file(f"{bucket}/flights/snapshots/{spare[:2]}/{spare}.parquet") == b"spare table" * 100
+    assert store.prune({needed}, older_than_days=1) == ([], [])  # both written just now: too young
+    later = time.time() + 2 * 86400
+    assert store.prune({needed}, older_than_days=1, now=later) == ([spare], [needed])
+    assert set(store.all()) == {needed} and not store.has(spare)
+    assert not fs.exists(f"{bucket}/flights/snapshots/{spare[:2]}/{spare}.parquet")
+
+
 def _objects(fs, bucket: str) -> dict[str, bytes]:
     return {path.split("/", 1)[1]: fs.cat_file(path) for path in fs.find(bucket)}
 
