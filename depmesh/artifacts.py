@@ -155,6 +155,17 @@ def _frame_bytes(frame: Any) -> bytes | None:
     return buffer.getvalue()
 
 
+def frame_from_parquet(payload: bytes) -> Any:
+    """A DataFrame from Parquet bytes, read through a pyarrow buffer, never a Python file object (io.BytesIO):
+    pyarrow's dataset reader may release a Python file from one of its worker threads while the interpreter exits,
+    which aborts the process with SIGABRT ("terminate called without an active exception"; about one exit in
+    thirteen after a single read, measured). A step or command that had succeeded would then die with -6."""
+    import pandas as pd
+    import pyarrow as pa
+
+    return pd.read_parquet(pa.BufferReader(payload))
+
+
 def _split_json(split: Any) -> dict[str, Any] | None:
     from dataclasses import asdict
 
@@ -259,9 +270,7 @@ def unpack(payload: bytes, *, expected_sha: str, expected_version: str, what: st
         estimator = _load_estimator(files, manifest, what)
         sample = None
         if "sample.parquet" in files:
-            import pandas as pd
-
-            sample = pd.read_parquet(io.BytesIO(files["sample.parquet"]))
+            sample = frame_from_parquet(files["sample.parquet"])
         model = TrainedModel(
             node=manifest["node"], task=manifest["task"], estimator=estimator, features=manifest["features"],
             target=manifest["target"], prediction_column=manifest["prediction_column"], upstream=upstream,

@@ -254,11 +254,13 @@ def _trained_on(version: dict[str, Any], source: str, rows: Any, key: list[str],
     """How many of ``rows`` the version's recorded snapshot of ``source`` holds inside its training window."""
     import pandas as pd
 
+    from depmesh.artifacts import frame_from_parquet
+
     recipe = version.get("recipe") or {}
     snap = (recipe.get("inputs") or {}).get(source) or {}
     if snapshots is None or snap.get("kind") != "table" or not snap.get("sha256") or not snapshots.has(snap["sha256"]):
         return 0
-    data = pd.read_parquet(snapshots.path_for(snap["sha256"]), columns=None)
+    data = frame_from_parquet(snapshots.path_for(snap["sha256"]).read_bytes())
     if not all(k in data.columns for k in key):
         return 0
     held = data.merge(rows[key].drop_duplicates(), on=key)

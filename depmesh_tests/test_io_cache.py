@@ -87,3 +87,37 @@ def test_a_cached_table_is_not_served_once_the_record_names_other_bytes(tmp_path
     _write(other, ["t", "one"], newer)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same modification time
     pd.testing.assert_frame_equal(_read(store, ["t", "one"]), newer)
+
+
+EXIT_AFTER_A_READ = """
+import os, sys
+import pandas, pyarrow  # imported once, before the forks
+from depmesh.artifacts import frame_from_parquet
+payload = open(sys.argv[1], "rb").read()
+aborted, child = 0, False
+for _ in range(int(sys.argv[2])):
+    pid = os.fork()
+    if pid == 0:
+        child = True
+        break
+    aborted += os.WIFSIGNALED(os.waitpid(pid, 0)[1])
+if child:
+    frame_from_parquet(payload)  # then the interpreter exits as any command or step process does
+else:
+    print("aborted", aborted)
+"""
+
+
+def test_a_process_that_read_a_stored_table_exits_cleanly(tmp_path):
+    """Reading Parquet from a Python file object (io.BytesIO) let pyarrow release it from a worker thread while
+    the interpreter exited: SIGABRT, "terminate called without an active exception". It killed CI's container
+    check after it had succeeded, and in forked processes it struck about two exits in five. Every table, sample
+    and snapshot read goes through frame_from_parquet; thirty processes that each read one exit cleanly."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "table.parquet"
+    pd.DataFrame({"a": range(5000), "b": [str(i) for i in range(5000)]}).to_parquet(path, index=False)
+    out = subprocess.run([sys.executable, "-c", EXIT_AFTER_A_READ, str(path), "30"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "aborted 0", (out.stdout, out.stderr[-1000:])

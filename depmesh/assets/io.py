@@ -23,7 +23,8 @@ from typing import Any
 from dagster import AssetKey, ConfigurableIOManagerFactory, InitResourceContext, InputContext, IOManager, OutputContext
 
 from depmesh import storage
-from depmesh.artifacts import RECOVER, ArtifactIntegrityError, ArtifactStore, PackedModel, atomic_write, sha256
+from depmesh.artifacts import (RECOVER, ArtifactIntegrityError, ArtifactStore, PackedModel, atomic_write,
+                               frame_from_parquet, sha256)
 
 CACHE_BYTES = 512 * 1024 * 1024
 TABLE_HASH_KEY = "file_sha256"  # a table's materialization metadata: the SHA-256 of its Parquet file
@@ -152,8 +153,6 @@ class MeshStore(IOManager):
         return cached
 
     def _load_table(self, name: str, key_path: list[str], record: dict[str, Any]) -> Any:
-        import pandas as pd
-
         path = self.table_path(key_path)
         expected = record.get(TABLE_HASH_KEY)
         cached = self._recall(path, expected) if expected else None
@@ -171,8 +170,8 @@ class MeshStore(IOManager):
                     f"{name}: the stored table {path} was changed after it was materialized: the file hashes to "
                     f"{actual}, its materialization recorded {expected}; refusing to read it. To recover: "
                     f"materialize {name} again (and find out who wrote the file)")
-            return pd.read_parquet(io.BytesIO(payload))
-        frame = pd.read_parquet(io.BytesIO(payload))  # recorded before file hashes: check the content version
+            return frame_from_parquet(payload)
+        frame = frame_from_parquet(payload)  # recorded before file hashes: check the content version
         recorded = record.get(DATA_VERSION_KEY)
         if recorded is not None:
             from depmesh.versions import frame_version

@@ -5,7 +5,6 @@ one JSON line."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import sys
@@ -26,6 +25,7 @@ def load_inputs(parts: dict, store) -> dict:
     """A recipe's inputs: each table from its snapshot, checked against the recorded hash (ValueError if it
     differs), each model from the artifact store (verified there). Shared with depmesh.deps.upgrade_probe."""
     import pandas as pd
+    import pyarrow as pa
 
     from depmesh.artifacts import sha256
 
@@ -35,7 +35,9 @@ def load_inputs(parts: dict, store) -> dict:
             payload = read_bytes(part["path"])
             if sha256(payload) != part["sha256"]:
                 raise ValueError(f"the snapshot of {name} at {part['path']} does not hash to {part['sha256']}")
-            inputs[name] = pd.read_parquet(io.BytesIO(payload))
+            # a pyarrow buffer, not io.BytesIO: see depmesh.artifacts.frame_from_parquet (this script runs against
+            # a version's own, possibly older, depmesh, so it cannot count on that helper being there)
+            inputs[name] = pd.read_parquet(pa.BufferReader(payload))
         else:
             inputs[name] = store.get(part["sha256"], part["version"])
     return inputs
