@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 S3_KEY, S3_SECRET = "depmesh-test-key", "depmesh-test-secret-0c5b2f"
+PROBE_BUCKET = "readiness-probe"  # start() writes and reads back an object here
 
 
 class SeaweedUnavailable(RuntimeError):
@@ -74,12 +75,24 @@ class SeaweedServer:
             if self.proc.poll() is not None:
                 raise SeaweedUnavailable(f"SeaweedFS exited ({self.proc.returncode}):\n{self.log_tail()}")
             try:
-                self.filesystem().ls("")
+                self._probe()
                 return
             except Exception:  # noqa: BLE001 - not up yet
                 time.sleep(0.5)
         self.stop()
         raise SeaweedUnavailable(f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _probe(self) -> None:
+        """Ready means an object can be written and read back: the S3 gateway answers listings before the
+        volume server has joined (after a restart, reads then fail with S3's InternalError for a while)."""
+        fs = self.filesystem()
+        fs.ls("")
+        if not fs.exists(PROBE_BUCKET):  # (after a restart it does: s3fs's mkdir would refuse it)
+            fs.mkdir(PROBE_BUCKET)
+        fs.pipe_file(f"{PROBE_BUCKET}/probe", b"ready")
+        if fs.cat_file(f"{PROBE_BUCKET}/probe") != b"ready":
+            raise OSError("the probe object did not read back")
+        fs.rm(f"{PROBE_BUCKET}/probe")
 
     def log_tail(self) -> str:
         path = self.folder / "weed.log"
