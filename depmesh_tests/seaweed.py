@@ -86,7 +86,6 @@ class SeaweedServer:
         """Ready means an object can be written and read back: the S3 gateway answers listings before the
         volume server has joined (after a restart, reads then fail with S3's InternalError for a while)."""
         fs = self.filesystem()
-        fs.ls("")
         if not fs.exists(PROBE_BUCKET):  # (after a restart it does: s3fs's mkdir would refuse it)
             fs.mkdir(PROBE_BUCKET)
         fs.pipe_file(f"{PROBE_BUCKET}/probe", b"ready")
