@@ -21,6 +21,7 @@ from depmesh.registry.resource import RegistryResource
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
 from depmesh.automation.routing import build_canary_sensor, build_delivery_sensor, build_incident_sensor
 from depmesh.automation.sensors import build_retrain_sensor
+from depmesh.automation.serving import build_serving_sensor
 from depmesh.catalog import MeshSpec
 from depmesh.failure_modes.catalogue import load_failure_modes
 from depmesh.executors import build_executor
@@ -77,6 +78,8 @@ def build_definitions(
         sensors.append(build_delivery_sensor(mesh, teams))
     if mesh.rollout is not None:
         sensors.append(build_canary_sensor(mesh, teams))
+    if has_models and any(n.kind == "scores" for n in mesh.nodes):
+        sensors.append(build_serving_sensor(mesh))
     if tune_jobs:
         sensors.append(build_candidate_sensor(mesh, tune_jobs, mesh_job))
     return Definitions(

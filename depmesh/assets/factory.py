@@ -746,13 +746,62 @@ NODE_SIGNATURE = inspect.Signature([
 ])
 
 
+def _serving_plan(context: Any, node: NodeSpec, inputs: dict[str, Any], serving_spec: Any) -> Any:
+    """What this scores node serves (depmesh.rollout.production): the registry's Production set unless the
+    catalog's serving: says otherwise."""
+    from depmesh.rollout.production import plan
+
+    registry = getattr(context.resources, REGISTRY_KEY).registry
+    return plan(registry, serving_spec, node.name, inputs, registry.mesh)
+
+
+def _not_served(context: Any, node: NodeSpec, served_plan: Any):
+    """No Production version to serve and the catalog says skip: no scores, the served_set verdict says why."""
+    from dagster import AssetObservation
+
+    from depmesh.rollout.production import SERVED_CHECK
+
+    context.log.warning(f"depmesh: {node.name} {served_plan.reason}")
+    yield AssetObservation(asset_key=asset_key(node.name), description=served_plan.reason,
+                           metadata={NOT_RUN_KEY: served_plan.reason})
+    yield annotate_verdict(AssetCheckResult(check_name=SERVED_CHECK, passed=True, severity=AssetCheckSeverity.ERROR,
+                                            description=served_plan.reason), None, False, True)
+
+
+def _served_result(context: Any, served_plan: Any, frame: Any, rollout: Any) -> AssetCheckResult:
+    """The scores node's blocking served_set check, judged against the registry as it is now."""
+    from depmesh.rollout.production import SERVED_CHECK, verify
+
+    registry = getattr(context.resources, REGISTRY_KEY).registry
+    passed, why = verify(registry, served_plan, frame, rollout)
+    record = served_plan.record
+    return AssetCheckResult(check_name=SERVED_CHECK, passed=passed, severity=AssetCheckSeverity.ERROR,
+                            description=why, metadata={"serving_mode": record["mode"],
+                                                       "served_versions": MetadataValue.json(record["versions"]),
+                                                       "release_id": record.get("release_id") or 0})
+
+
+def _served_metadata(served_plan: Any, rollout: Any) -> dict[str, Any]:
+    """What served this scores materialization: first on its asset page."""
+    from depmesh.rollout.production import SERVED_BY_KEY, SERVING_KEY, SIGNATURE_KEY, signature
+
+    record = served_plan.record
+    return {SERVED_BY_KEY: served_plan.sentence(rollout), SERVING_KEY: MetadataValue.json(record),
+            SIGNATURE_KEY: signature(record, rollout)}
+
+
 def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builder: Any = None,
-                downstream_of: Any = None, catalog_path: Any = None, failure_modes: Any = None) -> AssetsDefinition:
+                downstream_of: Any = None, catalog_path: Any = None, failure_modes: Any = None,
+                serving_spec: Any = None) -> AssetsDefinition:
     """One node -> one Dagster asset, with its contract checks. ``impact_row``
     (from depmesh.impact.impact_table) puts the node's reach in its metadata;
     ``builder`` replaces the catalog's compute or trainer (failure simulation);
     ``downstream_of(name)`` names what lies downstream (told, when blocked, why it did not run);
-    ``failure_modes``: the mesh's failure-mode catalogue (a failed check names the modes it may mean)."""
+    ``failure_modes``: the mesh's failure-mode catalogue (a failed check names the modes it may mean);
+    ``serving_spec``: the mesh's serving: (which versions a scores node serves; default Production)."""
+    from depmesh.catalog.spec import ServingSpec
+
+    serving_spec = serving_spec or ServingSpec()
     builder = builder or resolve_entrypoint(node.entrypoint)
     key = asset_key(node.name)
     specs = check_specs(node, key)
@@ -830,6 +879,13 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             _refuse_empty_inputs(node, inputs)
             built = with_run_params(node, context.run.tags)
             recorder = _recorder(context, built, code, trigger, catalog_path)
+        served_plan = None
+        if node.kind == "scores":
+            served_plan = _serving_plan(context, node, inputs, serving_spec)
+            if served_plan.mode == "skip":
+                yield from _not_served(context, node, served_plan)
+                return
+            inputs = served_plan.inputs
         ctx = NodeContext(node=built, sample_fraction=runtime.sample_fraction, log=context.log)
         serving = _active_rollout(context) if node.kind == "scores" else None
         figures = None
@@ -866,6 +922,12 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             results.extend(check_results)
             if node.kind == "scores":
                 results.append(_rollout_result(context, node, serving, figures))
+                served = _served_result(context, served_plan, result, serving)
+                results.append(served)
+                if not served.passed:
+                    extra = None
+                elif extra is not None:
+                    extra = {**_served_metadata(served_plan, serving), **extra}
             if extra is not None and ignored_sample:
                 extra[SAMPLE_IGNORED_KEY] = f"the loader ignored the sample {runtime.sample_fraction:g}: full data"
             output = _table_output(result, node, seconds, extra) if extra is not None else None
@@ -909,8 +971,8 @@ def build_assets(mesh: MeshSpec, builders: dict[str, Any] | None = None,
         below = sorted(graph.downstream(inputs, name))
         return below + (list(extra_downstream(name, below)) if extra_downstream else [])
 
-    return [build_asset(node, rows[node.name], builders.get(node.name), downstream_of, mesh.path, failure_modes)
-            for node in mesh.nodes]
+    return [build_asset(node, rows[node.name], builders.get(node.name), downstream_of, mesh.path, failure_modes,
+                        mesh.serving) for node in mesh.nodes]
 
 
 __all__ = ["MeshRuntime", "NodeContext", "asset_key", "build_asset", "build_assets"]

@@ -40,6 +40,9 @@ from depmesh.catalog.spec import (
     RolloutSpec,
     RolloutStep,
     RolloutThresholds,
+    SERVING_MODES,
+    BEFORE_FIRST_PROMOTION,
+    ServingSpec,
     TimeSplit,
 )
 
@@ -55,7 +58,8 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # deeper meshes are rejected here.
 MAX_CHAIN_DEPTH = 5000
 
-TOP_KEYS = {"mesh", "version", "description", "nodes", "rollout", "dependencies"}
+TOP_KEYS = {"mesh", "version", "description", "nodes", "rollout", "dependencies", "serving"}
+SERVING_KEYS = {f.name for f in fields(ServingSpec)}
 NODE_KEYS = {
     "name", "kind", "owner", "description", "inputs", "tags", "criticality",
     "compute", "params", "contract", "model", "predictions", "lineage",
@@ -1130,6 +1134,25 @@ def _dependency_section(c: _Checker, raw: dict, name: str, keys: tuple[str, ...]
     return section
 
 
+def _parse_serving(c: _Checker, raw: Any) -> ServingSpec:
+    """``serving: {mode: production | latest, before_first_promotion: skip | candidate}``."""
+    if not isinstance(raw, dict):
+        c.add(f"expected a mapping with mode and before_first_promotion, got {raw!r}", field="serving", at=raw)
+        return ServingSpec()
+    c.keys(raw, SERVING_KEYS, node=None, prefix="serving.")
+    values = {}
+    for key, allowed in (("mode", SERVING_MODES), ("before_first_promotion", BEFORE_FIRST_PROMOTION)):
+        if key in raw:
+            if raw[key] not in allowed:
+                c.add(f"expected one of {', '.join(allowed)}, got {raw[key]!r}", field=f"serving.{key}", at=raw)
+            else:
+                values[key] = raw[key]
+    if values.get("mode") == "latest" and "before_first_promotion" in values:
+        c.add("before_first_promotion applies to mode production only (a latest mesh always serves what it "
+              "trained)", field="serving.before_first_promotion", at=raw)
+    return ServingSpec(**values)
+
+
 def _parse_dependencies(c: _Checker, raw: Any, path: Path) -> DependencyPolicy | None:
     """``dependencies: {licenses: {allowed: [...], denied: [...]}, audit: {advisories: DIR, block: high}}``."""
     if not isinstance(raw, dict):
@@ -1247,12 +1270,13 @@ def _parse(text: str, path: Path) -> tuple[MeshSpec, set[str]]:
                   node=chain[-1], field="inputs", at=next(n for n in nodes if n.name == chain[-1]))
     rollout = _parse_rollout(c, data["rollout"], nodes) if data.get("rollout") is not None else None
     policy = _parse_dependencies(c, data["dependencies"], path) if data.get("dependencies") is not None else None
+    serving = _parse_serving(c, data["serving"]) if data.get("serving") is not None else ServingSpec()
     if c.problems:
         raise CatalogError(c.problems)
     return MeshSpec(
         name=mesh_name, path=path, nodes=tuple(nodes),
         version=str(data.get("version", "1.0.0")), description=str(data.get("description", "")), rollout=rollout,
-        dependencies=policy,
+        dependencies=policy, serving=serving,
     ), c.modules
 
 

@@ -353,6 +353,25 @@ class DependencyPolicy:
     upgrade_tolerance: float = 1e-9  # deps upgrade-diff: the largest prediction change an upgrade may cause
 
 
+SERVING_MODES = ("production", "latest")  # what the scores serve: the registry's Production set, or what the run trained
+BEFORE_FIRST_PROMOTION = ("skip", "candidate")  # a production mesh before any Production version: no scores, or the
+# gated candidate labelled "not approved"
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """The catalog's ``serving:``: which model versions the scores nodes serve.
+
+    ``production`` (the default): the registry's Production set, loaded from its record; a run that trains records
+    a Staging release and leaves what is served as it was. ``latest``: what the run trained (development meshes;
+    every place that shows a served version says so). ``before_first_promotion`` (production meshes only): what
+    a scores node does while its model has no Production version: ``skip`` builds no scores and says which
+    release to request, ``candidate`` serves the version that passed its gates in the run, labelled not approved."""
+
+    mode: str = "production"
+    before_first_promotion: str = "skip"
+
+
 @dataclass(frozen=True)
 class MeshSpec:
     name: str
@@ -362,6 +381,7 @@ class MeshSpec:
     description: str = ""
     rollout: RolloutSpec | None = None
     dependencies: DependencyPolicy | None = None
+    serving: ServingSpec = ServingSpec()
 
     @cached_property
     def _by_name(self) -> dict[str, NodeSpec]:

@@ -185,6 +185,9 @@ def severities(contract: ContractSpec | None) -> set[str]:
     return found
 
 
+SERVED_SET = "served_set"  # a scores node's blocking check (depmesh.rollout.production)
+
+
 def node_checks(node: NodeSpec) -> list[tuple[str, bool, str]]:
     """The asset checks a node gets: (name, blocking, description)."""
     out: list[tuple[str, bool, str]] = []
@@ -199,6 +202,9 @@ def node_checks(node: NodeSpec) -> list[tuple[str, bool, str]]:
     if node.edges:
         out.append((INPUT_CONTRACT, True, "What this node needs from its inputs: columns, model latency budgets."))
     if node.kind == "scores":
+        out.append((SERVED_SET, True, "The model versions these scores were made with are the set the catalog's "
+                                      "serving: declares (the registry's Production set by default), judged "
+                                      "against the registry when the step ends."))
         out.append(("rollout", False, "A rollout's candidate beside Production on the same rows: metric per arm, "
                                       "prediction shift, disagreement, latency and errors (reported)."))
     if node.kind == "model":

@@ -1,0 +1,86 @@
+"""The ``serve_production`` sensor: what the registry says serves is what the scores hold.
+
+Every evaluation compares each scores node's latest materialization with the
+registry (depmesh.rollout.production.stale_scores). When a promotion, a
+rollback, a canary step or a canary's end changed what a node serves, it
+requests one run of the stale scores and the consumers below them (no model is
+retrained). The run key is the registry's revision and the stale set, so a
+second evaluation requests nothing new; a failed re-score is retried by the
+daemon's run retries and then shown on the tick until someone acts.
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetSelection,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from depmesh.assets import asset_key
+from depmesh.assets.factory import TRIGGER_TAG
+from depmesh.automation.routing import instance_registry
+from depmesh.automation.sensors import IN_FLIGHT
+from depmesh.catalog import MeshSpec
+from depmesh.rollout.rescore import RESCORE_TAG, REVISION_TAG, rescore_key, selection
+
+SERVING_SENSOR = "serve_production"
+
+
+def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult | SkipReason:
+    from depmesh.rollout.production import stale_scores
+
+    if mesh.serving.mode == "latest":
+        return SkipReason(f"mesh {mesh.name} serves what each run trains (serving: latest): nothing to re-score")
+    instance = context.instance
+    registry = instance_registry(mesh, instance)
+    try:
+        stale = stale_scores(instance, registry, mesh)
+        revision = registry.state()["revision"]
+    finally:
+        registry.dispose()
+    if not stale:
+        return SkipReason(f"every scores node serves what the registry says (revision {revision})")
+    key = rescore_key(mesh, revision, stale)
+    earlier = instance.get_run_records(RunsFilter(tags={RESCORE_TAG: key}), limit=1)
+    if earlier:
+        run = earlier[0].dagster_run
+        if run.status == DagsterRunStatus.FAILURE:
+            return SkipReason(f"the re-score of {', '.join(sorted(stale))} (run {run.run_id}) failed after its "
+                              "retries: see that run; `depmesh serving rescore` tries again")
+        return SkipReason(f"already requested: run {run.run_id} ({run.status.value}) re-scores "
+                          f"{', '.join(sorted(stale))}")
+    chosen = selection(mesh, stale)
+    touched = {asset_key(n) for n in chosen}
+    for record in instance.get_run_records(RunsFilter(statuses=IN_FLIGHT)):
+        run = record.dagster_run
+        if run.asset_selection is None or run.asset_selection & touched:
+            return SkipReason(f"held back: run {run.run_id} ({run.status.value}) is building some of "
+                              f"{', '.join(chosen)}; the re-score is requested once it ends")
+    why = "; ".join(f"{n}: {w}" for n, w in sorted(stale.items()))
+    context.log.info(f"requesting a re-score of {', '.join(chosen)} ({why})")
+    return SensorResult(run_requests=[RunRequest(
+        run_key=key, asset_selection=[asset_key(n) for n in chosen],
+        tags={TRIGGER_TAG: f"sensor:{SERVING_SENSOR}", RESCORE_TAG: key, REVISION_TAG: str(revision)})])
+
+
+def build_serving_sensor(mesh: MeshSpec):
+    @sensor(
+        name=SERVING_SENSOR,
+        target=AssetSelection.all(),
+        minimum_interval_seconds=15,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=("When the registry changes what serves (a promotion, a rollback, a canary step or end), "
+                     "re-score the scores nodes whose served versions changed and the consumers below them, with "
+                     "no retraining. One run per registry revision; failed runs are retried by the daemon."),
+    )
+    def serve_production(context: SensorEvaluationContext):
+        return evaluate(context, mesh)
+
+    return serve_production
