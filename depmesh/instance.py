@@ -28,6 +28,12 @@ concurrency:
   pools:
     default_limit: 2
     granularity: op
+
+# Runs tagged dagster/max_retries are retried by the daemon (the serve_production
+# sensor's re-scores are); other runs are not (max_retries 0).
+run_retries:
+  enabled: true
+  max_retries: 0
 """
 
 

@@ -19,6 +19,8 @@ import html
 import json
 from typing import Any
 
+from depmesh.rollout.production import served_record
+
 SHOWN = 5  # rows shown per node; the count is always complete
 
 
@@ -147,7 +149,8 @@ def trace_back(mesh: Any, instance: Any, registry: Any, node: str, selection: di
     if rows.empty:
         raise TraceError(f"no row of {node} has {', '.join(f'{k}={v}' for k, v in selection.items())}")
     out: dict[str, Any] = {"direction": "back", "node": node, "selection": selection, "rows": int(len(rows)),
-                           "shown": _records(rows), "data_version": tables.version(node), "models": []}
+                           "shown": _records(rows), "data_version": tables.version(node), "models": [],
+                           "served": served_record(instance, node) if mesh.node(node).kind == "scores" else None}
     if "model_version" in rows.columns:
         models = [i for i in mesh.node(node).inputs if mesh.node(i).kind == "model"]
         tracking = Tracking(registry)
@@ -275,6 +278,18 @@ def _trained_on(version: dict[str, Any], source: str, rows: Any, key: list[str],
     return int(len(held))
 
 
+def served_text(record: dict[str, Any]) -> str:
+    """A scores table's serving record (depmesh.rollout.production) in one line: release, status, approvers."""
+    if record.get("mode") == "production":
+        who = (f"approved by {', '.join(record['approvers'])} at {record.get('approved_at')}" if record.get("approvers")
+               else f"promoted by {record.get('promoted_by') or 'unknown'}, no approval required")
+        return (f"release {record.get('release_id')} ({record.get('status')}, {who}; Production since "
+                f"{record.get('promoted_at')})")
+    if record.get("mode") == "candidate":
+        return "the gated candidate, NOT APPROVED (no version of it was Production when it was scored)"
+    return "what the run trained (serving: latest, not governed by the registry)"
+
+
 def render_text(found: dict[str, Any]) -> str:
     lines = []
     sel = ", ".join(f"{k}={v}" for k, v in found["selection"].items())
@@ -282,6 +297,9 @@ def render_text(found: dict[str, Any]) -> str:
         lines.append(f"{found['node']} [{sel}]: {found['rows']} row(s), data version {(found['data_version'] or '-')[:12]}")
         for row in found["shown"]:
             lines.append("  " + json.dumps(row, default=str))
+        served = found.get("served")
+        if served:
+            lines.append("served by " + served_text(served))
         for m in found["models"]:
             t = m["training"]
             lines.append(f"made by {m['model']}@{m['version']} ({m['stage']}), run {m['run_id']}")
@@ -328,6 +346,8 @@ def render_html(found: dict[str, Any]) -> str:
     parts = [f"<h1>trace {html.escape(found['direction'])}: {html.escape(found['node'])} "
              f"[{html.escape(', '.join(f'{k}={v}' for k, v in found['selection'].items()))}]</h1>",
              f"<section class='node' data-node='{html.escape(found['node'])}' data-rows='{found['rows']}'>"
+             + (f"<p class='served'>served by {html.escape(served_text(found['served']))}</p>"
+                if found.get("served") else "") +
              f"<h2>{html.escape(found['node'])}: {found['rows']} row(s)</h2>{rows_table(found['shown'])}</section>"]
     if found["direction"] == "back":
         for m in found["models"]:

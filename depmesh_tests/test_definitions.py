@@ -134,4 +134,5 @@ def test_domain_jobs_schedules_and_the_sensor(demo_mesh):
     assert set(schedules) == {"retrain_models__dep_delay", "retrain_models__route_segment"}
     assert schedules["retrain_models__dep_delay"].cron_schedule == "0 3 * * 1"
     assert [s.name for s in defs.sensors] == ["coordinated_retraining", "incidents_on_run_failure",
-                                             "deliver_notifications", "canary_rollouts", "tuned_candidates"]
+                                             "deliver_notifications", "canary_rollouts", "serve_production",
+                                             "tuned_candidates"]

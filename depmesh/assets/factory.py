@@ -39,6 +39,7 @@ from dagster import (
 )
 
 from depmesh.catalog import MeshSpec, NodeSpec, resolve_entrypoint
+from depmesh.catalog.spec import ServingSpec
 from depmesh.contracts.checks import (
     PROFILE_KEY,
     SCHEMA_KEY,
@@ -50,6 +51,7 @@ from depmesh.contracts.checks import (
     schema_change_result,
     schema_of,
 )
+from depmesh.keys import SERVED_BY_KEY, SERVED_CHECK, SERVING_KEY, SIGNATURE_KEY
 from depmesh.versions import code_version, frame_version, model_version
 
 IO_MANAGER_KEY = "mesh_io"
@@ -759,8 +761,6 @@ def _not_served(context: Any, node: NodeSpec, served_plan: Any):
     """No Production version to serve and the catalog says skip: no scores, the served_set verdict says why."""
     from dagster import AssetObservation
 
-    from depmesh.rollout.production import SERVED_CHECK
-
     context.log.warning(f"depmesh: {node.name} {served_plan.reason}")
     yield AssetObservation(asset_key=asset_key(node.name), description=served_plan.reason,
                            metadata={NOT_RUN_KEY: served_plan.reason})
@@ -770,9 +770,13 @@ def _not_served(context: Any, node: NodeSpec, served_plan: Any):
 
 def _served_result(context: Any, served_plan: Any, frame: Any, rollout: Any) -> AssetCheckResult:
     """The scores node's blocking served_set check, judged against the registry as it is now."""
-    from depmesh.rollout.production import SERVED_CHECK, verify
+    from depmesh.rollout.production import verify
 
     registry = getattr(context.resources, REGISTRY_KEY).registry
+    if context.run.tags.get(DRILL_FAULT_TAG, "").startswith("served-drift:"):
+        from depmesh.rollout.production import retire_for_drill
+
+        retire_for_drill(registry, served_plan)  # the drill's fault: another writer moves Production mid-step
     passed, why = verify(registry, served_plan, frame, rollout)
     record = served_plan.record
     return AssetCheckResult(check_name=SERVED_CHECK, passed=passed, severity=AssetCheckSeverity.ERROR,
@@ -783,7 +787,7 @@ def _served_result(context: Any, served_plan: Any, frame: Any, rollout: Any) -> 
 
 def _served_metadata(served_plan: Any, rollout: Any) -> dict[str, Any]:
     """What served this scores materialization: first on its asset page."""
-    from depmesh.rollout.production import SERVED_BY_KEY, SERVING_KEY, SIGNATURE_KEY, signature
+    from depmesh.rollout.production import signature
 
     record = served_plan.record
     return {SERVED_BY_KEY: served_plan.sentence(rollout), SERVING_KEY: MetadataValue.json(record),
@@ -799,8 +803,6 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
     ``downstream_of(name)`` names what lies downstream (told, when blocked, why it did not run);
     ``failure_modes``: the mesh's failure-mode catalogue (a failed check names the modes it may mean);
     ``serving_spec``: the mesh's serving: (which versions a scores node serves; default Production)."""
-    from depmesh.catalog.spec import ServingSpec
-
     serving_spec = serving_spec or ServingSpec()
     builder = builder or resolve_entrypoint(node.entrypoint)
     key = asset_key(node.name)
@@ -885,7 +887,9 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
             if served_plan.mode == "skip":
                 yield from _not_served(context, node, served_plan)
                 return
-            inputs = served_plan.inputs
+            drill = context.run.tags.get(DRILL_FAULT_TAG)
+            if drill != f"serve-unapproved:{node.name}":  # the drill's fault: serving bypasses the registry
+                inputs = served_plan.inputs
         ctx = NodeContext(node=built, sample_fraction=runtime.sample_fraction, log=context.log)
         serving = _active_rollout(context) if node.kind == "scores" else None
         figures = None

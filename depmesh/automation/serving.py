@@ -28,9 +28,12 @@ from depmesh.assets.factory import TRIGGER_TAG
 from depmesh.automation.routing import instance_registry
 from depmesh.automation.sensors import IN_FLIGHT
 from depmesh.catalog import MeshSpec
-from depmesh.rollout.rescore import RESCORE_TAG, REVISION_TAG, rescore_key, selection
+from depmesh.keys import RESCORE_TAG, REVISION_TAG
+from depmesh.rollout.rescore import rescore_key, selection
 
 SERVING_SENSOR = "serve_production"
+RETRIES_TAG = "dagster/max_retries"  # the daemon retries a failed re-score (run_retries enabled in dagster.yaml)
+RESCORE_RETRIES = 2
 
 
 def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult | SkipReason:
@@ -67,7 +70,8 @@ def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult |
     context.log.info(f"requesting a re-score of {', '.join(chosen)} ({why})")
     return SensorResult(run_requests=[RunRequest(
         run_key=key, asset_selection=[asset_key(n) for n in chosen],
-        tags={TRIGGER_TAG: f"sensor:{SERVING_SENSOR}", RESCORE_TAG: key, REVISION_TAG: str(revision)})])
+        tags={TRIGGER_TAG: f"sensor:{SERVING_SENSOR}", RESCORE_TAG: key, REVISION_TAG: str(revision),
+              RETRIES_TAG: str(RESCORE_RETRIES)})])
 
 
 def build_serving_sensor(mesh: MeshSpec):

@@ -77,7 +77,7 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
     """Materialize the whole mesh on the Dagster instance and print what was built.
     Exits 1 when the run failed or a blocking check stopped a node."""
     from depmesh.assets.release import promote_hint, release_key
-    from depmesh.cli.render import summary_rows
+    from depmesh.cli.render import served_lines, summary_rows
     from depmesh.executors import ExecutorConfigError, executor_name
     from depmesh.instance import get_instance, storage_kind
     from depmesh.progress import PROGRESS_LOGGER
@@ -106,6 +106,9 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
     click.echo("")
     missing = "not in this run (built before the failure, or NOT BUILT)" if parent_id else "NOT BUILT"
     click.echo(table(summary_rows(result, mesh, missing), ["node", "kind", "built", "version", "seconds"]))
+    served = served_lines(result)
+    if served:
+        click.echo("\nwhat the scores serve (serving: " + mesh.serving.mode + "):\n" + "\n".join(served))
     releases = [e for e in result.get_asset_materialization_events() if e.asset_key == release_key(mesh)]
     if releases:
         md = releases[0].materialization.metadata

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -73,6 +74,12 @@ def with_stage_events(home: str | None, registry, fn):
     return out
 
 
+def mesh_serves_production(catalog: str | None) -> bool:
+    from depmesh.cli.common import load_mesh
+
+    return load_mesh(catalog).serving.mode == "production"
+
+
 def registry_call(fn):
     """Run a registry operation; its refusals are errors the user can act on."""
     from depmesh.registry import RegistryError
@@ -89,7 +96,56 @@ HOME_OPTION = click.option("--home", type=click.Path(file_okay=False),
 REG_CATALOG_OPTION = click.option("--catalog", help=CATALOG_HELP + " Its mesh name picks the releases and versions.")
 ACTOR_OPTION = click.option("--actor", help="Who acts, recorded in the audit trail (default: $DEPMESH_ACTOR, else the "
                                              "operating-system user; DEPMESH_IDENTITY may bind it: see README).")
+RESCORE_OPTION = click.option(
+    "--rescore", is_flag=True,
+    help="Re-score at once, in this process, the scores and consumers whose served versions this changed (else the "
+         "serve_production sensor does it under the daemon; or later: depmesh serving rescore).")
+
+
 RELEASE_ID = click.argument("release_id", type=click.IntRange(1, 2**63 - 1), metavar="RELEASE_ID")
+
+
+def after_stage_change(home: str | None, catalog: str | None, rescore: bool) -> None:
+    """Re-score now (--rescore) or say what will, after a command that changed what serves."""
+    from dagster import DagsterInstance
+
+    from depmesh.catalog import load_catalog
+    from depmesh.rollout.production import stale_scores
+    from depmesh.rollout.rescore import rescore as run_rescore
+
+    mesh, _, registry = governed_registry(home, catalog, read_only=True)
+    if mesh.serving.mode == "latest":
+        click.echo(f"mesh {mesh.name} serves what each run trains (serving: latest): the scores do not follow the "
+                   "registry")
+        return
+    instance = DagsterInstance.from_config(str(existing_home(home)))
+    try:
+        if not rescore:
+            stale = stale_scores(instance, registry, mesh)
+            if stale:
+                click.echo(f"to re-score ({len(stale)}): {', '.join(sorted(stale))}: the serve_production sensor "
+                           "does it under the daemon, or now: depmesh serving rescore")
+            return
+        from depmesh.cli.common import catalog_path
+
+        outcome = run_rescore(str(catalog_path(catalog)), instance, registry, load_catalog(catalog_path(catalog)))
+        _report(outcome)
+        if not outcome.ok:
+            sys.exit(1)
+    finally:
+        instance.dispose()
+
+
+def _report(outcome) -> None:
+    if not outcome.stale:
+        click.echo("re-score: every scores node already serves what the registry says; nothing was run")
+        return
+    for node, why in sorted(outcome.stale.items()):
+        click.echo(f"re-score {node}: {why}")
+    run = outcome.outcome
+    status = "succeeded" if run.ok else ("FAILED" if not run.result.success else f"BLOCKED at {', '.join(run.blocked)}")
+    click.echo(f"re-scored {', '.join(outcome.selection)} in run {run.run_id}: {status} in {run.seconds:.1f}s "
+               "(no model retrained)")
 
 
 @main.group()
@@ -135,6 +191,14 @@ def release_show(release_id: int, catalog: str | None, home: str | None, fmt: st
         click.echo(json.dumps({**item, "members": members, "rollout_report": report}, indent=2, default=str))
         return
     click.echo(f"release {item['id']}: {item['status']} (created {str(item['created_at'])[:19]}, run {item['run_id']})")
+    if item["status"] in ("Production", "PartlyRolledBack"):
+        from depmesh.rollout.production import production_set
+
+        production = production_set(registry)
+        if production.release_id == item["id"]:
+            click.echo(f"serving since {production.promoted_at}: {production.describe()}"
+                       + ("" if mesh_serves_production(catalog) else " (this mesh serves latest: its scores do not "
+                          "follow the registry)"))
     if report:
         click.echo(f"rollout report (shadow/canary, A/B evidence): {report}")
     rows = [[m["node"], m["version"], m["stage"], ", ".join(f"{k}={v:.3g}" for k, v in list(m["metrics"].items())[:3]),
@@ -152,7 +216,9 @@ def release_show(release_id: int, catalog: str | None, home: str | None, fmt: st
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
 @REG_CATALOG_OPTION
 @HOME_OPTION
-def release_promote(release_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None) -> None:
+@RESCORE_OPTION
+def release_promote(release_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None,
+                    rescore: bool) -> None:
     """Make every version of a release Production at once (atomic), after
     verifying every member's artifact; archive what it replaces. When the mesh
     declares its teams, only an approved request allows it (release request)."""
@@ -160,6 +226,7 @@ def release_promote(release_id: int, actor: str | None, reason: str, catalog: st
     _, teams, registry = governed_registry(home, catalog, read_only=True)
     item = with_stage_events(home, registry, lambda: registry.promote(release_id, actor=actor, reason=reason))
     click.echo(f"release {release_id} is Production: " + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
+    after_stage_change(home, catalog, rescore)
 
 
 @release.command("rollback")
@@ -169,8 +236,9 @@ def release_promote(release_id: int, actor: str | None, reason: str, catalog: st
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
 @REG_CATALOG_OPTION
 @HOME_OPTION
+@RESCORE_OPTION
 def release_rollback(node: str | None, with_dependents: bool, actor: str | None, reason: str, catalog: str | None,
-                     home: str | None) -> None:
+                     home: str | None, rescore: bool) -> None:
     """Make the previous release Production again (atomic), or one model with --node. When the mesh declares its
     teams, any on-call member may roll back, without approval; the teams of the models and their consumers are
     notified."""
@@ -196,6 +264,7 @@ def release_rollback(node: str | None, with_dependents: bool, actor: str | None,
     if teams is not None:
         notify_change(registry, mesh, teams, "rollback", nodes, by=actor, reason=reason, **payload)
         deliver_quietly(registry, teams, lambda m: click.echo(m, err=True))
+    after_stage_change(home, catalog, rescore)
 
 
 @main.group()

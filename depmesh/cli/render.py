@@ -6,6 +6,7 @@ from typing import Any
 
 from depmesh.catalog import MeshSpec
 from depmesh.cli.common import table
+from depmesh.keys import SERVED_BY_KEY, SERVED_CHECK, SERVING_KEY
 from depmesh.runs import blocked_checks
 
 KIND_SHAPES = {"dataset": ("[(", ")]"), "features": ("[", "]"), "model": ("{{", "}}"),
@@ -35,6 +36,7 @@ def summary_rows(result: Any, mesh: MeshSpec, missing: str = "NOT BUILT") -> lis
     """One row per node: what was built in the run (rows or metrics, version,
     seconds), or why not (blocked by which check, or skipped below a block)."""
     from depmesh import graph
+    from depmesh.assets.factory import STORED_KEY
 
     events = {"/".join(e.asset_key.path): e for e in result.get_asset_materialization_events()}
     blocked: dict[str, list[str]] = {}
@@ -42,11 +44,14 @@ def summary_rows(result: Any, mesh: MeshSpec, missing: str = "NOT BUILT") -> lis
         name, check = line.rsplit(" ", 1)
         blocked.setdefault(name, []).append(check)
     skipped = {e.step_key.replace("__", "/") for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+    not_served = {e.asset_key.to_user_string() for e in result.get_asset_check_evaluations()
+                  if e.check_name == SERVED_CHECK and e.passed and not getattr(e.metadata.get(STORED_KEY), "value", True)}
     rows = []
     for name in graph.topological_order(mesh.inputs_map()):
         event = events.get(name)
         if event is None:
             why = (f"BLOCKED by {', '.join(blocked[name])}" if name in blocked
+                   else "NOT SERVED: no Production version yet" if name in not_served
                    else "not run (blocked upstream)" if name in skipped else missing)
             rows.append([name, mesh.node(name).kind, why, "", ""])
             continue
@@ -58,9 +63,25 @@ def summary_rows(result: Any, mesh: MeshSpec, missing: str = "NOT BUILT") -> lis
             detail = ", ".join(f"{k}={v:.3g}" for k, v in list(metrics.items())[:4])
             rows.append([name, "model", detail, value("model_version"), value("seconds")])
         else:
-            rows.append([name, mesh.node(name).kind, f"{value('dagster/row_count'):,} rows", value("data_version"),
-                         value("seconds")])
+            served = served_short(value(SERVING_KEY)) if mesh.node(name).kind == "scores" else ""
+            rows.append([name, mesh.node(name).kind, f"{value('dagster/row_count'):,} rows" + served,
+                         value("data_version"), value("seconds")])
     return rows
+
+
+def served_short(record: dict | None) -> str:
+    """What served a scores table, in a few words for the run's table."""
+    if not record:
+        return ""
+    if record["mode"] == "production":
+        return f", release {record.get('release_id')} ({record.get('status')})"
+    return ", NOT APPROVED candidate" if record["mode"] == "candidate" else ", latest (not governed)"
+
+
+def served_lines(result: Any) -> list[str]:
+    """Each scores table's 'served by ...' sentence from the run's materializations."""
+    return [f"  {e.asset_key.to_user_string()}: {e.materialization.metadata[SERVED_BY_KEY].value}"
+            for e in result.get_asset_materialization_events() if SERVED_BY_KEY in e.materialization.metadata]
 
 
 def impact_report(report: Any) -> str:

@@ -13,7 +13,9 @@ from depmesh.cli.registry import (
     HOME_OPTION,
     REG_CATALOG_OPTION,
     RELEASE_ID,
+    RESCORE_OPTION,
     acting,
+    after_stage_change,
     governed_registry,
     registry_call,
     release,
@@ -67,7 +69,8 @@ def release_request(release_id: int, actor: str | None, reason: str, canary: boo
 
 
 def _decide(request_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None,
-            approve: bool) -> None:
+            approve: bool) -> bool:
+    """True when the decision changed what serves (a promotion, or a canary's first step)."""
     from depmesh.rollout.approvals import decide
 
     actor = acting(actor)
@@ -77,11 +80,11 @@ def _decide(request_id: int, actor: str | None, reason: str, catalog: str | None
     if not approve:
         click.echo(f"promotion request {request_id} rejected by {actor}: release {request['release_id']} stays "
                    "where it is")
-        return
+        return False
     if request["status"] != "approved":
         click.echo(f"approved by {actor} for {', '.join(request['decisions'][-1]['teams'])}; still waiting for "
                    f"{_waiting(request)}")
-        return
+        return False
     release_id = request["release_id"]
     if request["rollout"] == "canary":
         from depmesh.rollout.serving import start
@@ -92,11 +95,12 @@ def _decide(request_id: int, actor: str | None, reason: str, catalog: str | None
         click.echo(f"promotion request {request_id} approved by every team concerned; canary rollout "
                    f"{rollout['id']} of release {release_id} started at {rollout['plan'].steps[0].percent:g}% "
                    "(the canary_rollouts sensor, or depmesh rollout advance, moves it on)")
-        return
+        return True
     click.echo(f"promotion request {request_id} approved by every team concerned; promoting release {release_id}")
     item = with_stage_events(home, registry, lambda: registry.promote(
         release_id, actor=actor, reason=f"request {request_id} approved ({request['reason']}): {reason}"))
     click.echo(f"release {release_id} is Production: " + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
+    return True
 
 
 @release.command("approve")
@@ -105,10 +109,13 @@ def _decide(request_id: int, actor: str | None, reason: str, catalog: str | None
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
 @REG_CATALOG_OPTION
 @HOME_OPTION
-def release_approve(request_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None) -> None:
+@RESCORE_OPTION
+def release_approve(request_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None,
+                    rescore: bool) -> None:
     """Approve a promotion request for every required team of which you are an owner (not your own request).
     The last approval promotes the release."""
-    _decide(request_id, actor, reason, catalog, home, approve=True)
+    if _decide(request_id, actor, reason, catalog, home, approve=True):
+        after_stage_change(home, catalog, rescore)
 
 
 @release.command("reject")
@@ -190,8 +197,9 @@ def _show(rollout: dict) -> str:
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
 @REG_CATALOG_OPTION
 @HOME_OPTION
+@RESCORE_OPTION
 def rollout_start(release_id: int, mode: str | None, actor: str | None, reason: str, catalog: str | None,
-                  home: str | None) -> None:
+                  home: str | None, rescore: bool) -> None:
     """Start a shadow (or canary) rollout of a Staging release: the next scoring runs serve it."""
     from depmesh.rollout.serving import start
 
@@ -203,6 +211,7 @@ def rollout_start(release_id: int, mode: str | None, actor: str | None, reason: 
     click.echo(_show(found))
     for model, arms in found["candidates"].items():
         click.echo(f"  {model}: production {arms['production'][:12]} beside candidate {arms['candidate'][:12]}")
+    after_stage_change(home, catalog, rescore)
 
 
 @rollout_group.command("status")
@@ -234,7 +243,8 @@ def rollout_status(catalog: str | None, home: str | None, fmt: str) -> None:
 @rollout_group.command("advance")
 @REG_CATALOG_OPTION
 @HOME_OPTION
-def rollout_advance(catalog: str | None, home: str | None) -> None:
+@RESCORE_OPTION
+def rollout_advance(catalog: str | None, home: str | None, rescore: bool) -> None:
     """Judge the active canary's step now (what the canary_rollouts sensor does every minute under the daemon)."""
     from depmesh.rollout.serving import advance
 
@@ -250,6 +260,8 @@ def rollout_advance(catalog: str | None, home: str | None) -> None:
                   if outcome.get("action") else ""))
     for reason in outcome["reasons"]:
         click.echo(f"  {reason}")
+    if outcome.get("action"):
+        after_stage_change(home, catalog, rescore)
 
 
 @rollout_group.command("stop")
@@ -257,7 +269,8 @@ def rollout_advance(catalog: str | None, home: str | None) -> None:
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
 @REG_CATALOG_OPTION
 @HOME_OPTION
-def rollout_stop(actor: str | None, reason: str, catalog: str | None, home: str | None) -> None:
+@RESCORE_OPTION
+def rollout_stop(actor: str | None, reason: str, catalog: str | None, home: str | None, rescore: bool) -> None:
     """Stop the active rollout: Production serves every row again (any member may)."""
     from depmesh.rollout.serving import stop
 
@@ -266,6 +279,7 @@ def rollout_stop(actor: str | None, reason: str, catalog: str | None, home: str 
     if teams is not None:
         registry_call(lambda: teams.require_member(actor, doing="stop a rollout"))
     click.echo(_show(registry_call(lambda: stop(registry, actor=actor, reason=reason))))
+    after_stage_change(home, catalog, rescore)
 
 
 @rollout_group.command("report")

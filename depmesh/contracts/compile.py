@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from depmesh.keys import SERVED_CHECK
 from depmesh.catalog import DTYPES, ContractSpec, NodeSpec
 
 CONTRACT = "contract"
@@ -185,9 +186,6 @@ def severities(contract: ContractSpec | None) -> set[str]:
     return found
 
 
-SERVED_SET = "served_set"  # a scores node's blocking check (depmesh.rollout.production)
-
-
 def node_checks(node: NodeSpec) -> list[tuple[str, bool, str]]:
     """The asset checks a node gets: (name, blocking, description)."""
     out: list[tuple[str, bool, str]] = []
@@ -202,7 +200,7 @@ def node_checks(node: NodeSpec) -> list[tuple[str, bool, str]]:
     if node.edges:
         out.append((INPUT_CONTRACT, True, "What this node needs from its inputs: columns, model latency budgets."))
     if node.kind == "scores":
-        out.append((SERVED_SET, True, "The model versions these scores were made with are the set the catalog's "
+        out.append((SERVED_CHECK, True, "The model versions these scores were made with are the set the catalog's "
                                       "serving: declares (the registry's Production set by default), judged "
                                       "against the registry when the step ends."))
         out.append(("rollout", False, "A rollout's candidate beside Production on the same rows: metric per arm, "

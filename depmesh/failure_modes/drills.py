@@ -20,7 +20,12 @@ from depmesh.failure_modes.catalogue import FailureCatalogue, FailureMode
 #   kill-step:NODE             the step building NODE dies (SIGKILL) as it starts, in a multiprocess run
 #                              (the run's depmesh/drill_fault tag asks for it)
 #   unreachable-database:NODE  the registry's database cannot be reached while NODE runs (a closed port)
+#   serve-unapproved:NODE      the scores step of NODE serves what its run trained instead of the Production set
+#                              (a serving path that bypasses the registry), after a retrain nobody promoted
+#   served-drift:NODE          the registry's Production set moves while the scores step of NODE runs (another
+#                              writer retires its model's Production version between the plan and the verdict)
 PROCESS_FAULTS = ("kill-step", "unreachable-database")
+SERVING_FAULTS = ("serve-unapproved", "served-drift")
 UNREACHABLE_URL = "postgresql://depmesh-drill@127.0.0.1:9/unreachable?connect_timeout=2"
 DRILL_SAMPLE = 0.05
 
@@ -30,9 +35,9 @@ class DrillError(ValueError):
 
 
 def process_fault(drill: str) -> tuple[str, str] | None:
-    """(fault, node) for a process-fault drill, else None (a data injection)."""
+    """(fault, node) for a process-fault or serving-fault drill, else None (a data injection)."""
     fault, _, node = drill.partition(":")
-    return (fault, node) if fault in PROCESS_FAULTS else None
+    return (fault, node) if fault in PROCESS_FAULTS + SERVING_FAULTS else None
 
 
 def check_drill(drill: str, mesh: Any) -> None:
@@ -44,6 +49,8 @@ def check_drill(drill: str, mesh: Any) -> None:
         parse_injection(drill, mesh)
     elif fault[1] not in mesh.names:
         raise InjectionError(f"{fault[0]}: unknown node {fault[1]!r} in mesh {mesh.name}")
+    elif fault[0] in SERVING_FAULTS and mesh.node(fault[1]).kind != "scores":
+        raise InjectionError(f"{fault[0]}: {fault[1]} is a {mesh.node(fault[1]).kind} node, not a scores node")
 
 
 @dataclass
@@ -70,6 +77,8 @@ def run_drill(mesh: Any, mode: FailureMode, production_instance: Any, storage: P
     if not mode.drill:
         raise DrillError(f"failure mode {mode.id} declares no drill injection (drill: \"NODE:COLUMN:nulls=0.3\" ...)")
     if process_fault(mode.drill) is not None:
+        if process_fault(mode.drill)[0] in SERVING_FAULTS:
+            return run_serving_drill(mesh, mode)
         return run_process_drill(mesh, mode)
     from depmesh.simulate import simulate
 
@@ -136,6 +145,84 @@ def run_process_drill(mesh: Any, mode: FailureMode, sample: float = DRILL_SAMPLE
                 instance.dispose()
     fired = [d.label for step, error in steps for d in mode.detected_by if d.catches_run_failure(step, error)]
     return _verdict(mode, fired, started, [step for step, _ in steps])
+
+
+@contextlib.contextmanager
+def _throwaway_instance():
+    """A temporary embedded instance and registry (never production's database)."""
+    import tempfile
+
+    from dagster import DagsterInstance
+
+    from depmesh.instance import EMBEDDED_CONFIG, POSTGRES_ENV
+
+    with tempfile.TemporaryDirectory(prefix="depmesh-drill-") as home:
+        Path(home, "dagster.yaml").write_text(EMBEDDED_CONFIG, encoding="utf-8")
+        with _environment(DAGSTER_HOME=home, **{POSTGRES_ENV: ""}):
+            instance = DagsterInstance.from_config(home)
+            try:
+                yield instance
+            finally:
+                instance.dispose()
+
+
+SERVING_DRILL_SAMPLE = 0.2  # the models must pass their gates to be promoted: a twentieth of the flights is too few
+
+
+def run_serving_drill(mesh: Any, mode: FailureMode, sample: float = SERVING_DRILL_SAMPLE) -> DrillResult:
+    """Train the scores node's models on a throwaway instance, record and promote their release, then build the
+    scores with the serving fault in place (a run tag) and read which checks failed."""
+    import json
+
+    from depmesh import graph
+    from depmesh.assets.factory import DRILL_FAULT_TAG, PARAMS_TAG
+    from depmesh.assets.io import recorded_metadata
+    from depmesh.automation.routing import instance_registry
+    from depmesh.runs import run_mesh
+
+    fault, node = process_fault(mode.drill or "")
+    started = time.perf_counter()
+    inputs = mesh.inputs_map()
+    models = [m for m in graph.upstream(inputs, node) if mesh.node(m).kind == "model"]
+    trained = sorted({*graph.upstream(inputs, node)})
+    with _throwaway_instance() as instance:
+        first = run_mesh(mesh.path, instance, sample=sample, mesh=mesh, selection=trained)
+        if not first.result.success:
+            raise DrillError(f"{mode.id}: the models behind {node} did not train on the drill's instance")
+        registry = instance_registry(mesh, instance)
+        try:
+            records = {m: recorded_metadata(instance, m.split("/")) for m in models}
+            unbuilt = sorted(m for m, r in records.items() if r is None)
+            if unbuilt:
+                raise DrillError(f"{mode.id}: {', '.join(unbuilt)} did not pass {'its' if len(unbuilt) == 1 else 'their'} "
+                                 f"gates on the drill's sample ({sample:g}), so there is no release to serve")
+            members = {m: r["model_version"] for m, r in records.items()}
+            release = registry.record_release(members, run_id=first.run_id, actor="depmesh/drill", reason="drill")
+            registry.promote(release["id"], actor="depmesh/drill", reason=f"drill {mode.id}")
+            tags = {DRILL_FAULT_TAG: mode.drill}
+            selection = [node]
+            if fault == "serve-unapproved":  # a retrain nobody promoted, then the faulty serving path
+                direct = [m for m in mesh.node(node).inputs if m in models]
+                retrain = run_mesh(mesh.path, instance, sample=sample, mesh=mesh, selection=direct,
+                                   tags={PARAMS_TAG: json.dumps({m: _nudged(mesh.node(m)) for m in direct})})
+                if not retrain.result.success:
+                    raise DrillError(f"{mode.id}: the retrain of {', '.join(direct)} failed on the drill's instance")
+            outcome = run_mesh(mesh.path, instance, sample=sample, mesh=mesh, selection=selection, tags=tags)
+            fired = [f"{e.asset_key.to_user_string()}:{e.check_name}"
+                     for e in outcome.result.get_asset_check_evaluations() if not e.passed]
+        finally:
+            registry.dispose()
+    return _verdict(mode, fired, started, [f.split(":")[0] for f in fired])
+
+
+def _nudged(node: Any) -> dict[str, Any]:
+    """A parameter of the model moved a little (a new version nobody promoted)."""
+    for name, value in node.model.params.items():
+        if isinstance(value, float):
+            return {name: value * 1.1}
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {name: value + 1}
+    raise DrillError(f"{node.name} has no numeric parameter to retrain it with (the serve-unapproved drill needs one)")
 
 
 def record_drill(registry: Any, result: DrillResult) -> None:

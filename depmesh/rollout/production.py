@@ -34,12 +34,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from depmesh.keys import SERVED_BY_KEY, SERVED_CHECK, SERVING_KEY, SIGNATURE_KEY
 from depmesh.registry.schema import approvals, promotion_requests, stage_transitions
 
-SERVED_CHECK = "served_set"  # every scores node's blocking check: it served the declared set
-SERVING_KEY = "depmesh/serving"  # a scores materialization's metadata: what served it (JSON)
-SERVED_BY_KEY = "depmesh/served_by"  # ... the same in one sentence, for the asset page
-SIGNATURE_KEY = "depmesh/serving_signature"  # ... and its signature (what a re-score compares)
 NOT_APPROVED = "NOT APPROVED"
 
 
@@ -55,7 +52,7 @@ class ProductionSet:
     release_id: int | None
     status: str | None
     revision: int
-    promoted_at: str | None = None
+    promoted_at: str | None = None  # when it last became Production (a promotion, or the rollback that restored it)
     approvers: tuple[str, ...] = ()
     approved_at: str | None = None
     promoted_by: str | None = None
@@ -83,13 +80,16 @@ def production_set(registry: Any) -> ProductionSet:
         decided = conn.execute(sa.select(approvals.c.actor, approvals.c.at).where(
             approvals.c.request_id == request, approvals.c.decision == "approve")
             .order_by(approvals.c.id)).all() if request is not None else []
-        promoted_by = conn.execute(sa.select(stage_transitions.c.actor).where(
+        # the last move to Production of this release's versions: its promotion, or the rollback that restored it
+        last = conn.execute(sa.select(stage_transitions.c.actor, stage_transitions.c.at).where(
             stage_transitions.c.mesh == registry.mesh, stage_transitions.c.release_id == release_id,
-            stage_transitions.c.to_stage == "Production").order_by(stage_transitions.c.id.desc()).limit(1)).scalar()
+            stage_transitions.c.to_stage == "Production").order_by(stage_transitions.c.id.desc()).limit(1)).first()
     return ProductionSet(
         versions, release_id, release["status"], state["revision"],
-        promoted_at=_when(release.get("promoted_at")), approvers=tuple(dict.fromkeys(a.actor for a in decided)),
-        approved_at=_when(max((a.at for a in decided), default=None)), promoted_by=promoted_by)
+        promoted_at=_when(last.at if last is not None else release.get("promoted_at")),
+        approvers=tuple(dict.fromkeys(a.actor for a in decided)),
+        approved_at=_when(max((a.at for a in decided), default=None)),
+        promoted_by=last.actor if last is not None else None)
 
 
 def _when(value: Any) -> str | None:
@@ -213,6 +213,18 @@ def verify(registry: Any, plan_: ServingPlan, frame: Any, rollout: dict[str, Any
         return False, ("the served set differs from the registry's Production set: " + "; ".join(
             f"{m} served {v[:12]}, Production is {(p or 'none')[:12]}" for m, (v, p) in sorted(moved.items())))
     return True, plan_.sentence(rollout)
+
+
+def retire_for_drill(registry: Any, plan_: ServingPlan) -> None:
+    """The served-drift drill's fault, on a drill's throwaway registry only: the served models' Production
+    versions are archived behind the registry's back, as a competing writer would change the set mid-step."""
+    from depmesh.registry.schema import model_versions
+
+    with registry._write() as conn:
+        for model, version in plan_.served.items():
+            conn.execute(model_versions.update().where(
+                model_versions.c.mesh == registry.mesh, model_versions.c.node == model,
+                model_versions.c.version == version, model_versions.c.stage == "Production").values(stage="Archived"))
 
 
 def signature(record: dict[str, Any], rollout: dict[str, Any] | None = None) -> str:

@@ -21,10 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from depmesh import graph
+from depmesh.keys import RESCORE_TAG, REVISION_TAG
 from depmesh.rollout.production import stale_scores
-
-RESCORE_TAG = "depmesh/rescore"  # a re-score run's tag: the key of what it re-scores (revision and stale nodes)
-REVISION_TAG = "depmesh/registry_revision"
 
 
 def selection(mesh: Any, stale: dict[str, str]) -> list[str]:
