@@ -15,7 +15,9 @@ from dagster import (
 from depmesh import graph
 from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
 from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
-from depmesh.assets.release import build_release_asset, promote_release_job, release_key
+from depmesh.assets.release import build_release_asset, release_key
+from depmesh.assets.serving import build_serving_asset
+from depmesh.assets.stage_jobs import build_stage_jobs
 from depmesh.assets.report import build_impact_report, build_rollout_report
 from depmesh.registry.resource import RegistryResource
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
@@ -63,6 +65,9 @@ def build_definitions(
         assets.append(build_rollout_report(mesh))
     if has_models:
         assets.append(build_release_asset(mesh, failure_modes))
+    serves = has_models and any(n.kind == "scores" for n in mesh.nodes)
+    if serves:
+        assets.append(build_serving_asset(mesh))
     mesh_job = define_asset_job(
         MESH_JOB,
         selection=AssetSelection.all(),
@@ -78,13 +83,13 @@ def build_definitions(
         sensors.append(build_delivery_sensor(mesh, teams))
     if mesh.rollout is not None:
         sensors.append(build_canary_sensor(mesh, teams))
-    if has_models and any(n.kind == "scores" for n in mesh.nodes):
+    if serves:
         sensors.append(build_serving_sensor(mesh))
     if tune_jobs:
         sensors.append(build_candidate_sensor(mesh, tune_jobs, mesh_job))
     return Definitions(
         assets=assets,
-        jobs=[mesh_job, *domain_jobs(mesh), promote_release_job, *tune_jobs],
+        jobs=[mesh_job, *domain_jobs(mesh), *(build_stage_jobs(mesh, teams) if has_models else []), *tune_jobs],
         schedules=retrain_schedules(mesh),
         sensors=sensors,
         resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime(),

@@ -8,3 +8,4 @@ SERVED_BY_KEY = "depmesh/served_by"  # ... the same in one sentence, first on th
 SIGNATURE_KEY = "depmesh/serving_signature"  # ... and its digest (what a re-score compares with the registry)
 RESCORE_TAG = "depmesh/rescore"  # a re-score run's tag: the key of what it re-scores (revision and stale nodes)
 REVISION_TAG = "depmesh/registry_revision"  # ... and the registry revision it was requested for
+SERVING_REVISION_KEY = "depmesh/registry_revision"  # the serving/<mesh> page's metadata: the revision it read

@@ -125,7 +125,8 @@ def test_materialization_freshness_is_a_dagster_freshness_policy(demo_mesh):
 def test_domain_jobs_schedules_and_the_sensor(demo_mesh):
     defs = build_definitions(demo_mesh)
     assert {j.name for j in defs.jobs} == {"mesh_job", "ingestion_job", "features_job", "training_job",
-                                           "scoring_job", "consumers_job", "promote_release",
+                                           "scoring_job", "consumers_job", "promote_release", "request_promotion",
+                                           "approve_request", "reject_request", "rollback_release",
                                            "tune__models__dep_delay"}  # one per model with a tune block
     training = defs.resolve_job_def("training_job")
     assert {"/".join(k.path) for k in training.asset_layer.selected_asset_keys} == {

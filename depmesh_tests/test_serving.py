@@ -97,7 +97,7 @@ def test_a_retrain_leaves_what_serves_and_promotion_and_rollback_rescore_it(gold
         second = rescore(DEMO_CATALOG, instance, registry, mesh)
         assert second.ok, second.outcome.blocked
         assert served_versions(instance) == expected(release2)
-        assert materialized_since(instance, seen) == {*SCORES, "consumers/ops_report"}  # no model retrained
+        assert materialized_since(instance, seen) == {*SCORES, "consumers/ops_report", "serving/flights"}
         assert rescore(DEMO_CATALOG, instance, registry, mesh).stale == {}  # idempotent
 
     home = tmp_path / "home"
@@ -339,3 +339,49 @@ def test_the_serving_failure_modes_are_caught_by_their_drills(demo_mesh):
         result = run_drill(demo_mesh, catalogue.mode(mode_id), None, None)
         assert result.caught, result
         assert result.caught_by == [f"{node}:served_set"], result
+
+
+def test_the_ui_jobs_request_approve_promote_and_refuse_with_a_clear_failure(golden, demo_mesh, tmp_path):
+    """The jobs the UI launches: a promotion before approval fails with a Failure naming what is missing (no
+    stack of depmesh errors); a request, one approval per team, and the last one promotes; the serving page then
+    names the release and its approvers; a member who is not on call may not roll back."""
+    from dagster import AssetKey
+
+    from depmesh.build import build_definitions
+    from depmesh.rollout.approvals import list_requests
+
+    with copy_of(golden, tmp_path / "home") as instance:
+        defs = build_definitions(demo_mesh)
+
+        def launch(name: str, **config):
+            return defs.resolve_job_def(name).execute_in_process(
+                instance=instance, raise_on_error=False, run_config={"ops": {f"{name}_op": {"config": config}}})
+
+        def refusal(result) -> str:
+            assert not result.success
+            failure = result.get_step_failure_events()[0].step_failure_data
+            assert failure.error.cls_name == "Failure", failure.error.cls_name
+            return failure.user_failure_data.description
+
+        release = golden.release_id
+        said = refusal(launch("promote_release", release_id=release, actor="eli", reason="go"))
+        assert "needs approval" in said and f"depmesh release request {release}" in said
+        assert launch("request_promotion", release_id=release, actor="gus", reason="go live").success
+        registry = registry_of(instance, demo_mesh)
+        request = list_requests(registry, release_id=release)[-1]
+        said = refusal(launch("approve_request", request_id=request["id"], actor="gus", reason="mine"))
+        assert "may not approve" in said
+        approvers = []
+        while request["status"] == "pending":
+            owner = request["waiting_for"][0]["owners"][0]
+            assert launch("approve_request", request_id=request["id"], actor=owner, reason="looks right").success
+            approvers.append(owner)
+            request = list_requests(registry, release_id=release)[-1]
+        assert registry.state()["production_release_id"] == release
+        page = materialize_mesh(demo_mesh, instance, selection=[AssetKey(["serving", "flights"])])
+        assert page.success
+        now = page.get_asset_materialization_events()[0].materialization.metadata["depmesh/serving_now"].value
+        assert now.startswith(f"serving release {release} (Production, approved by {', '.join(dict.fromkeys(approvers))}")
+        assert "NOT YET RE-SCORED" in now  # the scores still hold the candidate until the re-score
+        said = refusal(launch("rollback_release", actor="gus", reason="bad"))
+        assert "on-call" in said

@@ -1,4 +1,4 @@
-"""The release asset and the promotion job.
+"""The release asset (the stage-change jobs are depmesh.assets.stage_jobs).
 
 ``releases/<mesh>`` sits downstream of every model asset. Each model's gates
 are blocking checks in its own step, so when a run reaches the release every
@@ -12,13 +12,9 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    Config,
     MetadataValue,
-    OpExecutionContext,
     Output,
     asset,
-    job,
-    op,
 )
 
 from depmesh.assets.factory import (
@@ -125,8 +121,28 @@ def build_release_asset(mesh: MeshSpec, failure_modes: Any = None):
         for r in results:
             yield annotate_verdict(r, judged, True, True)
         yield from stage_observations(registry, registry.history(after_id=before), key)
+        if recorded["created"]:
+            yield from staging_notes(mesh, registry, release_id)
 
     return mesh_release
+
+
+def staging_notes(mesh: MeshSpec, registry: Any, release_id: int) -> list[Any]:
+    """On each scores asset, why it did not change with the new Staging release (a production mesh)."""
+    from dagster import AssetObservation
+
+    from depmesh.rollout.production import production_set
+
+    if mesh.serving.mode != "production":
+        return []
+    production = production_set(registry)
+    serving = (production.describe() if production.release_id is not None else
+               "the gated candidate, NOT APPROVED" if mesh.serving.before_first_promotion == "candidate" else "nothing")
+    why = (f"release {release_id} was recorded in Staging; these scores keep serving {serving} until it is "
+           f"promoted ({promote_hint(mesh, release_id)})")
+    return [AssetObservation(asset_key=asset_key(n.name), description=why, metadata={"depmesh/staging_release": release_id,
+                                                                                       "depmesh/why_unchanged": why})
+            for n in mesh.nodes if n.kind == "scores"]
 
 
 def promote_hint(mesh: MeshSpec, release_id: int) -> str:
@@ -136,26 +152,3 @@ def promote_hint(mesh: MeshSpec, release_id: int) -> str:
     if teams_path(mesh).is_file():
         return f"depmesh release request {release_id} --reason TEXT (then its approvers: depmesh release approve REQUEST)"
     return f"depmesh release promote {release_id} --actor NAME --reason TEXT"
-
-
-class PromoteConfig(Config):
-    release_id: int
-    actor: str
-    reason: str
-
-
-@op(required_resource_keys={REGISTRY_KEY}, description="Promote a release to Production (atomically).")
-def promote_release_op(context: OpExecutionContext, config: PromoteConfig) -> None:
-    from depmesh.assets.stages import stage_observations
-
-    registry = getattr(context.resources, REGISTRY_KEY).registry
-    before = registry.last_transition_id()
-    release = registry.promote(config.release_id, actor=config.actor, reason=config.reason)
-    for event in stage_observations(registry, registry.history(after_id=before), release_key(registry.mesh)):
-        context.log_event(event)
-    context.log.info(f"release {config.release_id} is Production: {release['members']}")
-
-
-@job(name="promote_release", description="Make every version of a release Production at once; archive what it replaces.")
-def promote_release_job() -> None:
-    promote_release_op()

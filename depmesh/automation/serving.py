@@ -24,11 +24,13 @@ from dagster import (
 )
 
 from depmesh.assets import asset_key
+from depmesh.assets.io import recorded_metadata
+from depmesh.assets.serving import serving_key
 from depmesh.assets.factory import TRIGGER_TAG
 from depmesh.automation.routing import instance_registry
 from depmesh.automation.sensors import IN_FLIGHT
 from depmesh.catalog import MeshSpec
-from depmesh.keys import RESCORE_TAG, REVISION_TAG
+from depmesh.keys import RESCORE_TAG, REVISION_TAG, SERVING_REVISION_KEY
 from depmesh.rollout.rescore import rescore_key, selection
 
 SERVING_SENSOR = "serve_production"
@@ -48,8 +50,16 @@ def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult |
         revision = registry.state()["revision"]
     finally:
         registry.dispose()
+    page = serving_key(mesh)
     if not stale:
-        return SkipReason(f"every scores node serves what the registry says (revision {revision})")
+        shown = recorded_metadata(instance, page.path) or {}
+        if shown.get(SERVING_REVISION_KEY) == revision or not instance.get_latest_materialization_event(
+                asset_key(next(n.name for n in mesh.nodes if n.kind == "scores"))):
+            return SkipReason(f"every scores node serves what the registry says (revision {revision})")
+        # a stage change that serves nothing new (a release recorded, a request approved): the page alone
+        return SensorResult(run_requests=[RunRequest(
+            run_key=f"serving-page:{mesh.name}:{revision}", asset_selection=[page],
+            tags={TRIGGER_TAG: f"sensor:{SERVING_SENSOR}", REVISION_TAG: str(revision)})])
     key = rescore_key(mesh, revision, stale)
     earlier = instance.get_run_records(RunsFilter(tags={RESCORE_TAG: key}), limit=1)
     if earlier:
@@ -60,7 +70,7 @@ def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult |
         return SkipReason(f"already requested: run {run.run_id} ({run.status.value}) re-scores "
                           f"{', '.join(sorted(stale))}")
     chosen = selection(mesh, stale)
-    touched = {asset_key(n) for n in chosen}
+    touched = {asset_key(n) for n in chosen} | {page}
     for record in instance.get_run_records(RunsFilter(statuses=IN_FLIGHT)):
         run = record.dagster_run
         if run.asset_selection is None or run.asset_selection & touched:
@@ -69,7 +79,7 @@ def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult |
     why = "; ".join(f"{n}: {w}" for n, w in sorted(stale.items()))
     context.log.info(f"requesting a re-score of {', '.join(chosen)} ({why})")
     return SensorResult(run_requests=[RunRequest(
-        run_key=key, asset_selection=[asset_key(n) for n in chosen],
+        run_key=key, asset_selection=[asset_key(n) for n in chosen] + [page],
         tags={TRIGGER_TAG: f"sensor:{SERVING_SENSOR}", RESCORE_TAG: key, REVISION_TAG: str(revision),
               RETRIES_TAG: str(RESCORE_RETRIES)})])
 

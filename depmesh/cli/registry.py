@@ -55,15 +55,16 @@ def acting(actor: str | None) -> str:
         raise click.UsageError(str(exc)) from None
 
 
-def with_stage_events(home: str | None, registry, fn):
+def with_stage_events(home: str | None, registry, fn, before: int | None = None):
     """Run a registry operation that moves stages, then show each move in the
-    Dagster UI as an observation on its model and on the mesh's release asset."""
+    Dagster UI as an observation on its model and on the mesh's release asset
+    (``before``: the audit entry after which to show them, when the move was made already)."""
     from dagster import DagsterInstance
 
     from depmesh.assets.release import release_key
     from depmesh.assets.stages import report_stage_changes
 
-    before = registry.last_transition_id()
+    before = registry.last_transition_id() if before is None else before
     out = registry_call(fn)
     path = existing_home(home)
     instance = DagsterInstance.from_config(str(path))

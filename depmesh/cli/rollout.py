@@ -71,35 +71,33 @@ def release_request(release_id: int, actor: str | None, reason: str, canary: boo
 def _decide(request_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None,
             approve: bool) -> bool:
     """True when the decision changed what serves (a promotion, or a canary's first step)."""
-    from depmesh.rollout.approvals import decide
+    from depmesh.rollout.approvals import decide_and_apply
 
     actor = acting(actor)
-    _, teams, registry = _governed(home, catalog)
-    request = registry_call(lambda: decide(registry, teams, request_id, actor=actor, reason=reason, approve=approve))
+    mesh, teams, registry = _governed(home, catalog)
+    before = registry.last_transition_id()
+    done = registry_call(lambda: decide_and_apply(registry, mesh, teams, request_id, actor=actor, reason=reason,
+                                                  approve=approve))
     _deliver(registry, teams)
-    if not approve:
+    request = done["request"]
+    if done["action"] == "rejected":
         click.echo(f"promotion request {request_id} rejected by {actor}: release {request['release_id']} stays "
                    "where it is")
         return False
-    if request["status"] != "approved":
+    if done["action"] == "waiting":
         click.echo(f"approved by {actor} for {', '.join(request['decisions'][-1]['teams'])}; still waiting for "
                    f"{_waiting(request)}")
         return False
     release_id = request["release_id"]
-    if request["rollout"] == "canary":
-        from depmesh.rollout.serving import start
-
-        mesh, _, _ = governed_registry(home, catalog, read_only=True)
-        rollout = registry_call(lambda: start(registry, mesh, teams, release_id, mode="canary", actor=actor,
-                                              reason=f"request {request_id} approved: {reason}"))
+    if done["action"] == "canary":
+        rollout = done["rollout"]
         click.echo(f"promotion request {request_id} approved by every team concerned; canary rollout "
                    f"{rollout['id']} of release {release_id} started at {rollout['plan'].steps[0].percent:g}% "
                    "(the canary_rollouts sensor, or depmesh rollout advance, moves it on)")
         return True
-    click.echo(f"promotion request {request_id} approved by every team concerned; promoting release {release_id}")
-    item = with_stage_events(home, registry, lambda: registry.promote(
-        release_id, actor=actor, reason=f"request {request_id} approved ({request['reason']}): {reason}"))
-    click.echo(f"release {release_id} is Production: " + ", ".join(f"{n}@{v}" for n, v in item["members"].items()))
+    with_stage_events(home, registry, lambda: None, before=before)
+    click.echo(f"promotion request {request_id} approved by every team concerned; release {release_id} is "
+               "Production: " + ", ".join(f"{n}@{v}" for n, v in done["release"]["members"].items()))
     return True
 
 

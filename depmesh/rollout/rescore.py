@@ -22,6 +22,8 @@ from typing import Any
 
 from depmesh import graph
 from depmesh.keys import RESCORE_TAG, REVISION_TAG
+
+SERVING_PAGE = "serving/{mesh}"  # the mesh's serving page (depmesh.assets.serving), materialized with a re-score
 from depmesh.rollout.production import stale_scores
 
 
@@ -42,7 +44,7 @@ def rescore_key(mesh: Any, revision: int, stale: dict[str, str]) -> str:
 @dataclass
 class Rescore:
     stale: dict[str, str]  # node -> why it was stale
-    selection: list[str]
+    selection: list[str]  # what was materialized again: the stale scores, their consumers, the serving page
     outcome: Any = None  # depmesh.runs.RunOutcome, None when nothing was stale
 
     @property
@@ -58,7 +60,7 @@ def rescore(catalog: Any, instance: Any, registry: Any, mesh: Any, *, trigger: s
     stale = stale_scores(instance, registry, mesh)
     if not stale:
         return Rescore({}, [])
-    chosen = selection(mesh, stale)
+    chosen = selection(mesh, stale) + [SERVING_PAGE.format(mesh=mesh.name)]
     revision = registry.state()["revision"]
     tags = {TRIGGER_TAG: f"rescore:{trigger}", RESCORE_TAG: rescore_key(mesh, revision, stale),
             REVISION_TAG: str(revision)}
