@@ -385,3 +385,31 @@ def test_the_ui_jobs_request_approve_promote_and_refuse_with_a_clear_failure(gol
         assert "NOT YET RE-SCORED" in now  # the scores still hold the candidate until the re-score
         said = refusal(launch("rollback_release", actor="gus", reason="bad"))
         assert "on-call" in said
+
+
+def test_a_failed_range_rule_opens_an_incident_only_for_the_mode_it_fits(golden, demo_mesh, tmp_path):
+    """One failed contract on raw/weather may mean a schema change, nulls, drift or malformed values; the
+    detectors' match: picks the mode the failing rule fits (it opened all four before)."""
+    from depmesh.assets.factory import check_text
+    from depmesh.contracts.checks import contract_results, run_contract
+    from depmesh.failure_modes.catalogue import load_failure_modes
+    from depmesh.failure_modes.incidents import record_check_failure
+
+    from depmesh.assets.io import MeshStore, recorded_metadata, storage_dir
+
+    catalogue = load_failure_modes(demo_mesh)
+    node = demo_mesh.node("raw/weather")
+    with copy_of(golden, tmp_path / "home") as instance:
+        weather = MeshStore(storage_dir(instance), instance=instance).load(["raw", "weather"])
+        previous = recorded_metadata(instance, ["raw", "weather"])
+        registry = registry_of(instance, demo_mesh)
+        for perturbed, fits in ((weather.assign(humid=weather["humid"] * 3), "FM-MALFORMED"),
+                                (weather.assign(temp=weather["temp"].where(weather.index % 3 != 0)), "FM-NULLS")):
+            report, _ = run_contract(node, perturbed, previous, None)
+            failed = [r for r in contract_results(node, report) if r.check_name == "contract" and not r.passed]
+            assert failed, fits
+            modes = {m.id for m in catalogue.detecting("raw/weather", "contract", check_text(failed[0]))}
+            assert fits in modes and "FM-SCHEMA" not in modes, modes
+            opened = record_check_failure(registry, None, catalogue, node="raw/weather", check="contract",
+                                          version="v", run_id=None, summary=check_text(failed[0]))
+            assert {i["mode"] for i, _ in opened} == modes

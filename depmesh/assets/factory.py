@@ -646,12 +646,18 @@ def _record_failure(context: AssetExecutionContext, recorder: Any, exc: BaseExce
                             f"{type(tracking_error).__name__}: {tracking_error}")
 
 
+def check_text(result: AssetCheckResult) -> str:
+    """What a failed check said, for a failure mode's match: its description and its failing rules."""
+    failures = (result.metadata or {}).get("failures")
+    return "\n".join(filter(None, [result.description or "", getattr(failures, "value", None) or ""]))
+
+
 def with_failure_modes(result: AssetCheckResult, catalogue: Any, node: str) -> AssetCheckResult:
     """A failed check's result, with the failure modes it may mean (the mesh's
     failure-mode catalogue: owner, mitigation, runbook) in its metadata."""
     if result.passed or catalogue is None:
         return result
-    modes = catalogue.detecting(node, result.check_name)
+    modes = catalogue.detecting(node, result.check_name, check_text(result))
     if not modes:
         return result
     from depmesh.failure_modes.catalogue import FAILURE_MODES_KEY, modes_markdown
@@ -723,7 +729,7 @@ def record_incidents(context: Any, catalogue: Any, node: str, failed: list[Asset
                      judged: str | None) -> None:
     """An incident per failure mode that a failed check detects (depmesh.failure_modes.incidents); a registry
     that cannot take it is a warning, never the step's failure."""
-    if catalogue is None or not any(catalogue.detecting(node, r.check_name) for r in failed):
+    if catalogue is None or not any(catalogue.detecting(node, r.check_name, check_text(r)) for r in failed):
         return
     from depmesh.failure_modes.incidents import record_check_failure
 
@@ -733,7 +739,7 @@ def record_incidents(context: Any, catalogue: Any, node: str, failed: list[Asset
             for found, new in record_check_failure(
                     registry, catalogue.teams, catalogue, node=node, check=r.check_name,
                     version=(judged or "unknown").split(" ")[-1], run_id=context.run.run_id,
-                    summary=r.description or f"{node}: check {r.check_name} failed"):
+                    summary=check_text(r) or f"{node}: check {r.check_name} failed"):
                 seen = "opened" if new else f"seen again ({found['count']} times)"
                 context.log.warning(f"depmesh: incident {found['id']} {seen}: {found['mode']} at {node}, "
                                     f"owner {found['owner']}")

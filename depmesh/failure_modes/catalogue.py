@@ -48,7 +48,9 @@ RUN_FAILURE = "run_failure"  # a detector that is not an asset check: the run-fa
 class Detector:
     node: str  # a node, or "*" (any node) for a run-failure detector
     check: str  # an asset check's name, or RUN_FAILURE
-    match: str | None = None  # run failures only: a regular expression the step's error must match
+    # a regular expression: for run_failure, the step's error must match it; for a check, the failed check's text
+    # (its description and failing rules), so a check that can fail several ways names only the mode that fits
+    match: str | None = None
 
     @property
     def label(self) -> str:
@@ -92,9 +94,15 @@ class FailureCatalogue:
     modes: tuple[FailureMode, ...]
     teams: Any = None  # the mesh's declared Teams (depmesh.teams), whose webhooks incidents notify
 
-    def detecting(self, node: str, check: str) -> list[FailureMode]:
-        """The modes that ``node``'s ``check`` detects (what a failure of it may mean)."""
-        return [m for m in self.modes if any(d.node == node and d.check == check for d in m.detected_by)]
+    def detecting(self, node: str, check: str, text: str | None = None) -> list[FailureMode]:
+        """The modes that ``node``'s ``check`` detects (what a failure of it may mean); with ``text`` (what the
+        failed check said), only those whose detector's ``match`` it fits."""
+        import re
+
+        return [m for m in self.modes if any(
+            d.node == node and d.check == check
+            and (d.match is None or text is None or re.search(d.match, text[:20_000]) is not None)
+            for d in m.detected_by)]
 
     def for_run_failure(self, node: str, error: str) -> list[tuple[FailureMode, Detector]]:
         """The modes a step of ``node`` that failed with ``error`` may mean, each with the detector that matched."""
@@ -176,7 +184,7 @@ def _parse_mode(c: _Checker, raw: Any, index: int, mesh: MeshSpec, checks: dict[
     for i, item in enumerate(raw_detectors):
         field = f"detected_by[{i}]"
         if not isinstance(item, dict) or not {"node", "check"} <= set(item) or not set(item) <= {"node", "check", "match"}:
-            c.add(f"expected {{node: NODE, check: CHECK}} (and match: REGEX for check: {RUN_FAILURE}), got {item!r}",
+            c.add(f"expected {{node: NODE, check: CHECK}} (and optionally match: REGEX), got {item!r}",
                   node=label, field=field, at=raw_detectors)
             ok = False
             continue
@@ -190,10 +198,6 @@ def _parse_mode(c: _Checker, raw: Any, index: int, mesh: MeshSpec, checks: dict[
                 ok = False
             else:
                 detectors.append(Detector(node, check, match))
-        elif match is not None:
-            c.add(f"match: is for check: {RUN_FAILURE} detectors (a step's error), not for check {check!r}",
-                  node=label, field=f"{field}.match", at=item)
-            ok = False
         elif node not in checks:
             c.add(f"unknown node {node!r} in mesh {mesh.name}", node=label, field=f"{field}.node", at=item)
             ok = False
@@ -201,8 +205,10 @@ def _parse_mode(c: _Checker, raw: Any, index: int, mesh: MeshSpec, checks: dict[
             c.add(f"unknown check {check!r} on {node} (its checks: {', '.join(checks[node]) or 'none'}; "
                   f"or {RUN_FAILURE})", node=label, field=f"{field}.check", at=item)
             ok = False
+        elif match is not None and not _valid_pattern(c, match, label, f"{field}.match", item):
+            ok = False
         else:
-            detectors.append(Detector(node, check))
+            detectors.append(Detector(node, check, match))
     drill = raw.get("drill")
     if drill is not None:
         from depmesh.failure_modes.drills import check_drill

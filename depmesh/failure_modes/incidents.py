@@ -65,10 +65,10 @@ def list_incidents(registry: Any, *, mode: str | None = None, node: str | None =
 
 def record_check_failure(registry: Any, teams: Any, catalogue: Any, *, node: str, check: str, version: str,
                          run_id: str | None, summary: str) -> list[tuple[dict[str, Any], bool]]:
-    """Incidents for every mode that ``node``'s failed ``check`` detects."""
+    """Incidents for every mode that ``node``'s failed ``check`` detects and whose match fits ``summary``."""
     return [record_incident(registry, teams, m, node=node, version=version, source="check",
                             detector=f"{node}:{check}", run_id=run_id, summary=summary)
-            for m in catalogue.detecting(node, check)]
+            for m in catalogue.detecting(node, check, summary)]
 
 
 def record_run_failure(registry: Any, teams: Any, catalogue: Any, *, node: str, version: str, error: str,
