@@ -116,7 +116,7 @@ def test_a_retrain_leaves_what_serves_and_promotion_and_rollback_rescore_it(gold
                                 cwd=REPO, capture_output=True, text=True, timeout=300)
         assert status.returncode == 0, status.stderr[-2000:]
         rows = json.loads(status.stdout)["nodes"]
-        assert all(r["current"] and r["release"] == golden.release_id for r in rows), rows
+        assert all(r["current"] == "yes" and r["release"] == golden.release_id for r in rows), rows
 
 
 class copy_of_existing:
@@ -413,3 +413,35 @@ def test_a_failed_range_rule_opens_an_incident_only_for_the_mode_it_fits(golden,
             opened = record_check_failure(registry, None, catalogue, node="raw/weather", check="contract",
                                           version="v", run_id=None, summary=check_text(failed[0]))
             assert {i["mode"] for i, _ in opened} == modes
+
+
+def test_a_canary_step_and_its_end_rescore_the_scores_it_feeds(golden, tmp_path):
+    """A canary's start, each step and its end change what the scores serve: each is stale until re-scored, and
+    the canary rows carry the candidate's versions, the rest Production's."""
+    from depmesh.rollout.production import stale_scores
+    from depmesh.rollout.rescore import rescore
+    from depmesh.rollout.serving import start, stop
+    from depmesh.registry.schema import rollouts
+
+    mesh = load_catalog(DEMO_CATALOG)
+    with copy_of(golden, tmp_path / "home") as instance:
+        registry = registry_of(instance, mesh)
+        registry.promote(golden.release_id, actor="eli", reason="first")
+        assert rescore(DEMO_CATALOG, instance, registry, mesh).ok
+        assert materialize_mesh(mesh, instance, tags=CHANGED).success
+        release2 = registry.releases()[-1]
+        rollout = start(registry, mesh, None, release2["id"], mode="canary", actor="eli", reason="try it")
+        assert set(stale_scores(instance, registry, mesh)) == set(SCORES)
+        assert rescore(DEMO_CATALOG, instance, registry, mesh).ok
+        assert stale_scores(instance, registry, mesh) == {}
+        mixed = served_versions(instance)["scores/dep_delay"]
+        assert sorted(mixed) == sorted([release2["members"]["models/dep_delay"],
+                                        registry.release(golden.release_id)["members"]["models/dep_delay"]])
+        with registry._write() as conn:  # the canary sensor's advance, without waiting for its rows
+            conn.execute(rollouts.update().where(rollouts.c.id == rollout["id"]).values(step=1))
+        assert set(stale_scores(instance, registry, mesh)) == set(SCORES)
+        assert rescore(DEMO_CATALOG, instance, registry, mesh).ok
+        stop(registry, actor="eli", reason="enough")
+        assert set(stale_scores(instance, registry, mesh)) == set(SCORES)
+        assert rescore(DEMO_CATALOG, instance, registry, mesh).ok
+        assert served_versions(instance) == expected(registry.release(golden.release_id))

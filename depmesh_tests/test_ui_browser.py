@@ -30,15 +30,24 @@ from depmesh_tests.test_ui import free_port, wait_until_served
 
 @pytest.fixture(scope="module")
 def ui_instance(golden, demo_mesh, tmp_path_factory):
-    """The golden run, its release promoted, then a run blocked at raw/weather's contract."""
+    """The golden run, its release promoted (and re-scored), a refused promotion from the UI's job, then a run
+    blocked at raw/weather's contract."""
     from depmesh.cli import main
 
     home = tmp_path_factory.mktemp("ui") / "home"
     with copy_of(golden, home) as instance:
         approve_release(home, golden.release_id)
         promoted = CliRunner().invoke(main, ["release", "promote", str(golden.release_id), "--home", str(home),
-                                             "--actor", "ana", "--reason", "weekly release"])
+                                             "--actor", "ana", "--reason", "weekly release", "--rescore"])
         assert promoted.exit_code == 0, promoted.output
+        # the UI's promote_release job on a release that is already Production: refused, as a Failure
+        from depmesh.build import build_definitions
+
+        refused = build_definitions(demo_mesh).resolve_job_def("promote_release").execute_in_process(
+            instance=instance, raise_on_error=False, tags={"depmesh/test": "refused promotion"},
+            run_config={"ops": {"promote_release_op": {"config": {"release_id": golden.release_id, "actor": "ana",
+                                                                  "reason": "again"}}}})
+        assert not refused.success
         faulty = replace(demo_mesh, nodes=tuple(
             replace(n, compute="depmesh_tests.faults:weather_with_nulls") if n.name == "raw/weather" else n
             for n in demo_mesh.nodes))
@@ -227,3 +236,40 @@ def test_the_comparison_page_draws_its_table_curves_and_parallel_coordinates(bro
         page.screenshot(path=str(screenshots / "runs_compare.png"), full_page=True)
     finally:
         page.close()
+
+
+def test_the_scores_and_the_serving_page_say_what_serves_and_who_approved_it(screen, golden):
+    from depmesh_tests.conftest import approve_release  # noqa: F401 - the fixture's approvers come from it
+
+    scores = screen.open("/assets/scores/late_arrival", "depmesh/served_by", "scores_served_by")
+    assert f"served by release {golden.release_id} (Production, approved by" in scores
+    page = screen.open("/assets/serving/flights", "depmesh/serving_now", "serving_page")
+    assert f"serving release {golden.release_id} (Production, approved by" in page
+    for shown in ("history of Production", "waiting in Staging", "scores"):
+        assert shown in page, shown
+
+
+def test_the_stage_jobs_scaffold_their_config_and_a_refusal_reads_without_a_stack(screen, ui_instance):
+    from dagster import DagsterInstance, RunsFilter
+
+    jobs = screen.open("/jobs", "approve_request", "stage_jobs")
+    for job in ("request_promotion", "approve_request", "reject_request", "promote_release", "rollback_release"):
+        assert job in jobs, job
+    launchpad = screen.open("/locations/depmesh.definitions/jobs/rollback_release/playground",
+                            "Scaffold missing config", "rollback_launchpad")
+    assert "rollback_release" in launchpad
+    screen.page.get_by_text("Scaffold missing config").first.click()
+    screen.page.wait_for_timeout(500)
+    config = screen.page.inner_text("body")
+    for field in ("actor", "reason", "node", "with_dependents"):
+        assert field in config, field
+    screen.page.screenshot(path=str(screen.folder / "rollback_scaffolded.png"), full_page=True)
+    instance = DagsterInstance.from_config(str(ui_instance))
+    try:
+        run = instance.get_runs(RunsFilter(tags={"depmesh/test": "refused promotion"}))[0]
+    finally:
+        instance.dispose()
+    text = screen.open(f"/runs/{run.run_id}", "refused", "refused_promotion_run")
+    # the refusal is the failure's message (Dagster still lists its own frames below it, collapsed)
+    assert "Failure: promoting release 1 refused: release 1 is already Production" in text
+    assert "RegistryError" not in text

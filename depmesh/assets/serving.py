@@ -14,49 +14,12 @@ from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asse
 from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, asset_key
 from depmesh.catalog import MeshSpec
 from depmesh.keys import SERVING_REVISION_KEY
+from depmesh.rollout.production import serving_state
 
-HISTORY = 10
 
 
 def serving_key(mesh: "MeshSpec | str") -> AssetKey:
     return AssetKey(["serving", mesh if isinstance(mesh, str) else mesh.name])
-
-
-def serving_state(instance: Any, registry: Any, mesh: MeshSpec) -> dict[str, Any]:
-    """What the page shows, as data (tests and the page read the same)."""
-    from depmesh.rollout.approvals import list_requests
-    from depmesh.rollout.production import production_set, served_record, stale_scores
-
-    production = production_set(registry)
-    stale = stale_scores(instance, registry, mesh)
-    nodes = []
-    for node in mesh.nodes:
-        if node.kind != "scores":
-            continue
-        record = served_record(instance, node.name) or {}
-        nodes.append({"node": node.name, "served": record.get("mode", "never served"),
-                      "release": record.get("release_id") or "-", "status": record.get("status") or "-",
-                      "versions": ", ".join(f"{m}@{v[:12]}" for m, v in sorted(record.get("versions", {}).items())),
-                      "approved_by": ", ".join(record.get("approvers", [])) or "-",
-                      "current": "yes" if node.name not in stale else f"NO: {stale[node.name]}"})
-    waiting = []
-    for release in [r for r in registry.releases() if r["status"] == "Staging"][-5:]:
-        requests = list_requests(registry, release_id=release["id"])
-        last = requests[-1] if requests else None
-        waiting.append({"release": release["id"], "created": str(release["created_at"])[:19],
-                        "request": f"{last['id']} ({last['status']})" if last else "none",
-                        "waiting_for": "; ".join(f"{w['team']} ({', '.join(w['owners'])})"
-                                                 for w in (last or {}).get("waiting_for", [])) or "-",
-                        "members": ", ".join(f"{m}@{v[:8]}" for m, v in release["members"].items())})
-    moves: dict[tuple[Any, str], dict[str, Any]] = {}
-    for t in registry.history():
-        if t["to_stage"] == "Production":
-            entry = moves.setdefault((t["release_id"], str(t["at"])[:16]), {
-                "at": str(t["at"])[:19], "release": t["release_id"] or "-", "actor": t["actor"],
-                "reason": t["reason"][:80], "models": 0})
-            entry["models"] += 1
-    return {"mode": mesh.serving.mode, "production": production, "nodes": nodes, "staging": waiting,
-            "history": list(moves.values())[-HISTORY:][::-1]}
 
 
 def _md(rows: list[dict[str, Any]]) -> str:
@@ -113,4 +76,4 @@ def build_serving_asset(mesh: MeshSpec):
     return serving
 
 
-__all__ = ["build_serving_asset", "serving_key", "serving_state"]
+__all__ = ["build_serving_asset", "serving_key"]

@@ -273,6 +273,43 @@ def stale_scores(instance: Any, registry: Any, mesh: Any) -> dict[str, str]:
     return out
 
 
+def serving_state(instance: Any, registry: Any, mesh: Any, history: int = 10) -> dict[str, Any]:
+    """What serves, for the serving/<mesh> page and `depmesh serving status`: per scores node what its table
+    serves and whether that is current, the Production set, what waits in Staging, the history of Production."""
+    from depmesh.rollout.approvals import list_requests
+
+    production = production_set(registry)
+    stale = stale_scores(instance, registry, mesh)
+    nodes = []
+    for node in mesh.nodes:
+        if node.kind != "scores":
+            continue
+        record = served_record(instance, node.name) or {}
+        nodes.append({"node": node.name, "served": record.get("mode", "never served"),
+                      "release": record.get("release_id") or "-", "status": record.get("status") or "-",
+                      "versions": ", ".join(f"{m}@{v[:12]}" for m, v in sorted(record.get("versions", {}).items())),
+                      "approved_by": ", ".join(record.get("approvers", [])) or "-",
+                      "current": "yes" if node.name not in stale else f"NO: {stale[node.name]}"})
+    waiting = []
+    for release in [r for r in registry.releases() if r["status"] == "Staging"][-5:]:
+        requests = list_requests(registry, release_id=release["id"])
+        last = requests[-1] if requests else None
+        waiting.append({"release": release["id"], "created": str(release["created_at"])[:19],
+                        "request": f"{last['id']} ({last['status']})" if last else "none",
+                        "waiting_for": "; ".join(f"{w['team']} ({', '.join(w['owners'])})"
+                                                 for w in (last or {}).get("waiting_for", [])) or "-",
+                        "members": ", ".join(f"{m}@{v[:8]}" for m, v in release["members"].items())})
+    moves: dict[tuple[Any, str], dict[str, Any]] = {}
+    for t in registry.history():
+        if t["to_stage"] == "Production":
+            entry = moves.setdefault((t["release_id"], str(t["at"])[:16]), {
+                "at": str(t["at"])[:19], "release": t["release_id"] or "-", "actor": t["actor"],
+                "reason": t["reason"][:80], "models": 0})
+            entry["models"] += 1
+    return {"mode": mesh.serving.mode, "production": production, "nodes": nodes, "staging": waiting,
+            "history": list(moves.values())[-history:][::-1]}
+
+
 __all__ = ["NOT_APPROVED", "SERVED_BY_KEY", "SERVED_CHECK", "SERVING_KEY", "SIGNATURE_KEY", "ProductionSet",
-           "ServingError", "ServingPlan", "load_served", "plan", "production_set", "signature", "stale_scores",
-           "verify"]
+           "ServingError", "ServingPlan", "load_served", "plan", "production_set", "serving_state", "signature",
+           "stale_scores", "verify"]
