@@ -445,3 +445,59 @@ def test_a_canary_step_and_its_end_rescore_the_scores_it_feeds(golden, tmp_path)
         assert set(stale_scores(instance, registry, mesh)) == set(SCORES)
         assert rescore(DEMO_CATALOG, instance, registry, mesh).ok
         assert served_versions(instance) == expected(registry.release(golden.release_id))
+
+
+def test_a_gate_check_executed_alone_judges_the_stored_version_without_training(golden, demo_mesh, tmp_path):
+    from dagster import AssetCheckKey, AssetKey
+
+    from depmesh.assets import MeshRuntime
+    from depmesh.build import MESH_JOB, build_definitions
+    from depmesh.tracking.store import Tracking
+
+    with copy_of(golden, tmp_path / "home") as instance:
+        registry = registry_of(instance, demo_mesh)
+        trainings = len(Tracking(registry).query(node="models/dep_delay"))
+        versions = len(registry.versions("models/dep_delay"))
+        job = build_definitions(demo_mesh, runtime=MeshRuntime(sample_fraction=0.2)).resolve_job_def(MESH_JOB)
+        key = AssetKey(["models", "dep_delay"])
+        checks = {AssetCheckKey(key, "gate_latency"), AssetCheckKey(key, "gate_quality")}
+        result = job.get_subset(asset_check_selection=checks).execute_in_process(instance=instance,
+                                                                                 raise_on_error=False)
+        assert result.success
+        assert not result.get_asset_materialization_events()
+        verdicts = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert set(verdicts) == {"gate_latency", "gate_quality"}
+        stored = registry.release(golden.release_id)["members"]["models/dep_delay"]
+        assert all(stored in v.metadata["depmesh/judged_version"].value for v in verdicts.values())
+        assert verdicts["gate_latency"].passed and "p95" in verdicts["gate_latency"].description
+        assert verdicts["gate_quality"].description.startswith("as recorded when")
+        assert len(Tracking(registry).query(node="models/dep_delay")) == trainings  # no training recorded
+        assert len(registry.versions("models/dep_delay")) == versions
+
+
+def test_the_serving_sensor_requests_one_retried_run_per_revision_and_shows_a_failed_one(golden, demo_mesh, tmp_path):
+    """Evaluated on a real instance: a promotion makes one request (run key = revision and what is stale,
+    retried twice by the daemon); a second evaluation while it exists requests nothing; once it failed for
+    good, the tick says so instead of requesting it again."""
+    from dagster import DagsterRunStatus, SensorResult, SkipReason, build_sensor_context
+    from dagster._core.test_utils import create_run_for_test
+
+    from depmesh.automation.serving import evaluate
+    from depmesh.keys import RESCORE_TAG
+
+    with copy_of(golden, tmp_path / "home") as instance:
+        registry = registry_of(instance, demo_mesh)
+        registry.promote(golden.release_id, actor="eli", reason="first")
+        first = evaluate(build_sensor_context(instance=instance), demo_mesh)
+        assert isinstance(first, SensorResult) and len(first.run_requests) == 1
+        request = first.run_requests[0]
+        assert request.tags["dagster/max_retries"] == "2" and request.tags[RESCORE_TAG] == request.run_key
+        assert {k.to_user_string() for k in request.asset_selection} == {*SCORES, "consumers/ops_report",
+                                                                          "serving/flights"}
+        create_run_for_test(instance, job_name="mesh_job", tags=request.tags, status=DagsterRunStatus.STARTED)
+        again = evaluate(build_sensor_context(instance=instance), demo_mesh)
+        assert isinstance(again, SkipReason) and "already requested" in again.skip_message
+        create_run_for_test(instance, job_name="mesh_job", tags={**request.tags, "dagster/retry_number": "2"},
+                            status=DagsterRunStatus.FAILURE)
+        failed = evaluate(build_sensor_context(instance=instance), demo_mesh)
+        assert isinstance(failed, SkipReason) and "failed after its retries" in failed.skip_message

@@ -754,6 +754,27 @@ NODE_SIGNATURE = inspect.Signature([
 ])
 
 
+def _judge_stored(context: Any, node: NodeSpec, blocking_checks: frozenset[str], failure_modes: Any):
+    """The gate verdicts of the model's stored version (depmesh.gates.evaluate.judge_stored), verified against
+    its record; the model is not trained and no training is recorded."""
+    from depmesh.assets.io import recorded_metadata
+    from depmesh.gates.evaluate import judge_stored
+
+    record = recorded_metadata(context.instance, asset_key(node.name).path)
+    if record is None:
+        raise RuntimeError(f"{node.name} has no stored version to judge: materialize it first")
+    registry = getattr(context.resources, REGISTRY_KEY).registry
+    version = str(record["model_version"])
+    model = registry.artifacts.get(str(record["artifact_hash"]), version)
+    production = registry.production()
+    metrics = registry.production_metrics(node.name) if production.get(node.name) not in (None, version) else None
+    recorded = (registry.version(node.name, version) or {}).get("gates", {})
+    context.log.info(f"depmesh: judging the stored {node.name}@{version} (its checks alone: nothing is trained)")
+    for r in gate_results(judge_stored(model, node.model.gates, metrics, recorded)):
+        yield with_failure_modes(annotate_verdict(r, f"model version {version}", True, r.check_name in blocking_checks),
+                                 failure_modes, node.name)
+
+
 def _serving_plan(context: Any, node: NodeSpec, inputs: dict[str, Any], serving_spec: Any) -> Any:
     """What this scores node serves (depmesh.rollout.production): the registry's Production set unless the
     catalog's serving: says otherwise."""
@@ -841,7 +862,10 @@ def build_asset(node: NodeSpec, impact_row: dict[str, Any] | None = None, builde
         selected_checks = {k.name for k in context.selected_asset_check_keys}
         building = key in context.selected_asset_keys
         with retry_on_lost_database(context, node.name) as guard:
-            for event in _build(context, kwargs):
+            # a model's gate checks executed alone judge the stored version: no training, nothing recorded
+            events = (_judge_stored(context, node, blocking_checks, failure_modes)
+                      if node.kind == "model" and not building else _build(context, kwargs))
+            for event in events:
                 if isinstance(event, Output):
                     if not building:
                         continue  # only some of its checks were asked for: they judge, nothing is stored

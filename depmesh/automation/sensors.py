@@ -93,7 +93,7 @@ def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult |
         if run.asset_selection is None or run.asset_selection & touched:
             return SkipReason(
                 f"held back: run {run.run_id} ({run.status.value}) is rebuilding part of "
-                f"{', '.join(sorted(new))}'s dependents; it will be requested once that run ends"
+                f"{', '.join(sorted(new))}'s dependents; if that run leaves them behind, one is requested after it ends"
             )
     trigger = ", ".join(f"{m}@{v}" for m, v in sorted(new.items()))
     tags = {COORDINATED_TAG: "true", TRIGGER_TAG: trigger, **{change_tag(m): v for m, v in new.items()}}

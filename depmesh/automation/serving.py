@@ -75,7 +75,7 @@ def evaluate(context: SensorEvaluationContext, mesh: MeshSpec) -> SensorResult |
         run = record.dagster_run
         if run.asset_selection is None or run.asset_selection & touched:
             return SkipReason(f"held back: run {run.run_id} ({run.status.value}) is building some of "
-                              f"{', '.join(chosen)}; the re-score is requested once it ends")
+                              f"{', '.join(chosen)}; if it leaves them behind the registry, a re-score is requested after it ends")
     why = "; ".join(f"{n}: {w}" for n, w in sorted(stale.items()))
     context.log.info(f"requesting a re-score of {', '.join(chosen)} ({why})")
     return SensorResult(run_requests=[RunRequest(

@@ -330,3 +330,33 @@ def evaluate_gates(model: TrainedModel, spec: GateSpec, evaluation: Any, product
         except Exception as exc:  # noqa: BLE001 - a model that breaks a gate fails it, not the run
             results.append(GateResult(name, False, f"the model failed while gated: {type(exc).__name__}: {exc}"[:400]))
     return results
+
+
+def judge_stored(model: TrainedModel, spec: GateSpec, production: dict | None,
+                 recorded: dict[str, dict[str, Any]]) -> list[GateResult]:
+    """The gates of a stored version, judged again without retraining it (a gate check executed alone):
+    latency, malformed input and memory measured on the stored model; quality against the current Production
+    version's metrics from the metrics it was trained with; what needs the evaluation window (a first
+    version's baseline, subgroups) as recorded in the registry when it was trained."""
+    def as_recorded(name: str) -> GateResult:
+        verdict = recorded.get(name)
+        if verdict is None:
+            return GateResult(name, False, "no recorded verdict for this version, and it needs the evaluation "
+                                           "window: materialize the model to judge it")
+        return GateResult(name, bool(verdict["passed"]), f"as recorded when {model.version} was trained: "
+                                                         f"{verdict['summary']}", {"recorded": "yes"})
+
+    runs = [
+        (QUALITY, lambda: quality(model, spec, production, None) if production else as_recorded(QUALITY)),
+        (LATENCY, lambda: latency(model, spec)),
+        (SUBGROUPS, lambda: as_recorded(SUBGROUPS)),
+        (MALFORMED, lambda: malformed_input(model, spec)),
+        (MEMORY, lambda: memory(model, spec)),
+    ]
+    results = []
+    for name, run in runs:
+        try:
+            results.append(run())
+        except Exception as exc:  # noqa: BLE001 - as evaluate_gates
+            results.append(GateResult(name, False, f"the model failed while gated: {type(exc).__name__}: {exc}"[:400]))
+    return results

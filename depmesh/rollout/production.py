@@ -268,8 +268,9 @@ def stale_scores(instance: Any, registry: Any, mesh: Any) -> dict[str, str]:
         elif recorded.get("signature") != signature(wanted, rollout):
             was = ", ".join(f"{m}@{v[:12]}" for m, v in sorted(recorded.get("versions", {}).items()))
             now = ", ".join(f"{m}@{v[:12]}" for m, v in sorted(wanted["versions"].items()))
-            out[node.name] = (f"served {recorded.get('mode')} {was}, now {now}" if was != now
-                              else f"the rollout moved (serving {now})")
+            out[node.name] = (f"served {recorded.get('mode')} {was}, now production {now}"
+                              if was != now or recorded.get("mode") != "production"
+                              else f"a rollout started, moved or ended (serving {now})")
     return out
 
 
