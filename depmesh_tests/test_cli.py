@@ -158,7 +158,7 @@ def test_runs_recorded_before_the_job_moved_still_rebuild(demo_mesh):
     kwargs = {"catalog": str(DEMO_CATALOG), "sample": 0.05, "executor": "in_process", "as_of": ""}
     for module in ("depmesh.executors", "depmesh.runs"):
         job = build_reconstructable_job(module, "mesh_job", reconstructable_kwargs=kwargs).get_definition()
-        assert job.name == "mesh_job" and len(job.asset_layer.executable_asset_keys) == len(demo_mesh.nodes) + 3
+        assert job.name == "mesh_job" and len(job.asset_layer.executable_asset_keys) == len(demo_mesh.nodes) + 4  # reports, release, serving page
 
 
 def test_impact_answers_without_importing_the_database_or_dagster(tmp_path):

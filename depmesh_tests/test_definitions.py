@@ -15,7 +15,8 @@ from depmesh.catalog import KIND_GROUPS
 def test_asset_graph_edges_are_exactly_the_catalog_inputs(demo_mesh):
     asset_graph = build_definitions(demo_mesh).resolve_asset_graph()
     keys = {"/".join(k.path) for k in asset_graph.get_all_asset_keys()}
-    assert keys == set(demo_mesh.names) | {"reports/flights/impact", "reports/flights/rollout", "releases/flights"}
+    assert keys == set(demo_mesh.names) | {"reports/flights/impact", "reports/flights/rollout", "releases/flights",
+                                           "serving/flights"}
     for node in demo_mesh.nodes:
         parents = {"/".join(k.path) for k in asset_graph.get(AssetKey(node.key_path)).parent_keys}
         assert parents == set(node.inputs), node.name

@@ -322,7 +322,7 @@ def test_the_serving_sensor_rescores_under_a_real_daemon_once(golden, tmp_path):
                 time.sleep(2)
             assert "approved by" in said
             assert [r.status.value for r in runs] == ["SUCCESS"]
-            time.sleep(40)  # two more sensor ticks (15 s apart): nothing new is requested
+            time.sleep(20)  # another sensor tick (15 s apart): nothing new is requested
             assert len([r for r in instance.get_runs() if RESCORE_TAG in r.tags]) == 1
     finally:
         stop_process_group(daemon)
