@@ -23,7 +23,6 @@ trusted as written (for a single-user machine or a demo).
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 from dataclasses import dataclass
@@ -195,10 +194,15 @@ def load_teams(mesh: MeshSpec, path: Path | None = None) -> Teams | None:
 
 
 def os_user() -> str:
+    """The operating-system user this process runs as: the password database's name for the effective uid.
+    Never LOGNAME, USER or USERNAME (getpass reads those first, so anyone could name themselves)."""
+    import pwd
+
+    uid = os.geteuid()
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name (a container without a passwd entry)
-        return str(os.getuid())
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # no passwd entry (a container started with an arbitrary uid)
+        return str(uid)
 
 
 def resolve_actor(given: str | None) -> str:

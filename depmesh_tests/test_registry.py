@@ -87,7 +87,7 @@ def two_releases(reg: Registry) -> tuple[int, int]:
 
 
 def test_migrations_are_idempotent_and_versioned(registry):
-    assert registry.migrate() == HEAD == "0007"
+    assert registry.migrate() == HEAD == "0008"
     assert registry.schema_revision() == HEAD
 
 
@@ -561,3 +561,72 @@ def test_a_read_only_registry_file_is_named_and_not_treated_as_an_outage(tmp_pat
     assert "registry.db" in str(refused.value)
     assert not is_transient_database_error(refused.value)
     reg.dispose()
+
+
+def _open_request_after_barrier(url: str, release_id: int, barrier, results) -> None:
+    """What request_promotion writes, by a process that found no open request (the read it used to rely on)."""
+    import json
+    from datetime import UTC, datetime
+
+    from depmesh.registry.schema import promotion_requests
+
+    reg = Registry(url, mesh=MESH)
+    barrier.wait(timeout=60)
+    try:
+        with reg._write() as conn:
+            conn.execute(promotion_requests.insert().values(
+                mesh=MESH, release_id=release_id, requested_by="gus", reason="race", status="pending",
+                required=json.dumps([]), created_at=datetime.now(UTC)))
+        results.put("opened")
+    except sa.exc.IntegrityError:
+        results.put("refused")
+    finally:
+        reg.dispose()
+
+
+def test_one_open_promotion_request_per_release_is_enforced_by_the_database(registry, registry_url):
+    """Six processes asking at once made six open requests (an unlocked read); an approved spare then outlived
+    the promotion. The database now holds one open request per release, and a promotion voids any other."""
+    from depmesh.registry.schema import promotion_requests
+    from depmesh.rollout.approvals import mark_promoted
+
+    register(registry, "models/dep", "v1")
+    release = registry.create_release({"models/dep": "v1"}, run_id="a")
+    outcomes = race(_open_request_after_barrier, [(registry_url, release)] * 4)
+    assert sorted(outcomes) == ["opened", "refused", "refused", "refused"]
+    with registry.engine.begin() as conn:
+        rows = conn.execute(sa.select(promotion_requests.c.id, promotion_requests.c.status)).all()
+        assert [r.status for r in rows] == ["pending"]
+        # a request closed (rejected) does not hold the place: a new one may be opened
+        conn.execute(promotion_requests.update().values(status="rejected"))
+    assert race(_open_request_after_barrier, [(registry_url, release)]) == ["opened"]
+    with registry.engine.begin() as conn:
+        open_id = conn.execute(sa.select(promotion_requests.c.id).where(promotion_requests.c.status == "pending")
+                               ).scalar_one()
+        mark_promoted(conn, open_id)
+        statuses = dict(conn.execute(sa.select(promotion_requests.c.id, promotion_requests.c.status)).all())
+    assert statuses[open_id] == "promoted" and "pending" not in statuses.values()
+
+
+def test_migration_0008_voids_duplicate_open_requests_keeping_the_oldest(tmp_path):
+    import json
+    from datetime import UTC, datetime
+
+    from alembic import command
+
+    from depmesh.registry.schema import promotion_requests
+
+    reg = Registry(f"sqlite:///{tmp_path / 'old.db'}", mesh=MESH)
+    config = Registry._alembic_config()
+    with reg._write() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+        for _ in range(3):
+            conn.execute(promotion_requests.insert().values(
+                mesh=MESH, release_id=7, requested_by="gus", reason="race", status="approved",
+                required=json.dumps([]), created_at=datetime.now(UTC)))
+    assert reg.migrate() == "0008"
+    with reg.engine.connect() as conn:
+        statuses = [r.status for r in conn.execute(sa.select(promotion_requests).order_by(promotion_requests.c.id))]
+    reg.dispose()
+    assert statuses == ["approved", "void", "void"]

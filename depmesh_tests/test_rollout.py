@@ -6,6 +6,7 @@ webhooks, which never block a change."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -167,6 +168,22 @@ def test_the_actor_is_bound_to_the_identity_the_deployment_names(golden, tmp_pat
         monkeypatch.setenv("DEPMESH_IDENTITY", "ldap")
         assert "expected 'os' or 'env:VARIABLE'" in cli(runner, "release", "approve", "1", *home, "--reason", "ok",
                                                         code=2)
+
+
+def test_the_os_identity_cannot_be_borrowed_through_login_variables(monkeypatch):
+    """DEPMESH_IDENTITY=os binds the actor to the process's user in the password database (effective uid);
+    LOGNAME, USER and USERNAME name nobody (getpass.getuser() read them first: `LOGNAME=eli` approved as eli)."""
+    import pwd
+
+    from depmesh.teams import ActorError, resolve_actor
+
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    monkeypatch.setenv("DEPMESH_IDENTITY", "os")
+    for variable in ("LOGNAME", "USER", "USERNAME", "LNAME"):
+        monkeypatch.setenv(variable, "eli")
+    assert resolve_actor(None) == me != "eli"
+    with pytest.raises(ActorError, match="is not the operating-system user"):
+        resolve_actor("eli")
 
 
 def test_a_failing_webhook_never_blocks_a_change_and_is_retried_a_bounded_number_of_times(golden, tmp_path,

@@ -129,7 +129,7 @@ def release_reject(request_id: int, actor: str | None, reason: str, catalog: str
 
 @release.command("requests")
 @click.option("--release", "release_id", type=click.IntRange(1, 2**63 - 1), help="Only this release's requests.")
-@click.option("--status", type=click.Choice(["pending", "approved", "rejected", "promoted"]))
+@click.option("--status", type=click.Choice(["pending", "approved", "rejected", "promoted", "rolled_back", "void"]))
 @REG_CATALOG_OPTION
 @HOME_OPTION
 @FORMAT_OPTION

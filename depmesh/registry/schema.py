@@ -201,11 +201,16 @@ promotion_requests = sa.Table(
     sa.Column("release_id", sa.Integer, nullable=False),
     sa.Column("requested_by", sa.String(200), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),  # pending | approved | rejected | promoted | withdrawn
+    # pending | approved | rejected | promoted | rolled_back | void (a spare that outlived its release's promotion)
+    sa.Column("status", sa.String(20), nullable=False),
     sa.Column("required", sa.Text, nullable=False),  # JSON: [{team, nodes, why}]
     sa.Column("rollout", sa.String(20), nullable=True),  # canary: the last approval starts a canary, not a promotion
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+    # at most one open (pending or approved) request per release: migration 0008
+    sa.Index("ux_promotion_requests_open", "mesh", "release_id", unique=True,
+             sqlite_where=sa.text("status IN ('pending', 'approved')"),
+             postgresql_where=sa.text("status IN ('pending', 'approved')")),
 )
 
 approvals = sa.Table(

@@ -127,10 +127,15 @@ def request_promotion(registry: Any, mesh: Any, teams: Any, release_id: int, *, 
         if open_request is not None:
             raise ApprovalError(f"release {release_id} already has open promotion request {open_request} "
                                 f"(see: depmesh release requests --release {release_id})")
-        request_id = conn.execute(promotion_requests.insert().values(
-            mesh=registry.mesh, release_id=release_id, requested_by=actor, reason=reason, status="pending",
-            required=json.dumps(required), rollout="canary" if canary else None,
-            created_at=_now())).inserted_primary_key[0]
+        try:
+            with conn.begin_nested():
+                request_id = conn.execute(promotion_requests.insert().values(
+                    mesh=registry.mesh, release_id=release_id, requested_by=actor, reason=reason, status="pending",
+                    required=json.dumps(required), rollout="canary" if canary else None,
+                    created_at=_now())).inserted_primary_key[0]
+        except sa.exc.IntegrityError:  # another process asked at the same moment (the database's unique index)
+            raise ApprovalError(f"release {release_id} already has an open promotion request, made at the same "
+                                f"moment (see: depmesh release requests --release {release_id})") from None
         audit(conn, registry.mesh, actor, "promotion_requested", f"release:{release_id}", reason,
               request=request_id, required=[e["team"] for e in required])
         request = get_request(registry, request_id, conn)
@@ -192,8 +197,15 @@ def approved_request(conn: Any, mesh: str, release_id: int) -> int | None:
 
 
 def mark_promoted(conn: Any, request_id: int) -> None:
+    """The request was used; any other open request of the same release is void (an approval never outlives the
+    promotion it was for, so a later rollback cannot be undone by it)."""
     conn.execute(promotion_requests.update().where(promotion_requests.c.id == request_id)
                  .values(status="promoted", decided_at=_now()))
+    row = conn.execute(sa.select(promotion_requests.c.mesh, promotion_requests.c.release_id)
+                       .where(promotion_requests.c.id == request_id)).one()
+    conn.execute(promotion_requests.update().where(
+        promotion_requests.c.mesh == row.mesh, promotion_requests.c.release_id == row.release_id,
+        promotion_requests.c.status.in_(("pending", "approved"))).values(status="void", decided_at=_now()))
 
 
 def notify_change(registry: Any, mesh: Any, teams: Any, event: str, nodes: list[str], **payload: Any) -> None:
