@@ -140,3 +140,16 @@ def test_edge_contracts_are_diffed_with_the_consumer_that_declared_them(write_ca
     assert bool(report.violations) is breaking
     out = CliRunner().invoke(main, ["contracts", "diff", str(demo_mesh.path), str(path)])
     assert out.exit_code == (1 if breaking else 0) and what in out.output and "no contract changes" not in out.output
+
+
+def test_a_breaking_edge_change_on_a_node_without_a_contract_is_a_verdict_not_a_crash(write_catalog, demo_text):
+    """models/late_arrival holds models/arr_delay to a latency budget but has no contract of its own: a tighter
+    budget is breaking and cannot be versioned. The command said so with a traceback, and exit 1 came
+    from the exception."""
+    old = write_catalog(demo_text, "old.yaml")
+    new = edited(write_catalog, demo_text, "- {node: models/arr_delay, latency_p95_ms: 250}\n    criticality: critical",
+                 "- {node: models/arr_delay, latency_p95_ms: 100}\n    criticality: critical")
+    result = CliRunner().invoke(main, ["contracts", "diff", str(old), str(new)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1
+    assert "ERROR models/late_arrival" in result.output and "no contract of its own" in result.output

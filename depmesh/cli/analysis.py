@@ -212,7 +212,11 @@ def contracts_diff(old: str, new: str, fmt: str) -> None:
             click.echo("no contract changes")
         notes = []
         for n in report.nodes:
-            if n.violation:
+            if n.violation and not (n.old_version and n.new_version):
+                notes.append(f"ERROR {n.node}: breaking change(s) to what it reads from its inputs, and it has no "
+                             "contract of its own whose major version could say so: give it a contract (and bump "
+                             "its major version with such changes), or keep the edge as it was")
+            elif n.violation:
                 notes.append(f"ERROR {n.node}: breaking change(s) without a major version bump "
                              f"(contract {n.old_version} -> {n.new_version}; needs {int(n.old_version.split('.')[0]) + 1}.0.0)")
             elif n.unversioned:
