@@ -101,6 +101,25 @@ def test_damaged_or_planted_entries_are_never_trusted(cached, tmp_path):
     assert not marker.exists() and len(parses) == 4
 
 
+@pytest.mark.parametrize("content", [
+    lambda key: (key, "not a mapping of modules", None),
+    lambda key: (key, {}, "not a mesh"),
+    lambda key: (key, {"os": "a module state that never matches"}, None),
+    lambda key: ("only", "two"),
+    lambda key: {"key": key},
+])
+def test_a_damaged_entry_with_a_valid_header_is_replaced_not_fatal(cached, content):
+    """An entry that unpickles (valid header, a private file) but does not hold (key, modules, mesh) is a miss:
+    the catalog is validated again and the entry replaced (every command failed until it was deleted)."""
+    catalog, _, parses, folder = cached
+    load_catalog(catalog)
+    entry = next((folder / "catalogs").iterdir())
+    entry.write_bytes(cache.FORMAT + pickle.dumps(content(cache.key_of(catalog.read_bytes(), catalog))))
+    assert load_catalog(catalog).name == "cached"
+    assert len(parses) == 2
+    assert load_catalog(catalog).name == "cached" and len(parses) == 2  # replaced: a hit again
+
+
 def test_the_cache_can_be_turned_off(cached, monkeypatch):
     catalog, _, parses, folder = cached
     monkeypatch.setenv("DEPMESH_CATALOG_CACHE", "0")

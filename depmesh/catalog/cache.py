@@ -33,6 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from depmesh.catalog.spec import MeshSpec
+
 from depmesh.storage import write_whole
 
 FORMAT = b"depmesh-catalog-cache/1\n"
@@ -127,8 +129,8 @@ def recall(key: str, path: Path) -> Any:
         stored_key, modules, mesh = pickle.loads(payload[len(FORMAT):])
     except Exception:  # truncated or foreign: validate from scratch and replace it
         return None
-    if stored_key != key:
-        return None
+    if stored_key != key or not isinstance(modules, dict) or not isinstance(mesh, MeshSpec):
+        return None  # damaged behind a valid header: a miss, replaced by the next remember
     for module, state in modules.items():
         if _module_state(module) != state:
             return None
