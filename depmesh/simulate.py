@@ -142,15 +142,17 @@ class NodeOutcome:
 class SimulationReport:
     injections: list[str]
     nodes: list[NodeOutcome]
-    caught_at: list[str]
+    caught_at: list[str]  # nodes where a check caught the injection
     stopped_at: list[str]
     seconds: float
+    failed_at: list[str] = field(default_factory=list)  # nodes whose step failed: the simulation could not judge
 
     def as_json(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {"injections": self.injections, "caught_at": self.caught_at, "stopped_at": self.stopped_at,
-                "seconds": round(self.seconds, 2), "nodes": [asdict(n) for n in self.nodes]}
+        return {"injections": self.injections, "caught_at": self.caught_at, "failed_at": self.failed_at,
+                "stopped_at": self.stopped_at, "seconds": round(self.seconds, 2),
+                "nodes": [asdict(n) for n in self.nodes]}
 
 
 def _copy_asset(prod, sim, name: str, production_instance, instance) -> None:
@@ -336,6 +338,8 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
         finally:
             instance.dispose()
     outcomes.sort(key=lambda o: (o.depth, selection.index(o.node)))
-    caught = [o.node for o in outcomes if o.failed_checks or o.error]
+    caught = [o.node for o in outcomes if o.failed_checks]
+    failed = [o.node for o in outcomes if o.error]  # a crash (an artifact that fails its hash, a bug) is no catch
     stopped = [o.node for o in outcomes if o.outcome != "built"]
-    return SimulationReport([i.spec for i in injections], outcomes, caught, stopped, time.perf_counter() - started)
+    return SimulationReport([i.spec for i in injections], outcomes, caught, stopped, time.perf_counter() - started,
+                            failed)

@@ -195,3 +195,21 @@ def test_prediction_columns_are_checked_at_validation(tmp_path, old, new, messag
     (tmp_path / "p.yaml").write_text(text.replace(old, new))
     with pytest.raises(CatalogError, match=message):
         load_catalog(tmp_path / "p.yaml")
+
+
+def test_a_step_that_fails_is_a_failed_simulation_not_a_catch(golden, tmp_path):
+    """The injected model's stored artifact no longer matches its record: the replay fails its hash check. That
+    was printed as "caught at: models/dep_delay" with exit 0; it is a failure the simulation could not judge."""
+    from depmesh.artifacts import ArtifactStore
+    from depmesh.assets.io import recorded_metadata, storage_dir
+    from depmesh.cli import main
+
+    home = tmp_path / "home"
+    with copy_of(golden, home) as instance:  # the copy's own store (the record's path names the golden's)
+        digest = recorded_metadata(instance, ["models", "dep_delay"])["artifact_hash"]
+        artifact = ArtifactStore(storage_dir(instance) / "artifacts").path_for(digest)
+    artifact.write_bytes(artifact.read_bytes() + b"tampered")
+    out = CliRunner().invoke(main, ["simulate", "--home", str(home), "--inject", "models/dep_delay:latency=400ms"])
+    assert out.exit_code == 1, out.output
+    assert "caught at:  nowhere" in out.output
+    assert "could not judge the injection: models/dep_delay FAILED" in out.output

@@ -131,7 +131,7 @@ def simulate(injections: tuple[str, ...], catalog: str | None, home: str | None,
         instance.dispose()
     if fmt == "json":
         click.echo(json.dumps(report.as_json(), indent=2))
-        return
+        sys.exit(1 if report.failed_at else 0)
     rows = []
     for o in report.nodes:
         pairs = [f"{k[:-5]} {v:.3g}->{o.shift[k[:-5] + '_sim']:.3g}" for k, v in o.shift.items()
@@ -146,6 +146,10 @@ def simulate(injections: tuple[str, ...], catalog: str | None, home: str | None,
                              "warnings", "what changed"]))
     click.echo("\ncaught at:  " + (", ".join(report.caught_at) or "nowhere: every contract passed"))
     click.echo("stopped at: " + (", ".join(report.stopped_at) or "nowhere: it reached every consumer"))
+    if report.failed_at:
+        errors = {o.node: o.error for o in report.nodes if o.error}
+        raise click.ClickException("the simulation could not judge the injection: " + "; ".join(
+            f"{node} FAILED ({errors[node]})" for node in report.failed_at))
 
 
 @main.group()
