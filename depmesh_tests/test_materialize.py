@@ -38,7 +38,8 @@ def test_whole_mesh_materializes_on_sqlite(sqlite_run, demo_mesh):
     instance, golden, _ = sqlite_run
     assert "Sqlite" in type(instance.run_storage).__name__
     assert instance.get_run_by_id(golden.run_id).is_success
-    assert golden.built == set(demo_mesh.names) | {"reports/flights/impact", "reports/flights/rollout", "releases/flights"}
+    assert golden.built == set(demo_mesh.names) | {"reports/flights/impact", "reports/flights/rollout", "releases/flights",
+                                                   "serving/flights"}
     report = MeshStore(sqlite_run[2], instance=instance).load(["reports", "flights", "impact"])
     assert report.set_index("node").loc["models/dep_delay", "downstream"] == 6
 

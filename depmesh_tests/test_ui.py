@@ -69,7 +69,8 @@ def wait_until_served(proc, port: int, log: Path, what: str, timeout: float = 12
 def test_dagster_dev_shows_every_node_with_its_lineage(dagster_dev, demo_mesh):
     nodes = graphql(dagster_dev, QUERY)["data"]["assetNodes"]
     served = {"/".join(n["assetKey"]["path"]): n for n in nodes}
-    assert set(served) == set(demo_mesh.names) | {"reports/flights/impact", "reports/flights/rollout", "releases/flights"}
+    assert set(served) == set(demo_mesh.names) | {"reports/flights/impact", "reports/flights/rollout", "releases/flights",
+                                                  "serving/flights"}
     release_deps = {"/".join(d["path"]) for d in served["releases/flights"]["dependencyKeys"]}
     assert release_deps == {n.name for n in demo_mesh.nodes if n.kind == "model"}
     for node in demo_mesh.nodes:
