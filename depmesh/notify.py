@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from depmesh.redact import scrub
 from depmesh.registry.schema import audit_events, notifications
 
 MAX_ATTEMPTS = 5  # over every delivery of one notification
@@ -82,11 +83,6 @@ def post(url: str, body: dict[str, Any], timeout: float = TIMEOUT_S) -> None:
             raise urllib.error.HTTPError(url, answer.status, answer.reason, answer.headers, None)
 
 
-def _redact(url: str, text: str) -> str:
-    """An error text without the URL (webhook URLs carry tokens)."""
-    return text.replace(url, "<webhook>") if url else text
-
-
 def deliver(registry: Any, teams: Any, *, tries: int = TRIES_PER_DELIVERY, backoff_s: float = 0.2,
             timeout: float = TIMEOUT_S) -> dict[str, int]:
     """Send this mesh's pending notifications; returns counts by outcome (sent, retry, failed)."""
@@ -110,7 +106,7 @@ def deliver(registry: Any, teams: Any, *, tries: int = TRIES_PER_DELIVERY, backo
                 error = None
                 break
             except Exception as exc:  # noqa: BLE001 - any failure of the receiver is a failed attempt
-                error = _redact(url or "", f"{type(exc).__name__}: {exc}")[:500]
+                error = scrub(f"{type(exc).__name__}: {exc}", url, label="<webhook>")[:500]  # URLs carry tokens
                 if attempt + 1 < tries and attempts < MAX_ATTEMPTS:
                     time.sleep(backoff_s * (2 ** attempt))
         with registry._write() as conn:

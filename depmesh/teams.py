@@ -31,6 +31,7 @@ from typing import Any
 
 from depmesh.catalog import CatalogError, MeshSpec
 from depmesh.catalog.load import Problem, _Checker, load_yaml
+from depmesh.redact import safe_url
 
 FILE_NAME = "teams.yaml"
 ROLES = ("owner", "on-call", "member")
@@ -145,7 +146,8 @@ def _parse_team(c: _Checker, key: Any, raw: Any) -> Team | None:
     webhook = raw.get("webhook")
     if webhook is not None:
         if not isinstance(webhook, str) or not (ENV_REF_RE.match(webhook) or re.match(r"^https?://[^\s]+$", webhook)):
-            c.add(f"a webhook is an http(s) URL or ${{VAR}} naming one in the environment, got {webhook!r}",
+            shown = safe_url(webhook) if isinstance(webhook, str) else type(webhook).__name__
+            c.add(f"a webhook is an http(s) URL or ${{VAR}} naming one in the environment, got {shown!r}",
                   node=name, field="webhook", at=raw)
             ok = False
     description = raw.get("description", "")

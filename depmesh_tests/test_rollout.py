@@ -217,6 +217,39 @@ def test_a_failing_webhook_never_blocks_a_change_and_is_retried_a_bounded_number
         assert cli(runner, "notifications", "deliver", *home) .startswith("sent 0, to retry 0, given up 0")
 
 
+@pytest.mark.parametrize("url, secrets", [
+    # userinfo: urllib quotes it in "nonnumeric port: 'TOKEN@host'"
+    ("http://bot:S3cretUserinfoToken@localhost/hooks/x", ["S3cretUserinfoToken"]),
+    ("http://127.0.0.1:9/services/T0001/B0002/PathToken42?token=QueryToken42", ["PathToken42", "QueryToken42"]),
+])
+def test_a_webhook_token_is_never_stored_or_printed(golden, tmp_path, monkeypatch, url, secrets):
+    home = ["--home", str(tmp_path / "home")]
+    runner = CliRunner()
+    with copy_of(golden, tmp_path / "home"):
+        monkeypatch.setenv("DEPMESH_WEBHOOK_DELAY_MODELS", url)
+        out = cli(runner, "release", "request", str(golden.release_id), *home, "--actor", "gus", "--reason", "weekly")
+        for _ in range(2):
+            out += runner.invoke(main, ["notifications", "deliver", *home]).output
+        listed = cli(runner, "notifications", "list", *home, "--format", "json")
+        stored = listed + cli(runner, "release", "audit", *home, "--format", "json")
+        errors = [n["last_error"] for n in json.loads(listed) if n["last_error"]]
+        assert errors, listed  # the delivery failed, and says so
+        for secret in secrets:
+            assert secret not in stored and secret not in out, secret
+
+
+def test_a_bad_webhook_in_teams_yaml_is_named_without_its_token(tmp_path, demo_mesh):
+    from depmesh.teams import TeamsError
+
+    text = ("mesh: flights\nteams:\n  ops:\n    members: {ana: [owner]}\n"
+            "    webhook: ftp://bot:Pa55wordToken@hooks.example.com/SecretPath\n")
+    (tmp_path / "teams.yaml").write_text(text)
+    with pytest.raises(TeamsError) as info:
+        parse_teams(text, tmp_path / "teams.yaml", demo_mesh)
+    said = str(info.value)
+    assert "webhook" in said and "Pa55wordToken" not in said and "SecretPath" not in said
+
+
 # --- shadow and canary --------------------------------------------------------------
 
 SCORES = ("scores/dep_delay", "scores/arr_delay", "scores/late_arrival")
