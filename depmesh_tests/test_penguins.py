@@ -30,7 +30,7 @@ def test_the_penguins_mesh_runs_end_to_end_and_records_a_release(penguins_run):
     assert result.success
     built = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
     assert built == {"raw/penguins", "features/penguins", "models/species", "models/body_mass", "models/colonies",
-                     "scores/species", "releases/penguins", "reports/penguins/impact"}
+                     "scores/species", "releases/penguins", "reports/penguins/impact", "serving/penguins"}
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations()
               if not e.passed and e.severity.value == "ERROR"]
     assert failed == []
