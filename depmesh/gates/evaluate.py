@@ -323,6 +323,11 @@ def evaluate_gates(model: TrainedModel, spec: GateSpec, evaluation: Any, product
         (MALFORMED, lambda: malformed_input(model, spec)),
         (MEMORY, lambda: memory(model, spec)),
     ]
+    return _run_gates(runs)
+
+
+def _run_gates(runs: list[tuple[str, Any]]) -> list[GateResult]:
+    """Each (name, gate) run in turn; a gate that raises fails with the error as its evidence."""
     results = []
     for name, run in runs:
         try:
@@ -353,10 +358,4 @@ def judge_stored(model: TrainedModel, spec: GateSpec, production: dict | None,
         (MALFORMED, lambda: malformed_input(model, spec)),
         (MEMORY, lambda: memory(model, spec)),
     ]
-    results = []
-    for name, run in runs:
-        try:
-            results.append(run())
-        except Exception as exc:  # noqa: BLE001 - as evaluate_gates
-            results.append(GateResult(name, False, f"the model failed while gated: {type(exc).__name__}: {exc}"[:400]))
-    return results
+    return _run_gates(runs)
