@@ -294,3 +294,24 @@ def test_an_online_audit_never_passes_packages_it_could_not_look_up():
         assert "could not audit 1 of 1 packages" in str(exc) and "--osv DIR" in str(exc)
     else:  # where the service answers, the advisories of that old release are found
         assert any(f["package"] == "requests" for f in findings)
+
+
+def test_a_refused_container_context_leaves_nothing_behind(home, golden, tmp_path):
+    """A member whose stored artifact fails its hash refuses the build context: the folder asked for is not
+    left half-written (it held the other members' artifacts and no manifest), and no scratch folder remains."""
+    from depmesh.artifacts import ArtifactStore
+    from depmesh.assets.io import artifacts_dir
+    from depmesh.registry.resource import open_registry
+    from depmesh.registry.store import default_url
+
+    registry = open_registry(default_url(home), "flights")
+    members = registry.release(golden.release_id)["members"]
+    digest = registry.version("models/late_arrival", members["models/late_arrival"])["artifact_hash"]
+    registry.dispose()
+    artifact = ArtifactStore(artifacts_dir(home)).path_for(digest)
+    artifact.write_bytes(artifact.read_bytes() + b"tampered")
+    context = tmp_path / "ctx"
+    said = cli("deps", "container", str(golden.release_id), "-o", str(context), "--home", str(home), code=1)
+    assert "does not match its recorded hash" in said or "late_arrival" in said
+    assert not context.exists() or not any(context.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"] + (["ctx"] if context.exists() else [])

@@ -31,12 +31,32 @@ CMD ["--check"]
 
 def write_context(out: Path, repo: Path, mesh: str, release: dict[str, Any], versions: dict[str, dict[str, Any]],
                   artifacts: Any) -> Path:
-    """Write the build context to ``out`` (which must not exist or be empty); returns the Dockerfile's path."""
+    """Write the build context to ``out`` (which must not exist or be empty); returns the Dockerfile's path.
+    It is written in a scratch folder beside ``out`` and moved into place only when complete: a refusal
+    (an artifact that fails its hash) or an error leaves nothing behind."""
+    import tempfile
+
+    final = Path(out)
+    if final.exists() and any(final.iterdir()):
+        raise FileExistsError(f"{final} is not empty: choose a new folder for the build context")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        _write(scratch, repo, mesh, release, versions, artifacts)
+        scratch.chmod(0o755)  # mkdtemp's folder is private; a build context is an ordinary folder
+        if final.exists():
+            final.rmdir()  # empty, checked above
+        scratch.rename(final)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return final / "Dockerfile"
+
+
+def _write(out: Path, repo: Path, mesh: str, release: dict[str, Any], versions: dict[str, dict[str, Any]],
+           artifacts: Any) -> None:
     from depmesh.artifacts import sha256
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: choose a new folder for the build context")
     (out / "release" / "artifacts").mkdir(parents=True)
     members = {}
     for node, version in sorted(release["members"].items()):
@@ -56,7 +76,6 @@ def write_context(out: Path, repo: Path, mesh: str, release: dict[str, Any], ver
         shutil.copy2(repo / name, out / name)
     shutil.copytree(repo / "depmesh", out / "depmesh", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (out / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n", encoding="utf-8")
-    dockerfile = out / "Dockerfile"
-    dockerfile.write_text(DOCKERFILE.format(release=release["id"], mesh=mesh, python=platform.python_version(),
-                                            uv=UV_VERSION), encoding="utf-8")
-    return dockerfile
+    (out / "Dockerfile").write_text(DOCKERFILE.format(release=release["id"], mesh=mesh,
+                                                      python=platform.python_version(), uv=UV_VERSION),
+                                    encoding="utf-8")
