@@ -4,6 +4,7 @@ fresh environment built from the stored lock, end to end."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -50,9 +51,14 @@ def test_a_version_is_rebuilt_bit_identical_from_its_recipe(home, tmp_path):
         dep["recipe"]["inputs"]["features/aircraft"]["sha256"])
     snapshot.chmod(0o644)
     snapshot.write_bytes(snapshot.read_bytes()[:-100] + b"\0" * 100)
+    scratch = tmp_path / "tmp"  # where the command's temporary work folder goes
+    scratch.mkdir()
     out = subprocess.run(depmesh_cli("reproduce", f"models/dep_delay@{dep['version']}", "--home", str(home)),
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=900, env={**os.environ, "TMPDIR": str(scratch)})
     assert out.returncode == 1 and "the snapshot of features/aircraft" in out.stderr and "does not hash to" in out.stderr
+    # the failed rebuild leaves no environment behind (it left 785 MB per run), and says why in one line
+    assert not list(scratch.glob("depmesh-reproduce-*")), list(scratch.iterdir())
+    assert "Traceback" not in out.stderr
 
 
 def test_reproduce_refuses_what_it_cannot_rebuild(home):

@@ -87,10 +87,8 @@ def build_environment(source: Path, venv: Path, uv: str) -> float:
 
 def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None = None, keep: bool = False,
               progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Rebuild ``node@version`` from its recipe; the report (see ``verdict``)."""
-    from depmesh.tracking.snapshots import SnapshotStore
-    from depmesh.tracking.store import Tracking
-
+    """Rebuild ``node@version`` from its recipe; the report (see ``verdict``). A failure removes the work
+    folder too, unless it was given (``work_dir``) or ``keep``."""
     info = registry.version(node, version)
     if info is None:
         raise ReproduceError(f"{node} has no registered version {version} in mesh {registry.mesh} "
@@ -98,10 +96,27 @@ def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None =
     problems = registry.recipe_problems(node, version)
     if problems:
         raise ReproduceError(f"{node}@{version} cannot be rebuilt: its recipe is incomplete: " + "; ".join(problems))
-    recipe = info["recipe"]
-    tracking = Tracking(registry)
     work = Path(work_dir or tempfile.mkdtemp(prefix="depmesh-reproduce-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        report = _rebuild(registry, node, version, info, work, progress)
+    except BaseException:
+        if work_dir is None and not keep:  # a failed rebuild leaves no environment behind (hundreds of MB)
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if work_dir is None and not keep:
+        shutil.rmtree(work, ignore_errors=True)
+        report["work_dir"] = f"{work} (removed; --keep keeps it)"
+    return report
+
+
+def _rebuild(registry: Any, node: str, version: str, info: dict[str, Any], work: Path, progress: Any) -> dict:
+    """Check out the code, build the environment, retrain in it; the rebuild's report."""
+    from depmesh.tracking.snapshots import SnapshotStore
+    from depmesh.tracking.store import Tracking
+
+    recipe = info["recipe"]
+    tracking = Tracking(registry)
     source, venv = work / "source", work / "venv"
     progress(f"code: commit {recipe['commit'][:12]} of {recipe.get('code_root')} with a "
              f"{recipe['diff']['bytes']}-byte diff, into {source}")
@@ -138,13 +153,13 @@ def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None =
     done = subprocess.run([str(venv / "bin" / "python"), str(script), str(work / "job.json")],
                           capture_output=True, cwd=source, env=env)
     if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        (work / "rebuild.log").write_text("\n".join(lines), encoding="utf-8")
         raise ReproduceError(f"the rebuild failed in the rebuilt environment (exit {done.returncode}): "
-                             + done.stderr.decode(errors="replace").strip()[-2000:])
+                             f"{(lines or ['no output'])[-1][:2000]} (its whole output: rebuild.log in the work "
+                             "folder, which --keep or --work-dir keeps)")
     report = json.loads(done.stdout.decode().strip().splitlines()[-1])
     report.update(work_dir=str(work), environment_seconds=round(seconds, 1))
-    if work_dir is None and not keep:
-        shutil.rmtree(work, ignore_errors=True)
-        report["work_dir"] = f"{work} (removed; --keep keeps it)"
     return report
 
 
