@@ -115,13 +115,8 @@ def run_process_drill(mesh: Any, mode: FailureMode, sample: float = DRILL_SAMPLE
     """Run the fault's node (and what it needs) in a multiprocess run on a throwaway instance with the fault
     injected, then ask the run-failure detectors of the catalogue (what the run-failure sensor asks) which
     modes the failed steps match. Production is not touched: the run, its storage and registry are temporary."""
-    import tempfile
-
-    from dagster import DagsterInstance
-
     from depmesh import graph
     from depmesh.automation.routing import failed_steps
-    from depmesh.instance import EMBEDDED_CONFIG, POSTGRES_ENV
     from depmesh.assets.factory import DRILL_FAULT_TAG, REGISTRY_KEY
     from depmesh.runs import run_mesh
 
@@ -133,16 +128,10 @@ def run_process_drill(mesh: Any, mode: FailureMode, sample: float = DRILL_SAMPLE
     tags = {DRILL_FAULT_TAG: mode.drill} if fault == "kill-step" else {}
     run_config = ({"resources": {REGISTRY_KEY: {"config": {"url": UNREACHABLE_URL}}}}
                   if fault == "unreachable-database" else {})
-    with tempfile.TemporaryDirectory(prefix="depmesh-drill-") as home:
-        Path(home, "dagster.yaml").write_text(EMBEDDED_CONFIG, encoding="utf-8")  # never production's database
-        with _environment(DAGSTER_HOME=home, **{POSTGRES_ENV: ""}):
-            instance = DagsterInstance.from_config(home)
-            try:
-                outcome = run_mesh(mesh.path, instance, sample=sample, executor="multiprocess", mesh=mesh,
-                                   selection=selection, tags=tags, run_config=run_config)
-                steps = failed_steps(mesh, outcome.result.get_step_failure_events())
-            finally:
-                instance.dispose()
+    with _throwaway_instance() as instance:  # never production's database
+        outcome = run_mesh(mesh.path, instance, sample=sample, executor="multiprocess", mesh=mesh,
+                           selection=selection, tags=tags, run_config=run_config)
+        steps = failed_steps(mesh, outcome.result.get_step_failure_events())
     fired = [d.label for step, error in steps for d in mode.detected_by if d.catches_run_failure(step, error)]
     return _verdict(mode, fired, started, [step for step, _ in steps])
 
