@@ -31,7 +31,7 @@ TRIES_PER_DELIVERY = 3  # within one delivery, with a short backoff
 TIMEOUT_S = 3.0
 CLAIM_EXPIRES = timedelta(minutes=2)  # a deliverer that died holding a claim gives it back after this
 EVENTS = ("promotion_requested", "approved", "rejected", "promoted", "rollback", "canary_rollback",
-          "canary_advanced", "incident")
+          "canary_advanced", "incident", "audit_head")
 
 
 def _now() -> datetime:
@@ -49,9 +49,12 @@ def enqueue(conn, mesh: str, teams: Any, team: str, event: str, payload: dict[st
         attempts=0, created_at=_now()))
 
 
-def audit(conn, mesh: str, actor: str, action: str, subject: str, reason: str, **details: Any) -> None:
-    conn.execute(audit_events.insert().values(mesh=mesh, at=_now(), actor=actor, action=action, subject=subject,
-                                              reason=reason, details=json.dumps(details, default=str, sort_keys=True)))
+def audit(conn, mesh: str, actor: str, action: str, subject: str, reason: str, **details: Any) -> int:
+    """One audit event, appended to the mesh's hash chain (depmesh.registry.chain); its id."""
+    from depmesh.registry.chain import append
+
+    return append(conn, "events", dict(mesh=mesh, at=_now(), actor=actor, action=action, subject=subject,
+                                       reason=reason, details=json.dumps(details, default=str, sort_keys=True)))
 
 
 def _claim(registry: Any) -> list[dict[str, Any]]:

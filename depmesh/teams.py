@@ -8,6 +8,10 @@
           bo: [member]
         webhook: ${DEPMESH_WEBHOOK_INGESTION}   # optional; http(s) URL, or ${VAR} read at delivery
 
+A member may carry a public key for signed approvals (depmesh.rollout.signing):
+``eli: {roles: [owner], key: "ssh-ed25519 AAAA..."}``; ``signatures: required``
+at the top makes every approval need a signature that verifies against it.
+
 The file is ``teams.yaml`` beside the catalog and is validated like it (file,
 line, team, field; every problem at once). Every team that owns a node must
 be declared. When the file exists, promotions need approvals (depmesh.rollout)
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,7 @@ class Team:
     members: dict[str, tuple[str, ...]]  # person -> roles
     webhook: str | None = None  # a URL, or ${VAR}
     description: str = ""
+    keys: dict[str, str] = field(default_factory=dict)  # person -> OpenSSH ed25519 public key line
 
     def people(self, role: str) -> list[str]:
         return [p for p, roles in self.members.items() if role in roles]
@@ -76,6 +81,20 @@ class Team:
 class Teams:
     path: Path
     teams: dict[str, Team]
+    signatures_required: bool = False
+    sha256: str = ""  # of the file's bytes: the declaration the registry remembers (depmesh.registry.store)
+
+    def key_of(self, person: str) -> str | None:
+        for team in self.teams.values():
+            if person in team.keys:
+                return team.keys[person]
+        return None
+
+    def policy(self) -> dict[str, Any]:
+        """What the registry records of this declaration (mesh_governance.policy)."""
+        return {"teams": sorted(self.teams), "signatures": "required" if self.signatures_required else "optional",
+                "owners": sorted({p for t in self.teams.values() for p in t.people("owner")}),
+                "on_call": sorted({p for t in self.teams.values() for p in t.people("on-call")})}
 
     def team(self, name: str) -> Team:
         found = self.teams.get(team_name(name))
@@ -122,8 +141,22 @@ def _parse_team(c: _Checker, key: Any, raw: Any) -> Team | None:
     if not isinstance(raw_members, dict) or not raw_members:
         c.add(f"expected a mapping of person -> roles, got {raw_members!r}", node=name, field="members", at=raw)
         return None
+    keys: dict[str, str] = {}
     for person, roles in raw_members.items():
         field = f"members.{person}"
+        if isinstance(roles, dict):  # {roles: [...], key: "ssh-ed25519 ..."}
+            c.keys(roles, {"roles", "key"}, node=name, prefix=field + ".")
+            key = roles.get("key")
+            if key is not None and isinstance(person, str):
+                from depmesh.rollout.signing import SignatureError, public_key
+
+                try:
+                    public_key(key, who=f"{person}'s key")
+                    keys[person] = " ".join(str(key).split()[:2])
+                except SignatureError as exc:
+                    c.add(str(exc), node=name, field=field + ".key", at=raw_members)
+                    ok = False
+            roles = roles.get("roles")
         if not isinstance(person, str) or not NAME_RE.match(person):
             c.add(f"a member's name is letters, digits and . _ @ + - (at most 200), got {person!r}", node=name,
                   field="members", at=raw_members)
@@ -154,7 +187,7 @@ def _parse_team(c: _Checker, key: Any, raw: Any) -> Team | None:
     if not isinstance(description, str):
         c.add(f"expected a text, got {description!r}", node=name, field="description", at=raw)
         ok = False
-    return Team(name, members, webhook, description) if ok else None
+    return Team(name, members, webhook, description, keys) if ok else None
 
 
 def parse_teams(text: str, path: Path, mesh: MeshSpec) -> Teams:
@@ -163,7 +196,10 @@ def parse_teams(text: str, path: Path, mesh: MeshSpec) -> Teams:
     if not isinstance(data, dict) or not isinstance(data.get("teams"), dict):
         c.add("expected a mapping with a mapping of teams under 'teams' at the top")
         raise TeamsError(c.problems)
-    c.keys(data, {"mesh", "teams"}, node=None, prefix="")
+    c.keys(data, {"mesh", "teams", "signatures"}, node=None, prefix="")
+    signatures = data.get("signatures", "optional")
+    if signatures not in ("required", "optional"):
+        c.add(f"signatures is 'required' or 'optional', got {signatures!r}", field="signatures", at=data)
     if data.get("mesh") not in (None, mesh.name):
         c.add(f"this file is for mesh {data['mesh']!r}, the catalog beside it is mesh {mesh.name!r}",
               field="mesh", at=data)
@@ -180,9 +216,18 @@ def parse_teams(text: str, path: Path, mesh: MeshSpec) -> Teams:
             users = [n.name for n in mesh.nodes if n.owner == owner]
             c.add(f"team {owner!r} owns {', '.join(users[:3])}{' ...' if len(users) > 3 else ''} in the catalog "
                   "but is not declared here", field="teams", at=data["teams"])
+    if signatures == "required":
+        unkeyed = sorted({p for t in teams.values() for p in t.people("owner") if p not in t.keys
+                          and not any(p in other.keys for other in teams.values())})
+        if unkeyed:
+            c.add(f"signatures: required, but these owners have no key, so could never approve: "
+                  f"{', '.join(unkeyed)} (give each a key: {{roles: [...], key: 'ssh-ed25519 ...'}})",
+                  field="signatures", at=data)
     if c.problems:
         raise TeamsError(c.problems)
-    return Teams(path, teams)
+    import hashlib
+
+    return Teams(path, teams, signatures == "required", hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 def load_teams(mesh: MeshSpec, path: Path | None = None) -> Teams | None:

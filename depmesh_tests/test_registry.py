@@ -87,7 +87,7 @@ def two_releases(reg: Registry) -> tuple[int, int]:
 
 
 def test_migrations_are_idempotent_and_versioned(registry):
-    assert registry.migrate() == HEAD == "0008"
+    assert registry.migrate() == HEAD == "0009"
     assert registry.schema_revision() == HEAD
 
 
@@ -625,7 +625,7 @@ def test_migration_0008_voids_duplicate_open_requests_keeping_the_oldest(tmp_pat
             conn.execute(promotion_requests.insert().values(
                 mesh=MESH, release_id=7, requested_by="gus", reason="race", status="approved",
                 required=json.dumps([]), created_at=datetime.now(UTC)))
-    assert reg.migrate() == "0008"
+    assert reg.migrate() == "0009"
     with reg.engine.connect() as conn:
         statuses = [r.status for r in conn.execute(sa.select(promotion_requests).order_by(promotion_requests.c.id))]
     reg.dispose()

@@ -312,12 +312,15 @@ def _gate_and_register(context: AssetExecutionContext, node: NodeSpec, model: An
 
 def _requirements(node: NodeSpec, packed: Any, recorder: Any, recipe: dict[str, Any]) -> dict[str, Any] | None:
     """What the version needs to load and predict, resolved against the lock its recipe recorded."""
-    from depmesh.deps.needs import lock_from_text, requirements
+    from depmesh.deps.needs import lock_from_pylock, lock_from_text, requirements
 
-    digest = (recipe.get("lock") or {}).get("sha256")
+    lock = recipe.get("lock") or {}
+    uv_lock = lock.get("name") == "uv.lock"
+    digest = lock.get("sha256") if uv_lock else (recipe.get("environment") or {}).get("sha256")
     if digest and digest not in _LOCKS:
         payload = recorder.tracking.blob(digest)
-        _LOCKS[digest] = lock_from_text(payload.decode("utf-8")) if payload else {}
+        text = payload.decode("utf-8") if payload else ""
+        _LOCKS[digest] = (lock_from_text(text) if uv_lock else lock_from_pylock(text)) if text else {}
     return requirements(node.model.trainer, packed.payload, _LOCKS.get(digest, {}) if digest else {})
 
 

@@ -68,16 +68,33 @@ def release_request(release_id: int, actor: str | None, reason: str, canary: boo
         click.echo(f"  {entry['team']}: {' and '.join(entry['why'])} ({', '.join(entry['nodes'])})")
 
 
+def _signature(registry, request_id: int, actor: str, key: str | None, signature: str | None) -> str | None:
+    """The approval's signature: made here with ``key`` over the request's payload, or given."""
+    if key and signature:
+        raise click.UsageError("give --key or --signature, not both")
+    if not key:
+        return signature
+    from depmesh.rollout.approvals import get_request
+    from depmesh.rollout.signing import SignatureError, payload, sign
+
+    request = registry_call(lambda: get_request(registry, request_id))
+    try:
+        return sign(key, payload(registry, request, actor=actor))
+    except SignatureError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _decide(request_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None,
-            approve: bool) -> bool:
+            approve: bool, key: str | None = None, signature: str | None = None) -> bool:
     """True when the decision changed what serves (a promotion, or a canary's first step)."""
     from depmesh.rollout.approvals import decide_and_apply
 
     actor = acting(actor)
     mesh, teams, registry = _governed(home, catalog)
     before = registry.last_transition_id()
+    signed = _signature(registry, request_id, actor, key, signature) if approve else None
     done = registry_call(lambda: decide_and_apply(registry, mesh, teams, request_id, actor=actor, reason=reason,
-                                                  approve=approve))
+                                                  approve=approve, signature=signed))
     _deliver(registry, teams)
     request = done["request"]
     if done["action"] == "rejected":
@@ -105,15 +122,38 @@ def _decide(request_id: int, actor: str | None, reason: str, catalog: str | None
 @REQUEST_ID
 @ACTOR_OPTION
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@click.option("--key", type=click.Path(dir_okay=False), help="Sign the approval with this ed25519 private key "
+              "(e.g. ~/.ssh/id_ed25519; a passphrase from $DEPMESH_KEY_PASSPHRASE). Its public key is yours in "
+              "teams.yaml.")
+@click.option("--signature", help="A signature made elsewhere: base64 ed25519 over `depmesh release payload "
+                                  "REQUEST_ID --actor YOU`.")
 @REG_CATALOG_OPTION
 @HOME_OPTION
 @RESCORE_OPTION
-def release_approve(request_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None,
-                    rescore: bool) -> None:
+def release_approve(request_id: int, actor: str | None, reason: str, key: str | None, signature: str | None,
+                    catalog: str | None, home: str | None, rescore: bool) -> None:
     """Approve a promotion request for every required team of which you are an owner (not your own request).
-    The last approval promotes the release."""
-    if _decide(request_id, actor, reason, catalog, home, approve=True):
+    The last approval promotes the release. Signed with --key or --signature (required when teams.yaml says
+    signatures: required)."""
+    if _decide(request_id, actor, reason, catalog, home, approve=True, key=key, signature=signature):
         after_stage_change(home, catalog, rescore)
+
+
+@release.command("payload")
+@REQUEST_ID
+@ACTOR_OPTION
+@REG_CATALOG_OPTION
+@HOME_OPTION
+def release_payload(request_id: int, actor: str | None, catalog: str | None, home: str | None) -> None:
+    """The bytes an approval of REQUEST_ID by you signs (canonical JSON of the request, its release's versions and
+    artifact hashes, and the impact), for signing outside depmesh."""
+    from depmesh.rollout.approvals import get_request
+    from depmesh.rollout.signing import payload
+
+    actor = acting(actor)
+    _, _, registry = _governed(home, catalog)
+    request = registry_call(lambda: get_request(registry, request_id))
+    click.echo(payload(registry, request, actor=actor).decode("utf-8"))
 
 
 @release.command("reject")

@@ -111,3 +111,32 @@ def notifications_deliver(catalog: str | None, home: str | None) -> None:
         registry.dispose()
     click.echo(f"sent {counts['sent']}, to retry {counts['retry']}, given up {counts['failed']}")
     sys.exit(0 if not counts["retry"] and not counts["failed"] else 1)
+
+
+@teams.command("adopt")
+@CATALOG_OPTION
+@HOME_OPTION
+@click.option("--actor", help="Who adopts it: an owner under the declaration the registry recorded.")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@click.option("--remove", is_flag=True, help="Remove the recorded declaration: the mesh's stage changes are then "
+                                             "ungoverned (no approvals). Audited.")
+def teams_adopt(catalog: str | None, home: str | None, actor: str | None, reason: str, remove: bool) -> None:
+    """Make the registry remember this teams.yaml as the mesh's governance (or, --remove, none). Once a mesh has
+    declared its teams, stage changes made under any other declaration, or none, are refused until an owner under
+    the recorded one adopts the change."""
+    from depmesh.cli.registry import acting, governed_registry, registry_call
+
+    actor = acting(actor)
+    mesh, found, registry = governed_registry(home, catalog)
+    if remove:
+        registry.teams = None
+    try:
+        record = registry_call(lambda: registry.adopt_governance(actor=actor, reason=reason, remove=remove))
+    finally:
+        registry.dispose()
+    if record.get("teams_sha256"):
+        click.echo(f"mesh {mesh.name}: the registry now governs by {found.path} ({record['teams_sha256'][:12]}, "
+                   f"signatures {record['policy']['signatures']}), adopted by {record['declared_by']}")
+    else:
+        click.echo(f"mesh {mesh.name}: the teams declaration was removed by {record['declared_by']}; stage changes "
+                   "need no approvals now")

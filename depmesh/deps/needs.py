@@ -53,6 +53,21 @@ def lock_from_text(text: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def lock_from_pylock(text: str) -> dict[str, dict[str, Any]]:
+    """A recorded environment (PEP 751 pylock.toml, depmesh.tracking.environment) in lock_from_text's shape:
+    every distribution at the version that ran (a pylock lists no dependency edges: the environment is flat)."""
+    data = tomllib.loads(text)
+    out: dict[str, dict[str, Any]] = {}
+    unhashed = data.get("tool", {}).get("depmesh", {}).get("unhashed", [])
+    for package in [*data.get("packages", []), *unhashed]:
+        name = canonical(package["name"])
+        source = ({"registry": package["index"]} if package.get("index") else
+                  {"directory": package["directory"]["path"]} if package.get("directory") else {})
+        out.setdefault(name, {"name": package["name"], "version": str(package.get("version", "")),
+                              "dependencies": [], "source": source})
+    return out
+
+
 @functools.lru_cache(maxsize=8)
 def read_lock(path: str) -> dict[str, dict[str, Any]]:
     return lock_from_text(Path(path).read_text(encoding="utf-8"))

@@ -48,6 +48,9 @@ stage_transitions = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=True),
     sa.Column("release_id", sa.Integer, nullable=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    # the mesh's hash chain (depmesh.registry.chain, migration 0009): the previous row's hash, and this row's
+    sa.Column("prev_hash", sa.String(64), nullable=True),
+    sa.Column("row_hash", sa.String(64), nullable=True),
 )
 
 releases = sa.Table(
@@ -222,6 +225,8 @@ approvals = sa.Table(
     sa.Column("teams", sa.Text, nullable=False),  # JSON: the required teams this decision speaks for
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    # ed25519 over the request's payload (depmesh.rollout.signing), base64; None when unsigned (migration 0009)
+    sa.Column("signature", sa.Text, nullable=True),
 )
 
 # The audit trail of everything that is not a stage transition: requests,
@@ -236,7 +241,20 @@ audit_events = sa.Table(
     sa.Column("subject", sa.String(300), nullable=False),  # release:3, request:2, ...
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("details", sa.Text, nullable=False),  # JSON
+    sa.Column("prev_hash", sa.String(64), nullable=True),  # the hash chain, as on stage_transitions
+    sa.Column("row_hash", sa.String(64), nullable=True),
     sa.Index("ix_audit_events_mesh_subject", "mesh", "subject"),
+)
+
+# The governance a mesh declared (teams.yaml), remembered by the registry: stage changes made without it are
+# refused whatever catalog file a command is pointed at; adopting a changed or removed declaration is audited.
+mesh_governance = sa.Table(
+    "mesh_governance", metadata,
+    sa.Column("mesh", sa.String(200), primary_key=True),
+    sa.Column("teams_sha256", sa.String(64), nullable=True),  # None: governance was removed (an audited change)
+    sa.Column("policy", sa.Text, nullable=False),  # JSON: {teams, owners, on_call, signatures}
+    sa.Column("declared_by", sa.String(200), nullable=False),
+    sa.Column("declared_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 # Rollouts of a release (depmesh.rollout.serving): shadow (the candidate scores beside Production, unseen) or

@@ -59,6 +59,14 @@ class RegistryReadOnly(RegistryError):
     """The registry's database cannot be written."""
 
 
+class GovernanceMismatch(RegistryError):
+    """A stage change made without the teams declaration the registry recorded for the mesh."""
+
+
+def _value_text(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if isinstance(value, datetime) else str(value)
+
+
 class ApprovalRequired(RegistryError):
     """A promotion without the approvals the mesh's teams require."""
 
@@ -331,10 +339,12 @@ class Registry:
         return True
 
     def _log(self, conn, node, version, from_stage, to_stage, actor, reason, run_id=None, release_id=None) -> None:
+        from depmesh.registry.chain import append
+
         check_actor(actor, reason)
-        conn.execute(stage_transitions.insert().values(
-            mesh=self.mesh, node=node, version=version, from_stage=from_stage, to_stage=to_stage, actor=actor,
-            reason=reason, run_id=run_id, release_id=release_id, at=_now()))
+        append(conn, "stages", dict(mesh=self.mesh, node=node, version=version, from_stage=from_stage,
+                                    to_stage=to_stage, actor=actor, reason=reason, run_id=run_id,
+                                    release_id=release_id, at=_now()))
 
     def _set_stage(self, conn, node: str, version: str, stage: str, actor: str, reason: str,
                    run_id: str | None = None, release_id: int | None = None) -> bool:
@@ -388,6 +398,7 @@ class Registry:
             raise RegistryError("Production is reached by promoting a release: depmesh release promote ID")
         with self._write() as conn:
             state = self._lock(conn)
+            self._check_governance(conn, actor)
             current = conn.execute(sa.select(model_versions.c.stage).where(self._where_version(node, version))).scalar()
             if current == "Production":
                 raise RegistryError(f"{node}@{version} is Production: it leaves Production when another release is "
@@ -591,6 +602,8 @@ class Registry:
         versions they replace; one audit entry per model. Atomic. A release
         that was partly rolled back can be promoted again."""
         check_actor(actor, reason)
+        with self.engine.connect() as conn:  # before anything else is looked at (again under the lock below)
+            self._check_governance(conn, actor, record=False)
         release = self.release(release_id)
         if release["status"] == "Production":
             raise RegistryError(f"release {release_id} is already Production")
@@ -600,6 +613,7 @@ class Registry:
             release = self._release(conn, release_id)
             if release["status"] == "Production":
                 raise RegistryError(f"release {release_id} is already Production")
+            self._check_governance(conn, actor)
             request_id = self._approval(conn, release_id)
             needs = self._member_requirements(conn, release["members"])
             self._refuse_conflicts(needs, f"release {release_id}")
@@ -662,7 +676,92 @@ class Registry:
             raise ApprovalRequired(f"release {release_id} needs approval before Production (mesh {self.mesh} "
                                    f"declares its teams): depmesh release request {release_id} --reason TEXT, then "
                                    "its approvers run depmesh release approve REQUEST")
+        from depmesh.rollout.approvals import verify_approvals
+
+        problems = verify_approvals(conn, self, self.teams, request_id)
+        if problems:
+            raise ApprovalRequired(f"release {release_id} is refused: request {request_id}'s approvals do not hold: "
+                                   + "; ".join(problems))
         return request_id
+
+    def _check_governance(self, conn, actor: str, teams: Any = None, record: bool = True) -> None:
+        """The mesh's teams declaration, as the registry remembers it: the first one is recorded (audited); a
+        stage change made without it, or under a different one, is refused until an owner adopts the change
+        (depmesh teams adopt). Whatever catalog file a command was pointed at."""
+        from depmesh.registry.schema import mesh_governance
+
+        row = conn.execute(sa.select(mesh_governance).where(mesh_governance.c.mesh == self.mesh)).first()
+        teams = teams if teams is not None else self.teams
+        declared = teams.sha256 if teams is not None else None
+        if row is None:
+            if declared and record:
+                self._record_governance(conn, actor, "governance_declared", "first declaration of the mesh's teams",
+                                        teams)
+            return
+        if row.teams_sha256 == declared:
+            return
+        when = f"recorded {_value_text(row.declared_at)} by {row.declared_by}"
+        if declared is None:
+            raise GovernanceMismatch(
+                f"mesh {self.mesh} declared its teams (teams.yaml {row.teams_sha256[:12]}, {when}), but this command "
+                "runs without a teams declaration (no teams.yaml beside its catalog), so it may not change stages: "
+                "run it with the mesh's catalog and teams.yaml; an owner removes the declaration with depmesh teams "
+                "adopt --remove --reason TEXT (audited)")
+        recorded = row.teams_sha256[:12] if row.teams_sha256 else "none: governance was removed"
+        raise GovernanceMismatch(
+            f"the teams declaration used here ({teams.path}, {declared[:12]}) is not the one the registry "
+            f"recorded for mesh {self.mesh} ({recorded}, {when}): an owner of the recorded teams adopts a changed "
+            "declaration with depmesh teams adopt --reason TEXT (audited)")
+
+    def _record_governance(self, conn, actor: str, action: str, reason: str, teams: Any) -> None:
+        from depmesh.notify import audit
+        from depmesh.registry.schema import mesh_governance
+
+        policy = teams.policy() if teams is not None else {"teams": [], "signatures": "none"}
+        values = dict(teams_sha256=teams.sha256 if teams is not None else None,
+                      policy=json.dumps(policy, sort_keys=True), declared_by=actor, declared_at=_now())
+        if conn.execute(sa.select(mesh_governance.c.mesh).where(mesh_governance.c.mesh == self.mesh)).first():
+            conn.execute(mesh_governance.update().where(mesh_governance.c.mesh == self.mesh).values(**values))
+        else:
+            conn.execute(mesh_governance.insert().values(mesh=self.mesh, **values))
+        audit(conn, self.mesh, actor, action, f"mesh:{self.mesh}", reason, teams_sha256=values["teams_sha256"],
+              policy=policy)
+
+    def governance(self) -> dict[str, Any] | None:
+        """What the registry remembers of the mesh's teams declaration, or None."""
+        from depmesh.registry.schema import mesh_governance
+
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(mesh_governance).where(mesh_governance.c.mesh == self.mesh)).first()
+        return None if row is None else {**dict(row._mapping), "policy": json.loads(row.policy)}
+
+    def adopt_governance(self, *, actor: str, reason: str, remove: bool = False) -> dict[str, Any]:
+        """Record this object's teams declaration (or, ``remove``, none) as the mesh's. Once one is recorded,
+        only an owner under it may change it; audited either way."""
+        from depmesh.registry.schema import mesh_governance
+        from depmesh.teams import ActorError
+
+        check_actor(actor, reason)
+        if remove:
+            self.teams = None
+        elif self.teams is None:
+            raise RegistryError("there is no teams declaration to adopt (no teams.yaml beside the catalog); "
+                                "to remove the recorded one, use --remove")
+        with self._write() as conn:
+            self._lock(conn)
+            row = conn.execute(sa.select(mesh_governance).where(mesh_governance.c.mesh == self.mesh)).first()
+            current = None if row is None else {**dict(row._mapping), "policy": json.loads(row.policy)}
+            if current is not None and current["teams_sha256"] is not None \
+                    and actor not in current["policy"].get("owners", []):
+                raise ActorError(f"{actor!r} is not an owner under the recorded teams declaration of mesh "
+                                 f"{self.mesh} ({', '.join(current['policy'].get('owners', [])) or 'no owners'} "
+                                 "may change it)")
+            if current is not None and current["teams_sha256"] == (self.teams.sha256 if self.teams else None):
+                return current
+            action = "governance_removed" if remove else (
+                "governance_declared" if current is None else "governance_changed")
+            self._record_governance(conn, actor, action, reason, self.teams)
+        return self.governance() or {}
 
     def _require_on_call(self, actor: str) -> None:
         """With declared teams: only an on-call member rolls back (no approval needed); depmesh's own actors may."""
@@ -678,6 +777,8 @@ class Registry:
     def rollback(self, *, actor: str, reason: str, expected_revision: int | None = None) -> dict:
         """Make the release the current one replaced Production again, atomically."""
         check_actor(actor, reason)
+        with self.engine.connect() as conn:  # before anything else is looked at (again under the lock below)
+            self._check_governance(conn, actor, record=False)
         self._require_on_call(actor)
         current_id = self.state()["production_release_id"]
         if current_id is None:
@@ -691,6 +792,10 @@ class Registry:
             if state.production_release_id != current_id:
                 raise PromotionConflict(f"Production moved to release {state.production_release_id} while the "
                                         "rollback was decided; nothing was changed here")
+            self._check_governance(conn, actor)
+            from depmesh.rollout.approvals import void_open
+
+            void_open(conn, self.mesh, current_id)  # no old approval brings a rolled-back release back
             current, previous = self._release(conn, current_id), self._release(conn, previous_id)
             self._make_production(conn, previous["members"], actor, f"rollback of release {current_id}: {reason}",
                                   previous_id)
@@ -746,6 +851,7 @@ class Registry:
         self._require_on_call(actor)
         with self._write() as conn:
             state = self._lock(conn, expected_revision)
+            self._check_governance(conn, actor)
             production = self._production(conn)
             version = production.get(node)
             if version is None:

@@ -121,6 +121,7 @@ def request_promotion(registry: Any, mesh: Any, teams: Any, release_id: int, *, 
                                 f"{' and '.join(entry['why'])}: {', '.join(entry['nodes'])}), which has no owner "
                                 f"in {teams.path.name}")
     with registry._write() as conn:
+        registry._check_governance(conn, actor, teams)
         open_request = conn.execute(sa.select(promotion_requests.c.id).where(
             promotion_requests.c.mesh == registry.mesh, promotion_requests.c.release_id == release_id,
             promotion_requests.c.status.in_(("pending", "approved")))).scalar()
@@ -144,15 +145,18 @@ def request_promotion(registry: Any, mesh: Any, teams: Any, release_id: int, *, 
     return request
 
 
-def decide(registry: Any, teams: Any, request_id: int, *, actor: str, reason: str, approve: bool) -> dict[str, Any]:
+def decide(registry: Any, teams: Any, request_id: int, *, actor: str, reason: str, approve: bool,
+           signature: str | None = None) -> dict[str, Any]:
     """Approve or reject a pending request. An approval speaks for every required team of which ``actor`` is an
     owner; when every team has approved, the request is approved (the caller then promotes). A rejection by an
-    owner of a required team closes the request."""
+    owner of a required team closes the request. ``signature``: the actor's ed25519 signature of the request's
+    payload (depmesh.rollout.signing), required when teams.yaml says ``signatures: required``."""
     check_actor(actor, reason)
     teams.require_member(actor, doing="approve or reject a promotion")
     with registry._write() as conn:
         conn.execute(sa.select(promotion_requests.c.id).where(promotion_requests.c.id == request_id)
                      .with_for_update())  # one decision at a time per request (SQLite: BEGIN IMMEDIATE)
+        registry._check_governance(conn, actor, teams)
         request = get_request(registry, request_id, conn)
         if request["status"] != "pending":
             raise ApprovalError(f"promotion request {request_id} is {request['status']}, not pending")
@@ -168,10 +172,12 @@ def decide(registry: Any, teams: Any, request_id: int, *, actor: str, reason: st
         if approve and not pending:
             raise ApprovalError(f"{actor!r} already approved request {request_id} for {', '.join(speaks_for)}; "
                                 f"waiting for: {', '.join(w['team'] for w in request['waiting_for'])}")
+        if approve and (teams.signatures_required or signature):
+            _check_signature(registry, teams, request, actor, signature, conn)
         conn.execute(approvals.insert().values(request_id=request_id, actor=actor,
                                                decision="approve" if approve else "reject",
                                                teams=json.dumps(pending if approve else speaks_for), reason=reason,
-                                               at=_now()))
+                                               at=_now(), signature=signature if approve else None))
         status = "pending"
         if not approve:
             status = "rejected"
@@ -187,6 +193,81 @@ def decide(registry: Any, teams: Any, request_id: int, *, actor: str, reason: st
         _notify_required(conn, registry, teams, request, "approved" if approve else "rejected", by=actor,
                          reason=reason, status=status)
     return request
+
+
+def _check_signature(registry: Any, teams: Any, request: dict[str, Any], actor: str, signature: str | None,
+                     conn: Any) -> None:
+    from depmesh.rollout.signing import payload, verify
+
+    key = teams.key_of(actor)
+    if key is None:
+        raise ActorError(f"{actor!r} has no key in {teams.path.name}, so cannot sign an approval"
+                         + (" (signatures: required)" if teams.signatures_required else ""))
+    if not signature:
+        raise ApprovalError(f"mesh {registry.mesh} requires signed approvals: approve with --key PATH (your ed25519 "
+                            f"private key) or --signature over the payload of: depmesh release payload "
+                            f"{request['id']} --actor {actor}")
+    if not verify(key, payload(registry, request, actor=actor, conn=conn), signature):
+        raise ApprovalError(f"the signature does not verify against {actor}'s key in {teams.path.name} over request "
+                            f"{request['id']} (release {request['release_id']}): sign the payload that depmesh "
+                            f"release payload {request['id']} --actor {actor} prints")
+
+
+def verify_approvals(conn: Any, registry: Any, teams: Any, request_id: int) -> list[str]:
+    """Why the approvals of ``request_id`` do not allow a promotion now (empty: they do). Approvals count only
+    when each is in the audit trail's hash chain as it was made (an approval row inserted by hand is not) and,
+    when the mesh requires signatures, when its signature verifies against the approver's key in teams.yaml over
+    the request as it is now (its release's members, versions and artifact hashes)."""
+    from depmesh.registry.chain import digest
+    from depmesh.registry.schema import audit_events
+    from depmesh.rollout.signing import payload, verify
+
+    request = get_request(registry, request_id, conn)
+    events = [dict(r) for r in conn.execute(sa.select(audit_events).where(
+        audit_events.c.mesh == registry.mesh, audit_events.c.action == "approved",
+        audit_events.c.subject == f"release:{request['release_id']}")).mappings()]
+    problems, approved = [], set()
+    for decision in request["decisions"]:
+        if decision["decision"] != "approve":
+            continue
+        who = f"approval {decision['id']} by {decision['actor']}"
+        if teams is not None:
+            foreign = [t for t in decision["teams"] if decision["actor"] not in _owners_of(teams, t)]
+            if foreign:
+                problems.append(f"{who} speaks for {', '.join(foreign)}, of which the declared teams do not make "
+                                f"{decision['actor']} an owner")
+                continue
+        recorded = [e for e in events if e["actor"] == decision["actor"] and e["row_hash"]
+                    and json.loads(e["details"]).get("request") == request_id
+                    and sorted(json.loads(e["details"]).get("teams") or []) == sorted(decision["teams"])
+                    and digest("events", e, e["prev_hash"] or "") == e["row_hash"]]
+        if not recorded:
+            problems.append(f"{who} is not in the audit trail as made (inserted or edited by hand?)")
+            continue
+        if teams is not None and teams.signatures_required:
+            key = teams.key_of(decision["actor"])
+            data = payload(registry, request, actor=decision["actor"], conn=conn)
+            if key is None or not verify(key, data, decision.get("signature")):
+                problems.append(f"{who} is {'not signed' if not decision.get('signature') else 'signed'}"
+                                + ("" if not decision.get("signature") else
+                                   " but the signature does not verify against the key in teams.yaml for the "
+                                   "request as it is now (its release's versions and artifacts, its impact)"))
+                continue
+        approved.update(decision["teams"])
+    missing = [r["team"] for r in request["required"] if r["team"] not in approved]
+    if missing and not problems:
+        problems.append(f"no valid approval from {', '.join(missing)}")
+    elif missing:
+        problems.append(f"so {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} not approved")
+    return problems
+
+
+def void_open(conn: Any, mesh: str, release_id: int) -> None:
+    """Open requests of ``release_id`` become void (it was rolled back or replaced: an old approval never
+    brings it back)."""
+    conn.execute(promotion_requests.update().where(
+        promotion_requests.c.mesh == mesh, promotion_requests.c.release_id == release_id,
+        promotion_requests.c.status.in_(("pending", "approved"))).values(status="void", decided_at=_now()))
 
 
 def approved_request(conn: Any, mesh: str, release_id: int) -> int | None:
@@ -224,10 +305,10 @@ def notify_change(registry: Any, mesh: Any, teams: Any, event: str, nodes: list[
 
 
 def decide_and_apply(registry: Any, mesh: Any, teams: Any, request_id: int, *, actor: str, reason: str,
-                     approve: bool) -> dict[str, Any]:
+                     approve: bool, signature: str | None = None) -> dict[str, Any]:
     """A decision, and what the last approval does: promote the release, or start its canary.
     Returns {request, action: rejected | waiting | promoted | canary, release?: dict, rollout?: dict}."""
-    request = decide(registry, teams, request_id, actor=actor, reason=reason, approve=approve)
+    request = decide(registry, teams, request_id, actor=actor, reason=reason, approve=approve, signature=signature)
     if not approve:
         return {"request": request, "action": "rejected"}
     if request["status"] != "approved":

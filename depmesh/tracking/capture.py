@@ -18,15 +18,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-LOCK_FILES = ("uv.lock",)
 MAX_CURVE_ROWS = 3000  # rows a curve is computed on (train and validation each): cheap enough to run every training
 
 
 @dataclass(frozen=True)
 class CodeState:
     """The code a training ran: the repository root, its commit, the diff of
-    uncommitted changes (``git diff HEAD``, binary-safe) and the lock file
-    found at the root. A field is None when it could not be found; ``missing``
+    uncommitted changes (``git diff HEAD``, binary-safe) and the project's own
+    lock file found at the root, whatever its format (none is fine). A field is None when it could not be found; ``missing``
     says why, in words for the recipe check."""
 
     root: str | None
@@ -65,13 +64,10 @@ def _code_state(root: str, head_key: str) -> CodeState:  # head_key: HEAD and in
             missing.append(f"`git diff HEAD` failed in {root}: {out.stderr.decode(errors='replace').strip()[:200]}")
         else:
             diff += _untracked_diff(path)
-    lock_name = lock = None
-    for name in LOCK_FILES:
-        if (path / name).is_file():
-            lock_name, lock = name, (path / name).read_bytes()
-            break
-    if lock is None:
-        missing.append(f"no lock file ({', '.join(LOCK_FILES)}) at the repository root {root}")
+    from depmesh.tracking.environment import project_lock
+
+    found = project_lock(path)  # whatever the project pins with; optional (the environment itself is recorded)
+    lock_name, lock = found if found else (None, None)
     return CodeState(root, commit, diff, lock_name, lock, tuple(missing))
 
 

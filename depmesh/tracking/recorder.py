@@ -77,21 +77,52 @@ class TrainingRecorder:
 
     def recipe(self, model: Any, inputs: dict[str, Any], records: dict[str, dict[str, Any] | None],
                versions: dict[str, str]) -> dict[str, Any]:
-        state = code_state(module_file(self.node.entrypoint))
+        """What rebuilds this version (depmesh.tracking.recipe): the code (git commit and diff, else the
+        module files by content hash, else the installed distribution holding them), the environment it ran
+        in (a PEP 751 pylock.toml), the project's own lock whatever it is, the catalog, seed, parameters and
+        input snapshots."""
+        import sys
+
+        from depmesh.tracking import environment
+
+        module = self.node.entrypoint.split(":")[0]
+        file = module_file(self.node.entrypoint)
+        state = code_state(file)
         why: dict[str, str] = {}
         recipe: dict[str, Any] = {"node": self.node.name, "version": model.version, "training_id": self.id,
                                   "seed": self.node.model.seed, "params": dict(self.node.model.params),
-                                  "commit": state.commit, "code_root": state.root}
-        if state.commit is None:
-            why["commit"] = "; ".join(state.missing)
-        if state.lock is not None:
-            recipe["lock"] = {"name": state.lock_name, "sha256": self.tracking.put_blob("lock", state.lock)}
+                                  "depmesh": environment.depmesh_version(), "python": sys.version.split()[0]}
+        env = environment.capture(state.root)
+        recipe["environment"] = {"name": "pylock.toml", "sha256": self.tracking.put_blob("environment", env.pylock),
+                                 "packages": env.packages, "unhashed": list(env.unhashed)}
+        lock = (state.lock_name, state.lock) if state.lock is not None else None
+        if state.commit is not None:
+            import_root = environment.import_root(module, file)[0] if file else Path(state.root)
+            try:
+                where = import_root.resolve().relative_to(Path(state.root).resolve()).as_posix()
+            except ValueError:
+                where = "."
+            recipe["code"] = {"kind": "git", "import_path": where}
+            recipe.update(commit=state.commit, code_root=state.root)
+            if state.diff is not None:
+                recipe["diff"] = {"sha256": self.tracking.put_blob("diff", state.diff), "bytes": len(state.diff)}
+            else:
+                why["diff"] = "; ".join(state.missing)
+        elif file and (dist := environment.installed_distribution(module, file)):
+            recipe["code"] = {"kind": "distribution", "name": dist[0], "version": dist[1]}
+        elif file:
+            try:
+                tar, files, root = environment.pack_code(module, file)
+            except (OSError, ValueError) as exc:
+                why["code"] = f"{'; '.join(state.missing)}, and its files could not be recorded: {exc}"
+            else:
+                recipe["code"] = {"kind": "files", "sha256": self.tracking.put_blob("code", tar), "root": root,
+                                  "files": files, "import_path": "."}
+                lock = lock or environment.project_lock(Path(root))
         else:
-            why["lock"] = "; ".join(m for m in state.missing if "lock" in m)
-        if state.diff is not None:
-            recipe["diff"] = {"sha256": self.tracking.put_blob("diff", state.diff), "bytes": len(state.diff)}
-        else:
-            why["diff"] = "; ".join(state.missing)
+            why["code"] = f"the module of {self.node.entrypoint} has no file to record"
+        if lock is not None:
+            recipe["lock"] = {"name": lock[0], "sha256": self.tracking.put_blob("lock", lock[1])}
         if self.catalog_path is not None and Path(self.catalog_path).is_file():
             recipe["catalog"] = {"path": str(Path(self.catalog_path).resolve()),
                                  "sha256": self.tracking.put_blob("catalog", Path(self.catalog_path).read_bytes())}

@@ -2,10 +2,17 @@
 recipe in a fresh environment and say how close the rebuild is.
 
 1. The code: ``git archive`` of the recorded commit, with the recorded diff
-   (uncommitted and untracked changes) applied, in a new folder.
-2. The environment: the stored lock file, installed by ``uv sync --locked``
-   into an isolated virtual environment (uv's cache makes this seconds when
-   the packages were installed before; nothing of the current environment is used).
+   (uncommitted and untracked changes) applied, in a new folder; or the
+   recorded module files (code outside git), each checked against its hash;
+   or nothing, when the code is an installed distribution of the environment.
+2. The environment, in an isolated virtual environment (uv's cache makes this
+   seconds when the packages were installed before; nothing of the current
+   environment is used): a uv project (its stored ``uv.lock`` beside a
+   ``pyproject.toml`` in the recorded code) by ``uv sync --locked``; any
+   other repository (``requirements.txt``, ``poetry.lock``, no lock at all)
+   from the recorded environment, ``uv pip sync pylock.toml`` (every
+   distribution at the version that ran, hash-checked where a hash was
+   known), then the distributions without a known hash by exact version.
 3. The training: in that environment, depmesh.tracking.rebuild (as a script) trains the node from the stored catalog with the recorded parameters and
    seed on the input snapshots (each verified by its hash), packs the
    artifact and compares it with the registered one: the same bytes, or else
@@ -73,16 +80,73 @@ def checkout(root: str, commit: str, diff: bytes, target: Path) -> None:
         _run(["git", "apply", "--binary", "--whitespace=nowarn", str(patch)], "applying the recorded diff", cwd=target)
 
 
+def _uv_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+
+
 def build_environment(source: Path, venv: Path, uv: str) -> float:
     """``uv sync --locked`` of ``source`` (its stored lock) into ``venv``; seconds taken."""
     import time
 
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+    env = _uv_env()
     env["UV_PROJECT_ENVIRONMENT"] = str(venv)
     started = time.perf_counter()
     _run([uv, "sync", "--locked", "--no-dev", "--project", str(source), "--python", sys.executable],
          "building the environment from the stored lock (uv sync --locked)", env=env, cwd=source)
     return time.perf_counter() - started
+
+
+def install_recorded(pylock: bytes, venv: Path, uv: str, *, code_root: str | None, source: Path) -> float:
+    """A new virtual environment in ``venv`` holding the recorded environment: ``uv pip sync`` of the
+    pylock.toml (a directory install of the code's own repository points at the rebuilt code instead),
+    then each distribution without a known hash at its exact version. Seconds taken."""
+    import time
+
+    import tomli_w
+
+    from depmesh.tracking.environment import read
+
+    data = read(pylock)
+    for package in data.get("packages", []):
+        directory = package.get("directory")
+        if not directory:
+            continue
+        path = Path(directory["path"])
+        if code_root and (path == Path(code_root) or Path(code_root) in path.parents):
+            directory["path"] = str(source / path.relative_to(code_root))
+        elif not path.is_dir():
+            raise ReproduceError(f"{package['name']} {package.get('version', '')} was installed from the folder "
+                                 f"{path}, which is not here: the environment cannot be rebuilt without it")
+    started = time.perf_counter()
+    lock = venv.parent / "pylock.toml"  # PEP 751 names: pylock.toml or pylock.<name>.toml
+    lock.write_text(tomli_w.dumps(data), encoding="utf-8")
+    _run([uv, "venv", "--quiet", str(venv), "--python", sys.executable], "creating the virtual environment",
+         env=_uv_env())
+    python = str(venv / "bin" / "python")
+    _run([uv, "pip", "sync", "--quiet", "--python", python, str(lock)],
+         "installing the recorded environment (uv pip sync pylock.toml)", env=_uv_env())
+    unhashed = [f"{u['name']}=={u['version']}" for u in data.get("tool", {}).get("depmesh", {}).get("unhashed", [])]
+    if unhashed:
+        _run([uv, "pip", "install", "--quiet", "--no-deps", "--python", python, "--", *unhashed],
+             "installing the distributions without a recorded hash", env=_uv_env())
+    return time.perf_counter() - started
+
+
+def unpack_code(tar: bytes, files: dict[str, str], target: Path) -> None:
+    """The recorded module files in ``target``, each checked against the hash recorded for it."""
+    import hashlib
+
+    target.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        names = {m.name: m for m in archive.getmembers() if m.isfile()}
+        if set(names) != set(files):
+            raise ReproduceError("the stored module files do not match the recorded list: "
+                                 f"{sorted(set(names) ^ set(files))[:5]}")
+        for name, member in names.items():
+            data = archive.extractfile(member).read()
+            if hashlib.sha256(data).hexdigest() != files[name]:
+                raise ReproduceError(f"the stored module file {name} does not hash to {files[name][:12]}")
+        archive.extractall(target, filter="data")
 
 
 def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None = None, keep: bool = False,
@@ -115,24 +179,49 @@ def _rebuild(registry: Any, node: str, version: str, info: dict[str, Any], work:
     from depmesh.tracking.snapshots import SnapshotStore
     from depmesh.tracking.store import Tracking
 
+    from depmesh.tracking.recipe import code_kind
+
     recipe = info["recipe"]
     tracking = Tracking(registry)
     source, venv = work / "source", work / "venv"
-    progress(f"code: commit {recipe['commit'][:12]} of {recipe.get('code_root')} with a "
-             f"{recipe['diff']['bytes']}-byte diff, into {source}")
+    kind = code_kind(recipe)
     root = recipe.get("code_root") or ""
-    if not Path(root).is_dir():  # the checkout moved since: the repository this command runs in may hold the commit
-        from depmesh.tracking.capture import repository_of
+    if kind == "git":
+        progress(f"code: commit {recipe['commit'][:12]} of {root} with a {recipe['diff']['bytes']}-byte diff, "
+                 f"into {source}")
+        if not Path(root).is_dir():  # the checkout moved since: the repository this command runs in may hold it
+            from depmesh.tracking.capture import repository_of
 
-        here = repository_of(Path.cwd())
-        progress(f"the recorded repository {root or '(none)'} is not here; using {here}")
-        root = str(here) if here else root
-    checkout(root, recipe["commit"], tracking.blob(recipe["diff"]["sha256"]) or b"", source)
-    (source / recipe["lock"]["name"]).write_bytes(tracking.blob(recipe["lock"]["sha256"]))
+            here = repository_of(Path.cwd())
+            progress(f"the recorded repository {root or '(none)'} is not here; using {here}")
+            root = str(here) if here else root
+        checkout(root, recipe["commit"], tracking.blob(recipe["diff"]["sha256"]) or b"", source)
+    elif kind == "files":
+        code = recipe["code"]
+        progress(f"code: {len(code['files'])} module files recorded from {code.get('root')} "
+                 f"({code['sha256'][:12]}), into {source}")
+        unpack_code(tracking.blob(code["sha256"]) or b"", code["files"], source)
+        root = code.get("root") or ""
+    else:
+        progress(f"code: the installed distribution {recipe['code']['name']} {recipe['code']['version']} "
+                 "(part of the recorded environment)")
+        source.mkdir(parents=True)
+    lock = recipe.get("lock")
+    if lock:
+        (source / lock["name"]).write_bytes(tracking.blob(lock["sha256"]))
     catalog = work / "catalog.yaml"
     catalog.write_bytes(tracking.blob(recipe["catalog"]["sha256"]))
-    progress(f"environment: uv sync --locked from the stored lock ({recipe['lock']['sha256'][:12]}) into {venv}")
-    seconds = build_environment(source, venv, find_uv())
+    if lock and lock["name"] == "uv.lock" and (kind == "git" and (source / "pyproject.toml").is_file()
+                                                or "environment" not in recipe):
+        progress(f"environment: uv sync --locked from the stored lock ({lock['sha256'][:12]}) into {venv}")
+        seconds = build_environment(source, venv, find_uv())
+    else:
+        env = recipe["environment"]
+        progress(f"environment: uv pip sync of the recorded pylock.toml ({env['sha256'][:12]}, {env['packages']} "
+                 f"distributions{', ' + str(len(env['unhashed'])) + ' without a known hash' if env['unhashed'] else ''}"
+                 f") into {venv}")
+        seconds = install_recorded(tracking.blob(env["sha256"]) or b"", venv, find_uv(), code_root=root,
+                                   source=source)
     progress(f"environment built in {seconds:.1f} s; retraining {node} with seed {recipe['seed']}")
     snapshots = SnapshotStore.beside(registry.artifacts.root)
     inputs = {}
@@ -146,6 +235,12 @@ def _rebuild(registry: Any, node: str, version: str, info: dict[str, Any], work:
            "artifact_hash": info["artifact_hash"]}
     (work / "job.json").write_text(json.dumps(job, indent=2))
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    import_path = (recipe.get("code") or {}).get("import_path")
+    if import_path and kind in ("git", "files"):  # where the trainer's module imports from, as it did when trained
+        where = (source / import_path).resolve()
+        if where != source.resolve() and source.resolve() not in where.parents:
+            raise ReproduceError(f"the recorded import path {import_path!r} leaves the rebuilt code")
+        env["PYTHONPATH"] = str(where)
     # the rebuild script is this depmesh's (a version's own code may predate it); what it
     # imports (the trainer, depmesh's model and artifact code) comes from the rebuilt environment
     script = work / "rebuild.py"

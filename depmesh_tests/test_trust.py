@@ -1,0 +1,300 @@
+"""Identities that cannot be borrowed, approvals that cannot be forged, an audit trail that shows tampering, and
+governance the registry remembers (issue #25)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from click.testing import CliRunner
+
+from depmesh.catalog import load_catalog
+from depmesh.cli import main
+from depmesh.examples import DEMO_CATALOG
+from depmesh.registry.resource import open_registry
+from depmesh.registry.schema import approvals, audit_events, promotion_requests, stage_transitions
+from depmesh.registry.store import default_url
+from depmesh_tests.conftest import approve_release, copy_of, fresh_database
+
+
+def cli(*args: str, code: int = 0) -> str:
+    out = CliRunner().invoke(main, list(args))
+    assert out.exit_code == code, (args, out.output, out.exception)
+    assert "Traceback" not in out.output
+    return out.output
+
+
+@pytest.fixture
+def home(golden, tmp_path):
+    path = tmp_path / "home"
+    with copy_of(golden, path):
+        pass
+    return path
+
+
+def keys_for(people: list[str], folder: Path) -> dict[str, tuple[Path, str]]:
+    """person -> (private key file in OpenSSH form, public key line), made here."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for person in people:
+        key = Ed25519PrivateKey.generate()
+        private = folder / f"{person}_ed25519"
+        private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                              serialization.NoEncryption()))
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        out[person] = (private, public.decode() + f" {person}@test")
+    return out
+
+
+def signed_catalog(folder: Path, keys: dict[str, tuple[Path, str]], required: bool = True) -> Path:
+    """The flights catalog with teams.yaml giving each owner a key (and ``signatures: required``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEMO_CATALOG, folder / "catalog.yaml")
+    shutil.copy(DEMO_CATALOG.parent / "failure_modes.yaml", folder / "failure_modes.yaml")
+    data = yaml.safe_load((DEMO_CATALOG.parent / "teams.yaml").read_text())
+    for team in data["teams"].values():
+        for person, roles in list(team["members"].items()):
+            if person in keys:
+                team["members"][person] = {"roles": roles, "key": keys[person][1]}
+    if required:
+        data["signatures"] = "required"
+    (folder / "teams.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return folder / "catalog.yaml"
+
+
+OWNERS = ["ana", "chen", "eli", "fay", "hana", "ivo", "kai"]
+
+
+def test_signed_approvals_refuse_a_missing_a_forged_and_a_replayed_signature(home, golden, tmp_path):
+    keys = keys_for(OWNERS, tmp_path / "keys")
+    catalog = signed_catalog(tmp_path / "mesh", keys)
+    where = ["--catalog", str(catalog), "--home", str(home)]
+    out = cli("release", "request", str(golden.release_id), *where, "--actor", "gus", "--reason", "go")
+    request_id = int(out.split()[2])
+    # missing: a mesh that requires signatures refuses an unsigned approval
+    refused = cli("release", "approve", str(request_id), *where, "--actor", "eli", "--reason", "ok", code=1)
+    assert "requires signed approvals" in refused
+    # forged: signed with someone else's key
+    refused = cli("release", "approve", str(request_id), *where, "--actor", "eli", "--reason", "ok",
+                  "--key", str(keys["hana"][0]), code=1)
+    assert "does not verify against eli's key" in refused
+    # replayed: eli's genuine signature over another request (another release id) does not carry over
+    from depmesh.rollout.approvals import get_request
+    from depmesh.rollout.signing import payload, sign
+
+    registry = open_registry(default_url(home), "flights")
+    request = get_request(registry, request_id)
+    elsewhere = payload(registry, {**request, "id": request_id + 1}, actor="eli")
+    registry.dispose()
+    refused = cli("release", "approve", str(request_id), *where, "--actor", "eli", "--reason", "ok",
+                  "--signature", sign(keys["eli"][0], elsewhere), code=1)
+    assert "does not verify" in refused
+    # the payload printed for signing elsewhere is what a valid signature covers
+    printed = cli("release", "payload", str(request_id), *where, "--actor", "eli").strip().encode()
+    assert json.loads(printed)["release"] == golden.release_id
+    assert "approved by eli" in cli("release", "approve", str(request_id), *where, "--actor", "eli", "--reason", "ok",
+                                    "--signature", sign(keys["eli"][0], printed))
+    for person in ("hana", "kai", "ivo"):
+        out = cli("release", "approve", str(request_id), *where, "--actor", person, "--reason", "ok",
+                  "--key", str(keys[person][0]))
+    assert f"release {golden.release_id} is Production" in out
+    with open_registry(default_url(home), "flights").engine.connect() as conn:
+        signatures = conn.execute(sa.select(approvals.c.signature).where(approvals.c.request_id == request_id)).all()
+    assert len(signatures) == 4 and all(s.signature for s in signatures)
+
+
+def test_a_signature_stops_holding_when_the_request_it_approved_changes(home, golden, tmp_path):
+    """Every approval signed and valid, then the request's impact (the teams it was asked of) is edited in the
+    database before the promotion: the signatures no longer verify for the request as it is, nothing is promoted."""
+    keys = keys_for(OWNERS, tmp_path / "keys")
+    catalog = signed_catalog(tmp_path / "mesh", keys)
+    mesh = load_catalog(catalog)
+    from depmesh.rollout.approvals import decide, request_promotion
+    from depmesh.rollout.signing import payload, sign
+    from depmesh.teams import load_teams
+
+    teams = load_teams(mesh)
+    registry = open_registry(default_url(home), "flights")
+    request = request_promotion(registry, mesh, teams, golden.release_id, actor="gus", reason="go")
+    while request["status"] == "pending":
+        person = request["waiting_for"][0]["owners"][0]
+        request = decide(registry, teams, request["id"], actor=person, reason="ok", approve=True,
+                         signature=sign(keys[person][0], payload(registry, request, actor=person)))
+    assert request["status"] == "approved"
+    impact = [r for r in request["required"] if r["team"] != "team:airport-operations"]
+    for entry in impact:
+        entry.pop("owners", None)
+    with registry.engine.begin() as conn:
+        conn.execute(promotion_requests.update().where(promotion_requests.c.id == request["id"])
+                     .values(required=json.dumps(impact)))
+    registry.dispose()
+    refused = cli("release", "promote", str(golden.release_id), "--catalog", str(catalog), "--home", str(home),
+                  "--actor", "eli", "--reason", "go", code=1)
+    assert refused.count("signed but the signature does not verify") == 4, refused
+
+
+def test_an_approval_inserted_by_hand_promotes_nothing(home, golden, tmp_path):
+    """Without signatures: approval rows and an 'approved' status written straight into the database are not
+    in the audit trail's chain, so the promotion is refused and names them. With signatures required, even a
+    writer who also appends correctly chained audit events is refused: the approvals are not signed."""
+    where = ["--home", str(home)]
+    out = cli("release", "request", str(golden.release_id), *where, "--actor", "gus", "--reason", "go")
+    request_id = int(out.split()[2])
+    registry = open_registry(default_url(home), "flights")
+    from depmesh.rollout.approvals import get_request
+
+    request = get_request(registry, request_id)
+    with registry.engine.begin() as conn:
+        for entry in request["required"]:
+            conn.execute(approvals.insert().values(request_id=request_id, actor=entry["owners"][0],
+                                                   decision="approve", teams=json.dumps([entry["team"]]),
+                                                   reason="inserted", at=request["created_at"]))
+        conn.execute(promotion_requests.update().where(promotion_requests.c.id == request_id)
+                     .values(status="approved"))
+    refused = cli("release", "promote", str(golden.release_id), *where, "--actor", "eli", "--reason", "go", code=1)
+    assert "is not in the audit trail as made" in refused
+    assert registry.production() == {}
+    # the writer also appends chained audit events (it can: the chain has no secret), on a mesh that signs
+    keys = keys_for(OWNERS, tmp_path / "keys")
+    catalog = signed_catalog(tmp_path / "mesh", keys)
+    from depmesh.notify import audit
+
+    with registry.engine.begin() as conn:
+        for entry in request["required"]:
+            audit(conn, "flights", entry["owners"][0], "approved", f"release:{golden.release_id}", "inserted",
+                  request=request_id, teams=[entry["team"]], request_status="approved")
+    cli("teams", "adopt", "--catalog", str(catalog), *where, "--actor", "eli", "--reason", "we sign now")
+    refused = cli("release", "promote", str(golden.release_id), "--catalog", str(catalog), *where,
+                  "--actor", "eli", "--reason", "go", code=1)
+    assert "is not signed" in refused and registry.production() == {}
+    registry.dispose()
+
+
+def test_a_catalog_copy_without_teams_cannot_change_stages_once_the_mesh_declared_them(home, golden, tmp_path):
+    """Governance is remembered by the registry: a copy of the catalog with no teams.yaml (or another one) may
+    not promote or roll back; adopting a changed declaration takes an owner under the recorded one, audited."""
+    approve_release(home, golden.release_id)
+    cli("release", "promote", str(golden.release_id), "--home", str(home), "--actor", "eli", "--reason", "go")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(DEMO_CATALOG, bare / "catalog.yaml")
+    where = ["--catalog", str(bare / "catalog.yaml"), "--home", str(home)]
+    for args in (["release", "rollback", "--actor", "mallory", "--reason", "x"],
+                 ["release", "rollback", "--node", "models/route_segment", "--actor", "mallory", "--reason", "x"]):
+        refused = cli(*args, *where, code=1)
+        assert "declared its teams" in refused and "without a teams declaration" in refused, refused
+    # another teams.yaml (mallory made herself an owner): refused too, and mallory may not adopt it
+    (bare / "teams.yaml").write_text((DEMO_CATALOG.parent / "teams.yaml").read_text().replace(
+        "      ana: [owner, on-call]", "      ana: [owner, on-call]\n      mallory: [owner, on-call]"))
+    refused = cli("release", "rollback", *where, "--actor", "mallory", "--reason", "x", code=1)
+    assert "is not the one the registry recorded" in refused
+    refused = cli("teams", "adopt", *where, "--actor", "mallory", "--reason", "mine now", code=1)
+    assert "'mallory' is not an owner under the recorded teams declaration" in refused
+    # an owner under the recorded declaration adopts it: audited, and then it governs
+    cli("teams", "adopt", *where, "--actor", "ana", "--reason", "mallory joins ingestion")
+    registry = open_registry(default_url(home), "flights")
+    from depmesh.notify import audit_trail
+
+    actions = [e["action"] for e in audit_trail(registry, "mesh:flights")]
+    assert actions == ["governance_declared", "governance_changed"]
+    registry.dispose()
+
+
+# -- the hash chain --------------------------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", "postgres"])
+def chained(request, golden, tmp_path, monkeypatch):
+    """A registry with stage changes and audit events in its chains, on SQLite or PostgreSQL: (home, url)."""
+    home = tmp_path / "home"
+    with copy_of(golden, home):
+        pass
+    if request.param == "sqlite":
+        url = default_url(home)
+        approve_release(home, golden.release_id)
+        yield home, url
+        return
+    server = request.getfixturevalue("postgres_server_url")
+    with fresh_database(server) as url:
+        from depmesh.registry import Registry
+
+        source = Registry(default_url(home), mesh="flights")
+        target = Registry(url, mesh="flights")
+        target.migrate()
+        copy_rows(source.engine, target.engine)
+        source.dispose()
+        target.dispose()
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)  # the registry of this home is now that database
+        approve_release(home, golden.release_id)
+        yield home, url
+
+
+def copy_rows(source, target) -> None:
+    from depmesh.registry.schema import metadata
+
+    with source.connect() as src, target.begin() as dst:
+        for table in metadata.sorted_tables:
+            if table.name in ("mesh_state",):
+                dst.execute(table.delete())
+            rows = [dict(r._mapping) for r in src.execute(sa.select(table))]
+            if rows:
+                dst.execute(table.insert(), rows)
+        if target.dialect.name == "postgresql":
+            for table in metadata.sorted_tables:
+                if "id" in table.c and isinstance(table.c.id.type, sa.Integer):
+                    dst.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                                        f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"))
+
+
+def test_the_audit_chain_names_an_edited_a_deleted_and_a_reordered_row(chained, tmp_path):
+    home, url = chained
+    engine = sa.create_engine(url)
+    where = ["--home", str(home)]
+    assert "the audit trail verifies" in cli("audit", "verify", *where)
+    kept = tmp_path / "head.json"
+    kept.write_text(cli("audit", "head", *where))
+    with engine.connect() as conn:
+        stage_ids = [r.id for r in conn.execute(sa.select(stage_transitions.c.id).order_by(stage_transitions.c.id))]
+        event_ids = [r.id for r in conn.execute(sa.select(audit_events.c.id).order_by(audit_events.c.id))]
+    assert len(stage_ids) >= 4 and len(event_ids) >= 3
+
+    def broken(change) -> str:
+        with engine.begin() as conn:
+            saved_s = [dict(r._mapping) for r in conn.execute(sa.select(stage_transitions))]
+            saved_e = [dict(r._mapping) for r in conn.execute(sa.select(audit_events))]
+            change(conn)
+        out = CliRunner().invoke(main, ["audit", "verify", *where, "--head", str(kept)])
+        with engine.begin() as conn:  # put it back for the next case
+            conn.execute(stage_transitions.delete())
+            conn.execute(audit_events.delete())
+            conn.execute(stage_transitions.insert(), saved_s)
+            conn.execute(audit_events.insert(), saved_e)
+        assert out.exit_code == 1, out.output
+        return out.output
+
+    edited = stage_ids[2]
+    out = broken(lambda c: c.execute(stage_transitions.update().where(stage_transitions.c.id == edited)
+                                     .values(actor="mallory")))
+    assert f"stage_transitions row {edited} was edited" in out
+    deleted = event_ids[1]
+    out = broken(lambda c: c.execute(audit_events.delete().where(audit_events.c.id == deleted)))
+    assert f"audit_events row {event_ids[2]} does not follow row {event_ids[0]}" in out
+
+    def swap(conn):  # two rows' contents exchanged, hashes and all (a reorder)
+        a, b = (dict(conn.execute(sa.select(stage_transitions).where(stage_transitions.c.id == i)).one()._mapping)
+                for i in stage_ids[1:3])
+        for row, other in ((a, b), (b, a)):
+            conn.execute(stage_transitions.update().where(stage_transitions.c.id == row["id"])
+                         .values(**{k: v for k, v in other.items() if k != "id"}))
+    out = broken(swap)
+    assert f"stage_transitions row {stage_ids[1]}" in out and f"stage_transitions row {stage_ids[2]}" in out
+    newest = event_ids[-1]
+    out = broken(lambda c: c.execute(audit_events.delete().where(audit_events.c.id == newest)))
+    assert "1 of the newest rows were deleted since the head was kept" in out
+    assert "the audit trail verifies" in cli("audit", "verify", *where, "--head", str(kept))
+    engine.dispose()
