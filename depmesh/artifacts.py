@@ -95,6 +95,27 @@ def _unzip(payload: bytes, what: str) -> dict[str, bytes]:
         raise ArtifactIntegrityError(f"{what} is not a readable model bundle: {exc}") from None
 
 
+MAX_MANIFEST_BYTES = 1_000_000
+
+
+def bundle_manifest(payload: bytes, what: str) -> dict[str, Any]:
+    """A bundle's manifest.json alone (read through a size cap, whatever the zip's header claims)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as zf, zf.open("manifest.json") as entry:
+            raw = entry.read(MAX_MANIFEST_BYTES + 1)
+    except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, NotImplementedError) as exc:
+        raise ArtifactIntegrityError(f"{what} is not a readable model bundle: {exc}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ArtifactIntegrityError(f"{what}: its manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise ArtifactIntegrityError(f"{what}: its manifest is not JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactIntegrityError(f"{what}: its manifest is not a JSON object")
+    return manifest
+
+
 def canonical_skops(payload: bytes) -> bytes:
     """skops' file with its object ids renumbered in document order and
     written as a deterministic zip: the same estimator gives the same bytes."""
@@ -366,7 +387,17 @@ class ArtifactStore:
         payload = self.read(digest, version)
         return unpack(payload, expected_sha=digest, expected_version=version, what=f"artifact {self.find(digest)}")
 
-    def verify(self, digest: str, version: str) -> None:
-        """Raise ArtifactIntegrityError unless the artifact exists and matches ``digest``."""
+    def verify(self, digest: str, version: str, node: str | None = None) -> None:
+        """Raise ArtifactIntegrityError unless the artifact exists, matches ``digest`` and (a bundle) says inside
+        that it is ``version`` of ``node``: a record pointing at another version's or model's intact bundle is
+        not trusted either."""
         payload = self.read(digest, version)
-        _check(payload, digest, version, f"artifact {self.find(digest)}")
+        what = f"artifact {self.find(digest)}"
+        _check(payload, digest, version, what)
+        if payload.startswith(b"PK"):
+            manifest = bundle_manifest(payload, what)
+            if manifest.get("version") != version or (node is not None and manifest.get("node") != node):
+                raise ArtifactIntegrityError(
+                    f"{what} holds {manifest.get('node')}@{manifest.get('version')}, not "
+                    f"{node + '@' if node else 'version '}{version}: the record points at another model's bundle. "
+                    f"To recover: {RECOVER}")

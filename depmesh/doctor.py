@@ -28,53 +28,28 @@ class Finding:
         return asdict(self)
 
 
-SECRET_PARAMS = ("password", "passwd", "pwd", "secret", "token", "key", "sslpassword", "auth")
-MASK = "***"
-
-
 def _safe(url: str) -> str:
-    """A URL fit to print: the password in its user part and every secret-looking
-    query parameter (``?password=``, ``sslpassword``, tokens) masked."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    from depmesh.redact import shown_url
 
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            netloc = f"{user}:{MASK}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-        query = parts.query
-        if query:
-            pairs = [(k, MASK if any(s in k.lower() for s in SECRET_PARAMS) else v)
-                     for k, v in parse_qsl(query, keep_blank_values=True)]
-            query = urlencode(pairs, safe="*")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return MASK  # a URL we cannot take apart is not printed at all
-
-
-def _secrets_of(url: str) -> list[str]:
-    """The secret strings in a URL (decoded and as written), to mask in error messages."""
-    from urllib.parse import parse_qsl, unquote, urlsplit
-
-    found: list[str] = []
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return [url]
-    userinfo = parts.netloc.rpartition("@")[0]
-    if ":" in userinfo:
-        found.append(userinfo.split(":", 1)[1])
-    found += [v for k, v in parse_qsl(parts.query) if any(s in k.lower() for s in SECRET_PARAMS)]
-    found += [unquote(f) for f in found]
-    return sorted({f for f in found if f}, key=len, reverse=True)
+    return shown_url(url)
 
 
 def _masked(text: str, url: str) -> str:
-    for secret in _secrets_of(url):
-        text = text.replace(secret, MASK)
-    return text
+    from depmesh.redact import mask_credentials
+
+    return mask_credentials(text, url)
+
+
+def _url_problem(url: str, where: str) -> str | None:
+    """What makes ``url`` unusable as a database URL, said without quoting it (it may hold a password)."""
+    if "://" not in url:
+        return (f"{where} is not a URL (a keyword DSN such as 'host=... user=... password=...' is not accepted): "
+                "give postgresql://USER:PASSWORD@HOST:5432/DB")
+    netloc = url.split("://", 1)[1].split("/", 1)[0]
+    if netloc.count("@") > 1:
+        return (f"{where}: the user part holds an unencoded '@' (a password with '@' must be percent-encoded "
+                "as %40; likewise ':' as %3A and '/' as %2F)")
+    return None
 
 
 def _value(field: Any) -> str | None:
@@ -117,10 +92,16 @@ def _probe(url: str) -> str | None:
     """None when a connection opens within the timeout, else the error's first line."""
     import sqlalchemy as sa
 
+    problem = _url_problem(url, "the database URL")
+    if problem:
+        return problem
     kwargs: dict[str, Any] = {}
     if url.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
-    engine = sa.create_engine(url, **kwargs)
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a URL SQLAlchemy cannot use is the finding (never quoted whole)
+        return _masked(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", url)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))
@@ -130,6 +111,24 @@ def _probe(url: str) -> str | None:
         return text.splitlines()[0] if text else type(exc).__name__
     finally:
         engine.dispose()
+
+
+def _missing_storage(home: Path, url: str | None) -> str | None:
+    """Why the instance's storage is not there yet (opening it would create it), or None."""
+    import sqlalchemy as sa
+
+    if url:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+        try:
+            tables = set(sa.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+        if not {"runs", "event_logs"} <= tables:
+            return f"PostgreSQL at {_safe(url)} has no Dagster tables yet"
+        return None
+    if not (home / "history" / "runs.db").exists():
+        return f"no Dagster run storage yet under {home} (history/runs.db)"
+    return None
 
 
 def check_instance(home: Path) -> tuple[list[Finding], Any]:
@@ -149,6 +148,10 @@ def check_instance(home: Path) -> tuple[list[Finding], Any]:
         if error:
             return [Finding(FAIL, "instance storage", f"PostgreSQL at {_safe(url)} is unreachable: {error}",
                             "start the server or fix DAGSTER_POSTGRES_URL")], None
+    missing = _missing_storage(home, url)
+    if missing:  # opening the instance would create Dagster's tables: doctor changes nothing, ever
+        return [Finding(WARN, "instance storage", missing, "`depmesh run` (or `dagster instance migrate`) "
+                                                           "creates them")], None
     from dagster import DagsterInstance
 
     try:
@@ -176,6 +179,20 @@ def check_instance(home: Path) -> tuple[list[Finding], Any]:
     return findings, instance
 
 
+def _chain_finding(registry: Any) -> Finding:
+    from depmesh.registry.chain import verify
+
+    with registry.engine.connect() as conn:
+        state = verify(conn, registry.mesh)
+    rows = ", ".join(f"{c} {h['rows']} rows" for c, h in state["heads"].items())
+    if state["ok"]:
+        return Finding(OK, "audit trail", f"mesh {registry.mesh}: the hash chain verifies ({rows}); keep its head "
+                                          f"elsewhere: depmesh audit head --notify")
+    return Finding(FAIL, "audit trail", f"mesh {registry.mesh}: the hash chain is broken: "
+                   + "; ".join(state["problems"][:5]) + (" ..." if len(state["problems"]) > 5 else ""),
+                   "restore the registry database from a backup; depmesh audit verify lists every broken row")
+
+
 def check_registry(home: Path) -> list[Finding]:
     from depmesh.registry.store import Registry, default_url
 
@@ -190,7 +207,13 @@ def check_registry(home: Path) -> list[Finding]:
     from depmesh.artifacts import ArtifactStore
     from depmesh.assets.io import artifacts_dir
 
-    registry = Registry(url, artifacts=ArtifactStore(artifacts_dir(home)))
+    from depmesh.storage import StorageConfigError
+
+    try:
+        artifacts = ArtifactStore(artifacts_dir(home))
+    except StorageConfigError:  # the storage finding names it; the artifacts cannot be checked meanwhile
+        artifacts = None
+    registry = Registry(url, artifacts=artifacts)
     try:
         current, head = registry.schema_revision(), Registry.head_revision()
         if current is None:
@@ -206,13 +229,17 @@ def check_registry(home: Path) -> list[Finding]:
         for mesh in meshes:
             view = registry.for_mesh(mesh)
             production = view.production()
-            problems = view.artifact_problems(production)
-            if problems:
+            problems = view.artifact_problems(production) if artifacts is not None else []
+            if artifacts is None:
+                findings.append(Finding(WARN, "artifacts", f"mesh {mesh}: not checked (the storage is not usable: "
+                                        "see the storage finding)"))
+            elif problems:
                 findings.append(Finding(FAIL, "artifacts", f"mesh {mesh}: Production artifacts that fail verification: "
                                         + "; ".join(problems), "rebuild those versions, or roll back"))
             elif production:
                 findings.append(Finding(OK, "artifacts", f"mesh {mesh}: the {len(production)} Production artifact(s) "
-                                        "exist and match their recorded hashes"))
+                                        "exist, match their recorded hashes and hold their recorded versions"))
+            findings.append(_chain_finding(view))
         return findings
     finally:
         registry.dispose()
@@ -330,6 +357,7 @@ def check_storage(home: Path) -> list[Finding]:
     from depmesh import storage
 
     url = os.environ.get(storage.STORAGE_URL_ENV, "").strip()
+    shown = _safe(url) if url else ""
     if not url:
         return [Finding(OK, "storage", f"tables and artifacts on local disk under {home / 'storage' / 'depmesh'} "
                                        f"(set {storage.STORAGE_URL_ENV}=s3://bucket/prefix for workers on other machines)")]
@@ -340,16 +368,17 @@ def check_storage(home: Path) -> list[Finding]:
         storage.write_whole(probe, payload)
         try:
             if probe.read_bytes() != payload:
-                return [Finding(FAIL, "storage", f"{url}: a probe object read back different bytes")]
+                return [Finding(FAIL, "storage", f"{shown}: a probe object read back different bytes")]
         finally:
             probe.unlink(missing_ok=True)
     except storage.StorageConfigError as exc:
-        return [Finding(FAIL, "storage", str(exc))]
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the finding
-        return [Finding(FAIL, "storage", f"{url}: cannot write and read back a probe object: {type(exc).__name__}: "
-                                         f"{exc}", "check the bucket, the endpoint (AWS_ENDPOINT_URL) and the "
-                                                   "credentials in the environment")]
-    return [Finding(OK, "storage", f"tables and artifacts on {url} (a probe object written, read back, removed)")]
+        return [Finding(FAIL, "storage", _masked(str(exc), url))]
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the store (no credentials, a bad URL) is the finding
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return [Finding(FAIL, "storage", _masked(f"{shown}: cannot write and read back a probe object: "
+                                                 f"{type(exc).__name__}: {first}", url),
+                        "check the bucket, the endpoint (AWS_ENDPOINT_URL) and the credentials in the environment")]
+    return [Finding(OK, "storage", f"tables and artifacts on {shown} (a probe object written, read back, removed)")]
 
 
 def diagnose(home: Path) -> list[Finding]:

@@ -298,3 +298,56 @@ def test_the_audit_chain_names_an_edited_a_deleted_and_a_reordered_row(chained, 
     assert "1 of the newest rows were deleted since the head was kept" in out
     assert "the audit trail verifies" in cli("audit", "verify", *where, "--head", str(kept))
     engine.dispose()
+
+
+# -- doctor: changes nothing, prints no secret -----------------------------------------------------------------
+def _doctor(home: Path, **env: str) -> str:
+    out = CliRunner().invoke(main, ["doctor", "--home", str(home)], env=env)
+    assert out.exit_code in (0, 1), (out.output, out.exception)
+    assert "Traceback" not in out.output and (out.exception is None or isinstance(out.exception, SystemExit)), \
+        out.exception
+    return out.output
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_doctor_changes_nothing_on_an_empty_instance_or_database(tmp_path, postgres_server_url):
+    from depmesh.instance import prepare_home
+
+    home = tmp_path / "home"
+    prepare_home(home)
+    before = _tree(home)
+    assert "history/runs.db" not in before  # nothing opened it yet
+    _doctor(home)
+    assert _tree(home) == before
+    with fresh_database(postgres_server_url) as url:
+        pg_home = tmp_path / "pg"
+        pg_home.mkdir()
+        (pg_home / "dagster.yaml").write_text("storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_POSTGRES_URL\n")
+        out = _doctor(pg_home, DAGSTER_POSTGRES_URL=url)
+        assert "has no Dagster tables yet" in out
+        engine = sa.create_engine(url)
+        assert sa.inspect(engine).get_table_names() == []  # it created none
+        engine.dispose()
+
+
+@pytest.mark.parametrize("variable, value, secrets, words", [
+    ("DAGSTER_POSTGRES_URL", "postgresql://postgres:s3cr@tpassw0rd@127.0.0.1:5432/test", ["s3cr@tpassw0rd", "tpassw0rd"],
+     "percent-encoded as %40"),
+    ("DAGSTER_POSTGRES_URL", "host=127.0.0.1 user=postgres password=hunter2secret dbname=test", ["hunter2secret"],
+     "keyword DSN"),
+    ("DEPMESH_STORAGE_URL", "s3://AKIAEXAMPLEKEY:wJalrXUtnFEMIsecret@bucket/prefix", ["wJalrXUtnFEMIsecret"],
+     "carries credentials"),
+    ("DEPMESH_STORAGE_URL", "s3://bucket/prefix?X-Amz-Security-Token=tok3nvalue42", ["tok3nvalue42"], "storage"),
+])
+def test_doctor_never_prints_a_secret_of_a_url(golden, tmp_path, variable, value, secrets, words):
+    home = tmp_path / "home"
+    with copy_of(golden, home):
+        pass
+    env = {variable: value, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    out = _doctor(home, **env)
+    for secret in secrets:
+        assert secret not in out, out
+    assert words in out, out

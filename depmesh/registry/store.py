@@ -471,7 +471,7 @@ class Registry:
                 problems.append(f"{node}@{version} is not registered")
                 continue
             try:
-                self.artifacts.verify(info["artifact_hash"], version)
+                self.artifacts.verify(info["artifact_hash"], version, node)
             except ArtifactIntegrityError as exc:
                 problems.append(f"{node}@{version}: {exc}")
         return problems
