@@ -237,7 +237,9 @@ def load_teams(mesh: MeshSpec, path: Path | None = None) -> Teams | None:
         if path != teams_path(mesh):
             raise TeamsError([Problem(path.name, None, None, None, f"no teams file at {path}")])
         return None
-    return parse_teams(path.read_text(encoding="utf-8"), path, mesh)
+    from depmesh.catalog.load import read_capped
+
+    return parse_teams(read_capped(path, TeamsError, "teams file"), path, mesh)
 
 
 def os_user() -> str:

@@ -28,8 +28,13 @@ class TraceError(ValueError):
     """A trace that cannot be made: an unknown node, a selection that matches nothing, a column missing."""
 
 
+MAX_SELECTION = 2000
+
+
 def parse_selection(text: str) -> dict[str, str]:
     """``col=value[,col=value]`` into a mapping; refused when malformed."""
+    if len(text) > MAX_SELECTION:
+        raise TraceError(f"the selection is {len(text)} characters long; at most {MAX_SELECTION}")
     out: dict[str, str] = {}
     for part in [p for p in text.split(",") if p.strip()]:
         column, sep, value = part.partition("=")
@@ -53,7 +58,10 @@ def _typed(column: Any, value: Any) -> Any:
     if pd.api.types.is_bool_dtype(column):
         return str(value).lower() in ("true", "1", "yes")
     if pd.api.types.is_integer_dtype(column):
-        return int(float(value))
+        number = float(value)
+        if not number.is_integer():  # also inf and nan (1e400 is inf)
+            raise ValueError(f"{value} is not a whole number")
+        return int(number)
     if pd.api.types.is_float_dtype(column):
         return float(value)
     return str(value)
@@ -68,7 +76,7 @@ def match(frame: Any, selection: dict[str, Any], node: str) -> Any:
     for column, value in selection.items():
         try:
             typed = _typed(frame[column], value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise TraceError(f"{node}.{column}: {value!r} is not a {frame[column].dtype} value ({exc})") from None
         hit = frame[column] == typed
         mask = hit if mask is None else mask & hit

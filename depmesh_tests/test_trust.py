@@ -351,3 +351,118 @@ def test_doctor_never_prints_a_secret_of_a_url(golden, tmp_path, variable, value
     for secret in secrets:
         assert secret not in out, out
     assert words in out, out
+
+
+# -- bounded input: every probe ends in a named error, exit 1 or 2, no traceback -------------------------------
+def _refused(args: list[str], words: str) -> str:
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code in (1, 2), (args[:3], out.exit_code, out.output[-500:], out.exception)
+    assert isinstance(out.exception, SystemExit) and "Traceback" not in out.output, out.exception
+    assert words in out.output, out.output[-1000:]
+    return out.output
+
+
+def _lying_zip(path: Path, inflated: int, claimed: int = 100, encrypted: bool = False) -> None:
+    """A zip whose one .json entry inflates to ``inflated`` bytes while both its headers claim ``claimed``."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("advisory.json", b" " * inflated)
+    data = bytearray(path.read_bytes())
+    local = data.find(b"PK\x03\x04")
+    central = data.find(b"PK\x01\x02")
+    struct.pack_into("<I", data, local + 22, claimed)  # local header: uncompressed size
+    struct.pack_into("<I", data, central + 24, claimed)  # central directory: uncompressed size
+    if encrypted:
+        for offset in (local + 6, central + 8):  # general purpose flag: bit 0, encrypted
+            struct.pack_into("<H", data, offset, struct.unpack_from("<H", data, offset)[0] | 1)
+    path.write_bytes(bytes(data))
+
+
+PEAK = """
+import sys
+from depmesh.deps.audit import AuditError, load_advisories
+try:
+    load_advisories(sys.argv[1])
+    print("read")
+except AuditError as exc:
+    print("refused:", exc)
+# VmHWM: this process image's own peak (ru_maxrss would carry the forking pytest's peak)
+print([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
+"""
+
+
+def test_hostile_advisory_archives_are_refused_by_name(golden, tmp_path):
+    import subprocess
+    import sys
+
+    where = ["deps", "audit", "--home", str(golden.home), "--osv"]
+    bomb = tmp_path / "bomb"
+    bomb.mkdir()
+    _lying_zip(bomb / "osv.zip", inflated=400_000_000)  # 400 MB of spaces, ~400 KB deflated; headers claim 100 bytes
+    _refused([*where, str(bomb)], "not a readable zip archive")
+    # read in a process of its own, whose peak memory is its own: the entry was never inflated whole
+    out = subprocess.run([sys.executable, "-c", PEAK, str(bomb)], capture_output=True, text=True, timeout=300)
+    said, peak_kb = out.stdout.strip().splitlines()
+    assert said.startswith("refused:") and int(peak_kb) < 250_000, (said, peak_kb)
+    honest = tmp_path / "honest"
+    honest.mkdir()
+    _lying_zip(honest / "osv.zip", inflated=3_000_000, claimed=3_000_000)
+    _refused([*where, str(honest)], "more than an advisory holds")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    _lying_zip(locked / "osv.zip", inflated=50, claimed=50, encrypted=True)
+    _refused([*where, str(locked)], "encrypted")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "osv.zip").write_bytes(b"PK\x03\x04 this is not a zip archive at all")
+    _refused([*where, str(bad)], "not a readable zip archive")
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "a.json").write_text("[" * 200_000 + "]" * 200_000)
+    _refused([*where, str(deep)], "nested too deeply")
+
+
+def test_hostile_query_and_trace_arguments_are_refused_by_name(golden, tmp_path):
+    home = ["--home", str(golden.home)]
+    _refused(["runs", "list", *home, "--sort", "metrics.mae; DROP TABLE x"], "name one field")
+    _refused(["runs", "list", *home, "--sort", ",".join(["metrics.mae"] * 60_000)], "name one field")
+    _refused(["runs", "list", *home, "--where", "metrics.mae > " + "-" * 1000 + "1"], "nests more than 40 levels")
+    _refused(["runs", "list", *home, "--where", "(" * 300 + "metrics.mae" + ")" * 300 + " > 1"], "--where")
+    _refused(["trace", "scores/dep_delay", "1e400", *home], "is not a int64 value")
+    _refused(["trace", "scores/dep_delay", "flight_id=1," * 1000, *home], "at most 2000")
+
+
+def test_hostile_files_are_refused_before_they_are_read(tmp_path):
+    _refused(["validate", "/dev/zero"], "not a regular file")
+    big = tmp_path / "catalog.yaml"
+    with open(big, "wb") as handle:
+        handle.write(b"# " + b"x" * 6_000_000 + b"\n")
+    _refused(["validate", str(big)], "larger than 5,000,000 bytes")
+    # failure-mode commands beside an invalid teams.yaml: the teams file is named
+    folder = tmp_path / "mesh"
+    folder.mkdir()
+    shutil.copy(DEMO_CATALOG, folder / "catalog.yaml")
+    shutil.copy(DEMO_CATALOG.parent / "failure_modes.yaml", folder / "failure_modes.yaml")
+    (folder / "teams.yaml").write_text("mesh: flights\nteams:\n  ingestion: {members: {ana: [boss]}}\n")
+    for command in ("list", "validate", "coverage"):
+        _refused(["failure-modes", command, "--catalog", str(folder / "catalog.yaml")], "unknown role 'boss'")
+
+
+def test_advisory_bounds_fixed_is_safe_and_last_affected_is_affected():
+    """OSV: a version equal to a ``fixed`` bound is not affected; one equal to ``last_affected`` is."""
+    from depmesh.deps.audit import affects
+
+    def advisory(events):
+        return {"id": "GHSA-x", "affected": [{"package": {"ecosystem": "PyPI", "name": "numpy"},
+                                              "ranges": [{"type": "ECOSYSTEM", "events": events}]}]}
+
+    fixed = advisory([{"introduced": "1.0"}, {"fixed": "2.0"}])
+    assert affects(fixed, "numpy", "1.9.9") is not None
+    assert affects(fixed, "numpy", "2.0") is None
+    assert affects(fixed, "numpy", "0.9") is None
+    last = advisory([{"introduced": "1.0"}, {"last_affected": "2.0"}])
+    assert affects(last, "numpy", "2.0") is not None
+    assert affects(last, "numpy", "2.0.1") is None
+    assert affects(advisory([{"introduced": "0"}, "junk", {"fixed": 3}]), "numpy", "1.0") is not None

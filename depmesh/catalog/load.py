@@ -1280,6 +1280,31 @@ def _parse(text: str, path: Path) -> tuple[MeshSpec, set[str]]:
     ), c.modules
 
 
+MAX_FILE_BYTES = 5_000_000  # a catalog, teams or failure-mode file; larger ones are refused, not read
+
+
+def read_capped(path: Path, error: type[CatalogError] = CatalogError, what: str = "catalog",
+                limit: int = MAX_FILE_BYTES) -> str:
+    """A YAML file's text: a regular file of at most ``limit`` bytes, UTF-8; else ``error`` naming it
+    (``/dev/zero``, a FIFO or a 2 GB file are refused before they are read)."""
+    import stat as stat_module
+
+    try:
+        mode = path.stat().st_mode
+        if not stat_module.S_ISREG(mode):
+            raise error([Problem(str(path), None, None, None, f"cannot read {what}: not a regular file")])
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise error([Problem(str(path), None, None, None, f"cannot read {what}: {exc.strerror}")]) from None
+    if len(raw) > limit:
+        raise error([Problem(str(path), None, None, None, f"{what} is larger than {limit:,} bytes: refused")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error([Problem(path.name, None, None, None, f"not UTF-8 text: {exc}")]) from None
+
+
 def load_catalog(path: str | Path) -> MeshSpec:
     """Read and validate the catalog file at ``path``. A catalog validated
     before, unchanged, with unchanged entrypoint modules and depmesh code, comes
@@ -1287,13 +1312,8 @@ def load_catalog(path: str | Path) -> MeshSpec:
     from depmesh.catalog import cache
 
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8")
-    except OSError as exc:
-        raise CatalogError([Problem(str(path), None, None, None, f"cannot read catalog: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        raise CatalogError([Problem(path.name, None, None, None, f"not UTF-8 text: {exc}")]) from None
+    text = read_capped(path)
+    raw = text.encode("utf-8")
     key = cache.key_of(raw, path)
     cached = cache.recall(key, path)
     if cached is not None:

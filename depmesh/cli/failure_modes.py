@@ -18,10 +18,13 @@ MODES_OPTION = click.option("--modes", "modes_file", type=click.Path(dir_okay=Fa
 
 def load_catalogue(catalog: str | None, modes_file: str | None):
     from depmesh.failure_modes.catalogue import FailureModeError, catalogue_path, load_failure_modes
+    from depmesh.teams import TeamsError
 
     mesh = load_mesh(catalog)
     try:
         found = load_failure_modes(mesh, Path(modes_file) if modes_file else None)
+    except TeamsError as exc:  # the catalogue names teams: an invalid teams.yaml beside it is named, not a traceback
+        raise click.ClickException(str(exc).replace("catalog", "teams file", 1)) from None
     except FailureModeError as exc:
         raise click.ClickException(str(exc).replace("catalog", "failure-mode catalogue", 1)) from None
     if found is None:

@@ -32,13 +32,47 @@ def _documents(root: Path) -> Iterator[tuple[str, bytes]]:
                 raise AuditError(f"{path}: {path.stat().st_size:,} bytes, more than an advisory holds")
             yield str(path), path.read_bytes()
         elif path.suffix == ".zip":
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    if info.filename.endswith(".json"):
-                        if info.file_size > MAX_ADVISORY_BYTES:
-                            raise AuditError(f"{path}!{info.filename}: {info.file_size:,} bytes, more than an "
-                                             "advisory holds")
-                        yield f"{path}!{info.filename}", archive.read(info)
+            yield from _zip_documents(path)
+
+
+MAX_ZIP_ENTRIES = 1_000_000
+MAX_ZIP_TOTAL_BYTES = 4_000_000_000  # inflated, all entries of one archive together
+
+
+def _zip_documents(path: Path) -> Iterator[tuple[str, bytes]]:
+    """Each .json entry of an OSV export zip, inflated through a size cap whatever its header claims (a header
+    may lie: 100 bytes claimed, 1 GB inside); a bad, encrypted or unsupported archive or entry is named."""
+    import zlib
+
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+            if len(entries) > MAX_ZIP_ENTRIES:
+                raise AuditError(f"{path}: {len(entries):,} entries, more than {MAX_ZIP_ENTRIES:,}")
+            for info in entries:
+                if not info.filename.endswith(".json"):
+                    continue
+                where = f"{path}!{info.filename}"
+                if info.flag_bits & 0x1:
+                    raise AuditError(f"{where}: encrypted, so it cannot be read")
+                if info.file_size > MAX_ADVISORY_BYTES:
+                    raise AuditError(f"{where}: {info.file_size:,} bytes, more than an advisory holds")
+                with archive.open(info) as entry:
+                    payload = entry.read(MAX_ADVISORY_BYTES + 1)
+                if len(payload) > MAX_ADVISORY_BYTES:
+                    raise AuditError(f"{where}: inflates to more than {MAX_ADVISORY_BYTES:,} bytes (its header "
+                                     f"claims {info.file_size:,}): refused")
+                total += len(payload)
+                if total > MAX_ZIP_TOTAL_BYTES:
+                    raise AuditError(f"{path}: inflates to more than {MAX_ZIP_TOTAL_BYTES:,} bytes: refused")
+                yield where, payload
+    except AuditError:
+        raise
+    except NotImplementedError as exc:
+        raise AuditError(f"{path}: uses a compression this reader does not support ({exc})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise AuditError(f"{path}: not a readable zip archive ({type(exc).__name__}: {exc})") from None
 
 
 def load_advisories(root: str | Path) -> list[dict[str, Any]]:
@@ -48,6 +82,8 @@ def load_advisories(root: str | Path) -> list[dict[str, Any]]:
             doc = json.loads(payload)
         except ValueError as exc:
             raise AuditError(f"{where}: not JSON ({exc})") from None
+        except RecursionError:
+            raise AuditError(f"{where}: JSON nested too deeply to be an advisory") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not isinstance(doc.get("affected"), list):
             raise AuditError(f"{where}: not an OSV advisory (it needs an id and an affected list)")
         doc["_file"] = where
@@ -74,6 +110,8 @@ def _in_range(version: Any, events: list[dict[str, str]]) -> bool:
 
     affected = False
     for event in events:
+        if not isinstance(event, dict):
+            continue
         try:
             if "introduced" in event:
                 if event["introduced"] == "0" or version >= Version(event["introduced"]):
@@ -82,7 +120,7 @@ def _in_range(version: Any, events: list[dict[str, str]]) -> bool:
                 affected = False
             elif "last_affected" in event and version > Version(event["last_affected"]):
                 affected = False
-        except InvalidVersion:
+        except (InvalidVersion, TypeError):
             continue
     return affected
 

@@ -282,7 +282,10 @@ def load_failure_modes(mesh: MeshSpec, path: Path | None = None) -> FailureCatal
     from depmesh.teams import load_teams
 
     teams = load_teams(mesh)
-    found = parse_failure_modes(path.read_text(encoding="utf-8"), path, mesh, teams.teams if teams else ())
+    from depmesh.catalog.load import read_capped
+
+    text = read_capped(path, FailureModeError, "failure-mode catalogue")
+    found = parse_failure_modes(text, path, mesh, teams.teams if teams else ())
     return replace(found, teams=teams)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,23 @@ def lookup(item: dict[str, Any], path: tuple[str, ...]) -> Any:
         suffix = [value for key, value in full.items() if key.endswith(f"__{name}")]
         return suffix[0] if len(suffix) == 1 else MISSING
     return (item.get(group) or {}).get(name, MISSING)
+
+
+MAX_TEXT = 2000
+MAX_DEPTH = 40  # nested operators and parentheses: deeper is refused, not recursed into
+SORT_RE = re.compile(r"^[+-]?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
+
+
+def _depth(tree: ast.AST) -> int:
+    """How deep the tree nests, walked without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _path(node: ast.AST, text: str) -> tuple[str, ...]:
@@ -123,12 +141,16 @@ def _compile(node: ast.AST, text: str) -> Callable[[dict[str, Any]], Any]:
 
 def compile_where(text: str) -> Callable[[dict[str, Any]], bool]:
     """A predicate over a training (its row with JSON columns decoded)."""
-    if len(text) > 2000:
-        raise WhereError(f"--where is {len(text)} characters long; at most 2000")
+    if len(text) > MAX_TEXT:
+        raise WhereError(f"--where is {len(text)} characters long; at most {MAX_TEXT}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise WhereError(f"--where {text!r}: not an expression ({exc.msg} at column {exc.offset})") from None
+    except (RecursionError, MemoryError):
+        raise WhereError(f"--where nests too deeply to parse (at most {MAX_DEPTH} levels)") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise WhereError(f"--where nests more than {MAX_DEPTH} levels deep (operators and parentheses)")
     test = _compile(tree.body, text)
     return lambda item: bool(test(item))
 
@@ -136,9 +158,10 @@ def compile_where(text: str) -> Callable[[dict[str, Any]], bool]:
 def sort_key(text: str) -> Callable[[dict[str, Any]], Any]:
     """``metrics.mae`` (ascending) or ``-metrics.roc_auc`` (descending); trainings without the field go last."""
     descending = text.startswith("-")
-    path = _path(ast.parse(text.lstrip("-+").strip(), mode="eval").body, text) if text.strip("-+") else None
-    if path is None:
-        raise WhereError(f"--sort {text!r}: name a field, e.g. metrics.mae or -metrics.roc_auc")
+    if len(text) > 300 or not SORT_RE.match(text.strip()):
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise WhereError(f"--sort {shown!r}: name one field, e.g. metrics.mae or -metrics.roc_auc")
+    path = _path(ast.parse(text.lstrip("-+").strip(), mode="eval").body, text)
 
     def key(item: dict[str, Any]) -> tuple[int, Any]:
         value = lookup(item, path)
