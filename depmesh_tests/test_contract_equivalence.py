@@ -236,3 +236,22 @@ def test_the_demo_contracts_never_import_great_expectations(golden):
     judged, imported = out.stdout.split()
     assert int(judged) > 50
     assert imported == "False", "a demo contract rule went through Great Expectations (see depmesh.contracts.fast)"
+
+
+@pytest.mark.parametrize("kind, column, extra", [
+    ("expect_column_values_to_be_null", [None] * 18 + [1.0, 2.0], {}),
+    ("expect_column_values_to_not_be_null", [1.0] * 18 + [None, None], {}),
+    ("expect_column_values_to_be_between", list(range(20)), {"min_value": 0, "max_value": 17}),
+    ("expect_column_values_to_be_unique", list(range(18)) + [18, 18], {}),
+    ("expect_column_values_to_be_in_set", [1] * 18 + [7, 8], {"value_set": [1]}),
+])
+def test_mostly_decides_the_verdict_as_in_great_expectations(kind, column, extra):
+    """Exactly 90% of the rows meet the expectation: ``mostly`` 0.8 passes it, 0.95 and no ``mostly`` fail it, on
+    the fast path and in GX alike (a fast path that ignored ``mostly`` would fail the first)."""
+    df = pd.DataFrame({"x": pd.Series(column, dtype="float64" if kind.endswith("null") else None)})
+    for mostly, expected in ((0.8, True), (0.95, False), (None, False)):
+        kwargs = {"column": "x", **extra, **({"mostly": mostly} if mostly is not None else {})}
+        mine = fast.evaluate(df, kind, kwargs)
+        assert mine is not None, f"{kind}: the fast path should answer this"
+        theirs = through_gx(df, kind, kwargs)
+        assert mine["success"] is expected and theirs["success"] is expected, (mostly, mine, theirs)

@@ -466,3 +466,77 @@ def test_advisory_bounds_fixed_is_safe_and_last_affected_is_affected():
     assert affects(last, "numpy", "2.0") is not None
     assert affects(last, "numpy", "2.0.1") is None
     assert affects(advisory([{"introduced": "0"}, "junk", {"fixed": 3}]), "numpy", "1.0") is not None
+
+
+# -- catches that held only by wording, and planted bugs nothing caught -----------------------------------------
+def test_an_owner_who_asked_may_not_approve_their_own_request(home, golden):
+    """eli owns team:delay-models, which must approve; eli asked, so eli's approval is refused (an owner: only
+    the requester rule refuses it), and hana's is not."""
+    where = ["--home", str(home)]
+    out = cli("release", "request", str(golden.release_id), *where, "--actor", "eli", "--reason", "mine")
+    request_id = int(out.split()[2])
+    assert "team:delay-models (eli, fay)" in out  # eli is an owner of a team that must approve
+    refused = cli("release", "approve", str(request_id), *where, "--actor", "eli", "--reason", "ok", code=1)
+    assert "'eli' asked for promotion request" in refused
+    assert "approved by fay" in cli("release", "approve", str(request_id), *where, "--actor", "fay", "--reason", "ok")
+
+
+def test_an_incident_is_one_per_mode_node_and_version(tmp_path, demo_mesh):
+    """Seen again at the same version: counted, not new, no second notification. Seen at a new version: a new
+    incident, notified."""
+    from depmesh.failure_modes.catalogue import load_failure_modes
+    from depmesh.failure_modes.incidents import list_incidents, record_incident
+    from depmesh.registry import Registry
+    from depmesh.registry.schema import notifications
+    from depmesh.teams import load_teams
+
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}", mesh="flights")
+    registry.migrate()
+    catalogue = load_failure_modes(demo_mesh)
+    teams = load_teams(demo_mesh)
+    mode = catalogue.modes[0]
+    seen = dict(node="raw/weather", source="check", detector="raw/weather:contract", run_id="r1", summary="x")
+    first, new1 = record_incident(registry, teams, mode, version="v1", **seen)
+    again, new2 = record_incident(registry, teams, mode, version="v1", **seen)
+    other, new3 = record_incident(registry, teams, mode, version="v2", **seen)
+    assert (new1, new2, new3) == (True, False, True)
+    assert again["id"] == first["id"] and again["count"] == 2 and other["id"] != first["id"] and other["count"] == 1
+    assert len(list_incidents(registry, mode=mode.id)) == 2
+    with registry.engine.connect() as conn:
+        sent = conn.execute(sa.select(notifications.c.payload).where(notifications.c.event == "incident")).all()
+    assert sorted(json.loads(r.payload)["version"] for r in sent) == ["v1", "v2"]
+    registry.dispose()
+
+
+def test_a_webhook_error_that_quotes_the_url_is_stored_and_shown_without_its_tokens(golden, tmp_path, monkeypatch):
+    """A receiver whose error names the URL it was called at (as many do): the error is kept, its tokens are not."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(500, f"no hook at http://{self.headers['Host']}{self.path}")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        url = f"http://127.0.0.1:{port}/services/T0001/B0002/PathToken42?token=QueryToken42"
+        monkeypatch.setenv("DEPMESH_WEBHOOK_DELAY_MODELS", url)
+        home = tmp_path / "home"
+        with copy_of(golden, home):
+            out = cli("release", "request", str(golden.release_id), "--home", str(home), "--actor", "gus",
+                      "--reason", "weekly")
+            listed = cli("notifications", "list", "--home", str(home), "--format", "json")
+        [error] = [n["last_error"] for n in json.loads(listed) if n["team"] == "team:delay-models"]
+        assert "HTTP Error 500: no hook at" in error, error
+        for secret in ("PathToken42", "QueryToken42"):
+            assert secret not in listed and secret not in out
+    finally:
+        server.shutdown()
+        server.server_close()
