@@ -20,6 +20,7 @@ from depmesh.assets.serving import build_serving_asset
 from depmesh.assets.stage_jobs import build_stage_jobs
 from depmesh.assets.report import build_impact_report, build_rollout_report
 from depmesh.registry.resource import RegistryResource
+from depmesh.automation.freshness import build_freshness_checks
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
 from depmesh.automation.routing import build_canary_sensor, build_delivery_sensor, build_incident_sensor
 from depmesh.automation.sensors import build_retrain_sensor
@@ -87,8 +88,12 @@ def build_definitions(
         sensors.append(build_serving_sensor(mesh))
     if tune_jobs:
         sensors.append(build_candidate_sensor(mesh, tune_jobs, mesh_job))
+    freshness_checks, freshness_sensor = build_freshness_checks(mesh)
+    if freshness_sensor is not None:
+        sensors.append(freshness_sensor)
     return Definitions(
         assets=assets,
+        asset_checks=freshness_checks,
         jobs=[mesh_job, *domain_jobs(mesh), *(build_stage_jobs(mesh, teams) if has_models else []), *tune_jobs],
         schedules=retrain_schedules(mesh),
         sensors=sensors,

@@ -540,3 +540,49 @@ def test_a_webhook_error_that_quotes_the_url_is_stored_and_shown_without_its_tok
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_stale_source_fails_its_freshness_check_and_is_fm_stale(demo_mesh, tmp_path):
+    """raw/flights's contract allows a week: last materialized eight days ago, Dagster's freshness check on it
+    fails, and the failure-mode catalogue reads that failure as FM-STALE; materialized now, it passes."""
+    import time
+
+    from dagster import (
+        AssetKey,
+        AssetMaterialization,
+        AssetSelection,
+        DagsterEvent,
+        DagsterEventType,
+        Definitions,
+        EventLogEntry,
+        define_asset_job,
+        instance_for_test,
+    )
+    from dagster._core.events import StepMaterializationData
+
+    from depmesh.automation.freshness import build_freshness_checks
+    from depmesh.failure_modes.catalogue import load_failure_modes
+
+    checks, sensor = build_freshness_checks(demo_mesh)
+    assert sensor is not None and [spec.key.name for c in checks for spec in c.check_specs] == ["freshness_check"]
+    job = define_asset_job("stale_probe", selection=AssetSelection.checks(*checks))
+    defs = Definitions(asset_checks=checks, jobs=[job])
+    key = AssetKey(["raw", "flights"])
+
+    def materialized(instance, seconds_ago: float) -> None:
+        event = DagsterEvent(DagsterEventType.ASSET_MATERIALIZATION.value, "stale_probe",
+                             event_specific_data=StepMaterializationData(AssetMaterialization(key)))
+        instance.store_event(EventLogEntry(error_info=None, level="INFO", user_message="", run_id="",
+                                           timestamp=time.time() - seconds_ago, dagster_event=event))
+
+    with instance_for_test(temp_dir=str(tmp_path)) as instance:
+        materialized(instance, 8 * 86400)
+        result = defs.resolve_job_def("stale_probe").execute_in_process(instance=instance)
+        [evaluation] = result.get_asset_check_evaluations()
+        assert evaluation.asset_key == key and evaluation.passed is False
+        catalogue = load_failure_modes(demo_mesh)
+        assert [m.id for m in catalogue.detecting("raw/flights", "freshness_check", evaluation.description or "")] \
+            == ["FM-STALE"]
+        materialized(instance, 60)
+        result = defs.resolve_job_def("stale_probe").execute_in_process(instance=instance)
+        assert [e.passed for e in result.get_asset_check_evaluations()] == [True]

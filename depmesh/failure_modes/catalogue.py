@@ -129,7 +129,12 @@ def mesh_checks(mesh: MeshSpec) -> dict[str, list[str]]:
     from depmesh.contracts.compile import node_checks
     from depmesh.gates.release import RELEASE_GATES
 
+    from depmesh.automation.freshness import stale_bounded
+    from depmesh.keys import FRESHNESS_CHECK
+
     out = {n.name: [name for name, _, _ in node_checks(n)] for n in mesh.nodes}
+    for node in stale_bounded(mesh):  # Dagster's own freshness check (depmesh.automation.freshness)
+        out[node.name].append(FRESHNESS_CHECK)
     if any(n.kind == "model" for n in mesh.nodes):
         out[f"releases/{mesh.name}"] = [name for name, _, _ in RELEASE_GATES]
     return out

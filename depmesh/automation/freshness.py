@@ -1,0 +1,46 @@
+"""Staleness as an asset check: a contract's ``freshness: {max_age}`` (without a column) is also Dagster's own
+last-update freshness check (``freshness_check`` on the node), evaluated by a sensor every few minutes, so a
+source that stops arriving fails a check that the failure-mode catalogue (FM-STALE) and the incident routing see
+like any other. The contract's severity is the check's: ERROR fails, WARN warns."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from depmesh.catalog import MeshSpec
+from depmesh.keys import FRESHNESS_CHECK
+
+FRESHNESS_SENSOR_INTERVAL_S = 300
+
+
+def stale_bounded(mesh: MeshSpec) -> list[Any]:
+    """The nodes whose contract bounds the age of their last materialization."""
+    return [n for n in mesh.nodes if n.contract and n.contract.freshness and n.contract.freshness.column is None]
+
+
+def build_freshness_checks(mesh: MeshSpec) -> tuple[list[Any], Any]:
+    """(the freshness checks, the sensor that evaluates them) of the mesh; ([], None) when no node has one."""
+    from dagster import (
+        AssetCheckSeverity,
+        AssetKey,
+        DefaultSensorStatus,
+        build_last_update_freshness_checks,
+        build_sensor_for_freshness_checks,
+    )
+
+    checks: list[Any] = []
+    for node in stale_bounded(mesh):
+        bound = node.contract.freshness
+        checks += build_last_update_freshness_checks(
+            assets=[AssetKey(node.name.split("/"))], lower_bound_delta=timedelta(hours=bound.max_age_hours),
+            severity=AssetCheckSeverity.ERROR if bound.severity == "ERROR" else AssetCheckSeverity.WARN)
+    if not checks:
+        return [], None
+    sensor = build_sensor_for_freshness_checks(
+        freshness_checks=checks, minimum_interval_seconds=FRESHNESS_SENSOR_INTERVAL_S,
+        name=f"{mesh.name.replace('-', '_')}_freshness_checks", default_status=DefaultSensorStatus.RUNNING)
+    return checks, sensor
+
+
+__all__ = ["FRESHNESS_CHECK", "build_freshness_checks", "stale_bounded"]
