@@ -586,3 +586,26 @@ def test_a_stale_source_fails_its_freshness_check_and_is_fm_stale(demo_mesh, tmp
         materialized(instance, 60)
         result = defs.resolve_job_def("stale_probe").execute_in_process(instance=instance)
         assert [e.passed for e in result.get_asset_check_evaluations()] == [True]
+
+
+def test_catalog_errors_point_at_the_field_and_name_the_node(tmp_path):
+    from depmesh.catalog import CatalogError
+
+    def problems(text: str) -> list[str]:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(CatalogError) as info:
+            load_catalog(path)
+        return [str(p) for p in info.value.problems]
+
+    assert problems("") == ["c.yaml: expected a mapping with 'mesh' and 'nodes' at the top, got nothing (the file "
+                            "or value is empty)"]
+    assert "got a list" in problems("- a\n")[0]
+    node = ("mesh: m\nnodes:\n  - name: raw/a\n    kind: dataset\n    owner: a@b.c\n"
+            "    compute: depmesh.examples.flights.sources:load_airlines\n")
+    found = problems(node + "    owner: b@c.d\n")
+    assert "c.yaml:7: node raw/a: duplicate key 'owner'" in found, found
+    found = problems(node + "  - name: features/b\n    kind: features\n    owner: a@b.c\n"
+                     "    compute: depmesh.examples.flights.sources:load_airlines\n"
+                     "    params: {}\n    inputs:\n      - raw/a\n      - raw/nope\n")
+    assert "c.yaml:12: node features/b: field inputs: input 'raw/nope' is not declared in this catalog" in found, found

@@ -116,6 +116,7 @@ class CatalogError(ValueError):
 
 class _LineDict(dict):
     line: int | None = None
+    key_lines: dict[Any, int] | None = None  # each key's own line: errors about a field point at it
 
 
 class _LineList(list):
@@ -130,10 +131,15 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
     loader.flatten_mapping(node)
     out = _LineDict()
     out.line = node.start_mark.line + 1
+    out.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in out:
             loader.problems.append((key_node.start_mark.line + 1, f"duplicate key {key!r}"))
+        try:
+            out.key_lines.setdefault(key, key_node.start_mark.line + 1)
+        except TypeError:  # an unhashable key: YAML allows it, validation names it
+            pass
         out[key] = loader.construct_object(value_node, deep=True)
     return out
 
@@ -174,7 +180,12 @@ class _Checker:
                                              f"{len(nodes)} nodes ({shown}): {error}; {hint}"))
 
     def add(self, message: str, *, node: str | None = None, field: str | None = None, at: Any = None) -> None:
-        self.problems.append(Problem(self.file, getattr(at, "line", None), node, field, message))
+        """A problem; its line is the field's own when ``at`` is the mapping that holds it, else ``at``'s."""
+        line = getattr(at, "line", None)
+        lines = getattr(at, "key_lines", None)
+        if lines and field:
+            line = lines.get(field.rsplit(".", 1)[-1].split("[", 1)[0], line)
+        self.problems.append(Problem(self.file, line, node, field, message))
 
     def keys(self, data: Mapping, allowed: set[str], *, node: str | None, prefix: str) -> None:
         for key in data:
@@ -191,7 +202,15 @@ class _Checker:
 
 
 def _type_name(value: Any) -> str:
-    return type(value).__name__
+    """What a YAML value is, in words (not the loader's class names)."""
+    if value is None:
+        return "nothing (the file or value is empty)"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return {"str": "a text", "int": "a number", "float": "a number", "bool": "true/false"}.get(
+        type(value).__name__, type(value).__name__)
 
 
 def resolve_entrypoint(ref: str) -> Callable[..., Any]:
@@ -200,7 +219,7 @@ def resolve_entrypoint(ref: str) -> Callable[..., Any]:
     module = importlib.import_module(module_name)
     fn = getattr(module, attr)
     if not callable(fn):
-        raise TypeError(f"{ref} is a {_type_name(fn)}, not a function")
+        raise TypeError(f"{ref} is a {type(fn).__name__}, not a function")
     return fn
 
 
@@ -913,6 +932,7 @@ def _parse_node(c: _Checker, raw: Any, index: int) -> NodeSpec | None:
         criticality=criticality if criticality in CRITICALITY_WEIGHTS else "medium",
         compute=compute, params=dict(params), contract=contract, model=model, edges=edges,
         predictions=tuple(predictions), lineage=lineage, line=getattr(raw, "line", None),
+        key_lines={str(k): v for k, v in (getattr(raw, "key_lines", None) or {}).items()},
     )
 
 
@@ -1195,6 +1215,17 @@ def _parse_dependencies(c: _Checker, raw: Any, path: Path) -> DependencyPolicy |
                             advisories=advisories, block_severity=block, upgrade_tolerance=float(tolerance))
 
 
+def _name_duplicates(c: _Checker, raw_nodes: list) -> None:
+    """A duplicate key found while reading the YAML names the node it is in (the last node starting above it)."""
+    starts = sorted((raw.line, raw.get("name")) for raw in raw_nodes
+                    if isinstance(raw, dict) and getattr(raw, "line", None) and isinstance(raw.get("name"), str))
+    for i, problem in enumerate(c.problems):
+        if problem.node is None and problem.line and problem.message.startswith("duplicate key"):
+            owner = [name for line, name in starts if line <= problem.line]
+            if owner:
+                c.problems[i] = replace(problem, node=owner[-1])
+
+
 def parse_catalog(text: str, path: Path) -> MeshSpec:
     """Validate catalog ``text`` (read from ``path``) into a MeshSpec."""
     return _parse(text, path)[0]
@@ -1231,6 +1262,7 @@ def _parse(text: str, path: Path) -> tuple[MeshSpec, set[str]]:
                 continue
             first_line[spec.name] = spec.line
             nodes.append(spec)
+        _name_duplicates(c, raw_nodes)
 
     known = {n.name for n in nodes}
     for n in nodes:

@@ -294,6 +294,8 @@ class NodeSpec:
     # traced in its other inputs (a score row's tailnum from its flight's feature row)
     lineage: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     line: int | None = None
+    # each field's own line in the catalog (an error about inputs or edges points there, not at the node)
+    key_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def key_path(self) -> list[str]:
