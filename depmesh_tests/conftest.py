@@ -73,6 +73,15 @@ def copy_of(golden: Golden, target: Path):
         yield instance
 
 
+@pytest.fixture
+def golden_home(golden, tmp_path) -> Path:
+    """A copy of the golden instance's folder (registry, tables, snapshots, artifacts) to break things in."""
+    path = tmp_path / "home"
+    with copy_of(golden, path):
+        pass
+    return path
+
+
 def materialize_mesh(mesh: MeshSpec, instance, sample: float = SAMPLE, selection=None, tags=None):
     """Run the mesh job (or a selection of it) on ``instance``; returns the result."""
     from depmesh.assets import MeshRuntime

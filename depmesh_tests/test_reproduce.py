@@ -14,7 +14,7 @@ from depmesh.assets.io import artifacts_dir
 from depmesh.registry import Registry
 from depmesh.registry.store import default_url
 from depmesh.tracking.snapshots import SnapshotStore
-from depmesh_tests.conftest import REPO, copy_of, depmesh_cli
+from depmesh_tests.conftest import REPO, depmesh_cli
 
 
 def registry_of(home) -> Registry:
@@ -22,12 +22,8 @@ def registry_of(home) -> Registry:
 
 
 @pytest.fixture
-def home(golden, tmp_path):
-    """A copy of the golden instance (its registry, snapshots and artifacts) to break things in."""
-    path = tmp_path / "home"
-    with copy_of(golden, path):
-        pass
-    return path
+def home(golden_home):
+    return golden_home
 
 
 def test_a_version_is_rebuilt_bit_identical_from_its_recipe(home, tmp_path):
@@ -84,7 +80,6 @@ def test_reproduce_refuses_what_it_cannot_rebuild(home):
 # -- any team's repository ---------------------------------------------------------------------------------
 def _team_mesh(where, monkeypatch, module: str):
     """The clinic mesh with its trainer in ``module`` (a file under ``where``), importable as the team runs it."""
-    from depmesh.catalog import load_catalog
     from depmesh.examples import CLINIC_CATALOG
 
     path = where / (module.replace(".", "/") + ".py")

@@ -9,12 +9,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from depmesh_tests.conftest import (
     REPO,

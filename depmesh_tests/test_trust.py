@@ -29,11 +29,8 @@ def cli(*args: str, code: int = 0) -> str:
 
 
 @pytest.fixture
-def home(golden, tmp_path):
-    path = tmp_path / "home"
-    with copy_of(golden, path):
-        pass
-    return path
+def home(golden_home):
+    return golden_home
 
 
 def keys_for(people: list[str], folder: Path) -> dict[str, tuple[Path, str]]:
