@@ -606,3 +606,33 @@ def test_catalog_errors_point_at_the_field_and_name_the_node(tmp_path):
                      "    compute: depmesh.examples.flights.sources:load_airlines\n"
                      "    params: {}\n    inputs:\n      - raw/a\n      - raw/nope\n")
     assert "c.yaml:12: node features/b: field inputs: input 'raw/nope' is not declared in this catalog" in found, found
+
+
+def test_a_row_pointing_at_another_models_intact_bundle_fails_promotion_release_show_and_doctor(home, golden):
+    """Every hash matches (the bundle is intact): only the model and version inside the bundle tell that the row
+    points at the wrong one. Promotion refuses it, release show and doctor name it."""
+    from depmesh.registry.schema import model_versions
+
+    approve_release(home, golden.release_id)
+    registry = open_registry(default_url(home), "flights")
+    members = registry.release(golden.release_id)["members"]
+    own = registry.version("models/arr_delay", members["models/arr_delay"])["artifact_hash"]
+    other = registry.version("models/dep_delay", members["models/dep_delay"])["artifact_hash"]
+    where = (model_versions.c.node == "models/arr_delay") & (model_versions.c.version == members["models/arr_delay"])
+
+    def point_at(digest: str) -> None:
+        with registry.engine.begin() as conn:
+            conn.execute(model_versions.update().where(where).values(artifact_hash=digest))
+
+    said = f"holds models/dep_delay@{members['models/dep_delay']}, not models/arr_delay@{members['models/arr_delay']}"
+    point_at(other)
+    refused = cli("release", "promote", str(golden.release_id), "--home", str(home), "--actor", "eli",
+                  "--reason", "go", code=1)
+    assert said in refused, refused
+    assert said in cli("release", "show", str(golden.release_id), "--home", str(home))
+    point_at(own)  # made Production while the row was right, then changed: doctor names it
+    cli("release", "promote", str(golden.release_id), "--home", str(home), "--actor", "eli", "--reason", "go")
+    point_at(other)
+    out = CliRunner().invoke(main, ["doctor", "--home", str(home)])
+    assert out.exit_code == 1 and said in out.output, out.output
+    registry.dispose()
