@@ -630,3 +630,30 @@ def test_migration_0008_voids_duplicate_open_requests_keeping_the_oldest(tmp_pat
         statuses = [r.status for r in conn.execute(sa.select(promotion_requests).order_by(promotion_requests.c.id))]
     reg.dispose()
     assert statuses == ["approved", "void", "void"]
+
+
+def _audit_after_barrier(url: str, index: int, barrier, results) -> None:
+    """Append audit events as fast as possible, racing the other processes."""
+    from depmesh.notify import audit
+
+    reg = Registry(url, mesh=MESH)
+    barrier.wait(timeout=60)
+    try:
+        for n in range(15):
+            with reg._write() as conn:
+                audit(conn, MESH, f"proc-{index}", "note", f"race:{index}", f"event {n}")
+        results.put("done")
+    finally:
+        reg.dispose()
+
+
+def test_processes_appending_audit_events_at_once_keep_one_unbroken_chain(registry, registry_url):
+    """The audit chain is appended under a lock: four processes writing 15 events each at the same moment leave
+    60 links, each following the one before (no fork: two rows naming the same previous hash)."""
+    from depmesh.registry.chain import verify
+
+    assert race(_audit_after_barrier, [(registry_url, i) for i in range(4)]) == ["done"] * 4
+    with registry.engine.connect() as conn:
+        state = verify(conn, MESH)
+    assert state["ok"], state["problems"]
+    assert state["heads"]["events"]["rows"] == 60
