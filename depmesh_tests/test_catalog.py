@@ -49,7 +49,7 @@ BAD_CATALOGS = {
           inputz: [raw/a]
           compute: depmesh.examples.flights.transforms:aircraft
         """),
-        ["mesh.yaml:7", "node features/b", "field inputz", "unknown key 'inputz'"],
+        ["mesh.yaml:10", "node features/b", "field inputz", "unknown key 'inputz'"],
     ),
     "wrong_type_seed": (
         catalog(f"""\
