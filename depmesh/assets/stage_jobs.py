@@ -39,6 +39,8 @@ class DecideConfig(Config):
     request_id: int = Field(description="The promotion request (depmesh release requests).")
     actor: str = Field(description=ACTOR_HELP)
     reason: str = Field(description=REASON_HELP)
+    signature: str = Field(default="", description="Approving where teams.yaml requires signatures: base64 ed25519 "
+                                                   "signature over `depmesh release payload REQUEST --actor YOU`.")
 
 
 class RollbackConfig(Config):
@@ -126,7 +128,8 @@ def build_stage_jobs(mesh: Any, teams: Any) -> list[Any]:
         registry, actor = _governed(context, mesh, teams, config.actor, doing)
         before = registry.last_transition_id()
         done = _acting(doing, lambda: decide_and_apply(registry, mesh, teams, config.request_id, actor=actor,
-                                                       reason=config.reason, approve=approve))
+                                                       reason=config.reason, approve=approve,
+                                                       signature=(config.signature or None) if approve else None))
         _report(context, registry, before, teams)
         request = done["request"]
         context.log.info({
