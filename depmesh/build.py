@@ -69,9 +69,13 @@ def build_definitions(
     serves = has_models and any(n.kind == "scores" for n in mesh.nodes)
     if serves:
         assets.append(build_serving_asset(mesh))
+    # Dagster's freshness checks depend on nothing: inside a run they could judge a source before the run
+    # materializes it (and fail on a new instance); only their sensor evaluates them
+    freshness_checks, freshness_sensor = build_freshness_checks(mesh)
+    not_in_jobs = AssetSelection.checks(*freshness_checks) if freshness_checks else None
     mesh_job = define_asset_job(
         MESH_JOB,
-        selection=AssetSelection.all(),
+        selection=AssetSelection.all() - not_in_jobs if not_in_jobs is not None else AssetSelection.all(),
         description=f"Materialize the whole {mesh.name} mesh: datasets, features, models, scores, consumers.",
         tags={"depmesh/mesh": mesh.name},
     )
@@ -88,13 +92,12 @@ def build_definitions(
         sensors.append(build_serving_sensor(mesh))
     if tune_jobs:
         sensors.append(build_candidate_sensor(mesh, tune_jobs, mesh_job))
-    freshness_checks, freshness_sensor = build_freshness_checks(mesh)
     if freshness_sensor is not None:
         sensors.append(freshness_sensor)
     return Definitions(
         assets=assets,
         asset_checks=freshness_checks,
-        jobs=[mesh_job, *domain_jobs(mesh), *(build_stage_jobs(mesh, teams) if has_models else []), *tune_jobs],
+        jobs=[mesh_job, *domain_jobs(mesh, not_in_jobs), *(build_stage_jobs(mesh, teams) if has_models else []), *tune_jobs],
         schedules=retrain_schedules(mesh),
         sensors=sensors,
         resources={IO_MANAGER_KEY: io_manager or MeshIOManager(), RUNTIME_KEY: runtime or MeshRuntime(),

@@ -18,10 +18,12 @@ DOMAIN_DESCRIPTIONS = {
 }
 
 
-def domain_jobs(mesh: MeshSpec) -> list:
+def domain_jobs(mesh: MeshSpec, exclude: AssetSelection | None = None) -> list:
+    """One job per node group; ``exclude``: checks no job runs (the freshness checks: their sensor does)."""
     groups = [g for g in KIND_GROUPS.values() if any(n.group == g for n in mesh.nodes)]
     return [
-        define_asset_job(f"{group}_job", selection=AssetSelection.groups(group),
+        define_asset_job(f"{group}_job", selection=AssetSelection.groups(group) - exclude if exclude is not None
+                         else AssetSelection.groups(group),
                          description=DOMAIN_DESCRIPTIONS[group], tags={"depmesh/domain": group})
         for group in groups
     ]
