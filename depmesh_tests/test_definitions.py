@@ -137,4 +137,4 @@ def test_domain_jobs_schedules_and_the_sensor(demo_mesh):
     assert schedules["retrain_models__dep_delay"].cron_schedule == "0 3 * * 1"
     assert [s.name for s in defs.sensors] == ["coordinated_retraining", "incidents_on_run_failure",
                                              "deliver_notifications", "canary_rollouts", "serve_production",
-                                             "tuned_candidates"]
+                                             "tuned_candidates", "flights_freshness_checks"]

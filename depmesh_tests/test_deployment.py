@@ -47,7 +47,7 @@ def test_model_steps_and_only_they_take_the_training_pool(demo_mesh):
     defs = build_definitions(demo_mesh)
     graph = defs.resolve_asset_graph()
     for node in demo_mesh.nodes:
-        [op] = [a for a in graph.assets_defs if a.key.to_user_string() == node.name]
+        [op] = [a for a in graph.assets_defs if [k.to_user_string() for k in a.keys] == [node.name]]
         pools = {op.node_def.pool}
         assert pools == ({TRAINING_POOL} if node.kind == "model" else {None}), node.name
 
