@@ -636,3 +636,33 @@ def test_a_row_pointing_at_another_models_intact_bundle_fails_promotion_release_
     out = CliRunner().invoke(main, ["doctor", "--home", str(home)])
     assert out.exit_code == 1 and said in out.output, out.output
     registry.dispose()
+
+
+@pytest.mark.parametrize("url, secrets", [
+    ("https://bot:Us3rinfoToken@hooks.example.com/x", ["Us3rinfoToken"]),
+    ("https://hooks.example.com/services/T0001/B0002/PathTokenXYZ", ["PathTokenXYZ"]),
+    ("https://hooks.example.com/hook?token=QueryTokenXYZ&x=1", ["QueryTokenXYZ"]),
+    ("https://bot:p%40ss%2Fw0rdTok@hooks.example.com/x", ["p@ss/w0rdTok", "p%40ss%2Fw0rdTok"]),
+])
+def test_scrub_takes_every_secret_shape_out_of_a_webhook_error(url, secrets):
+    from depmesh.redact import safe_url, scrub
+
+    for secret in secrets:
+        text = f"failed posting to {url}: the server said {secret!r} is unknown; decoded {secret}"
+        assert secret not in scrub(text, url), scrub(text, url)
+    assert all(secret not in safe_url(url) for secret in secrets)
+
+
+@pytest.mark.parametrize("url, secrets, kept", [
+    ("postgresql://app:S3cretPassw0rd@db.internal:5432/registry", ["S3cretPassw0rd"], "db.internal:5432/registry"),
+    ("postgresql://app:has%40at%3Acolon@db:5432/r", ["has@at:colon", "has%40at%3Acolon"], "db:5432/r"),
+    ("s3://bucket/prefix?X-Amz-Security-Token=T0kenValue42&region=eu", ["T0kenValue42"], "s3://bucket/prefix"),
+])
+def test_database_and_storage_urls_keep_their_path_and_lose_their_credentials(url, secrets, kept):
+    from depmesh.redact import mask_credentials, shown_url
+
+    shown = shown_url(url)
+    said = mask_credentials(f"could not connect to {url} (password {secrets[0]!r} refused)", url)
+    for secret in secrets:
+        assert secret not in shown and secret not in said, (shown, said)
+    assert kept in shown
