@@ -53,7 +53,10 @@ def complete_recipe(reg: Registry, **changes) -> dict:
 
     tracking = Tracking(reg)
     recipe = {"commit": "0" * 40, "seed": 1, "params": {"alpha": 1.0}, "inputs": {},
-              "lock": {"name": "uv.lock", "sha256": tracking.put_blob("lock", b"version = 1\n")},
+              "code": {"kind": "git", "import_path": "."},
+              "environment": {"name": "pylock.toml", "packages": 1, "unhashed": [],
+                              "sha256": tracking.put_blob("environment", b'lock-version = "1.0"\n')},
+              "lock": {"name": "requirements.txt", "sha256": tracking.put_blob("lock", b"pandas\n")},
               "diff": {"sha256": tracking.put_blob("diff", b""), "bytes": 0},
               "catalog": {"path": "mesh.yaml", "sha256": tracking.put_blob("catalog", b"mesh: m\n")}}
     recipe.update(changes)
@@ -92,7 +95,8 @@ def test_migrations_are_idempotent_and_versioned(registry):
 
 
 @pytest.mark.parametrize("change,missing", [
-    ({"lock": None}, "the lock file was not recorded"),
+    ({"environment": None}, "the environment (pylock.toml) was not recorded"),
+    ({"lock": {"name": "poetry.lock", "sha256": "e" * 64}}, "the project's lock file (eeeeeeeeeeee) is not stored"),
     ({"commit": None}, "the git commit was not recorded"),
     ({"diff": {"sha256": "f" * 64, "bytes": 3}}, "the diff of uncommitted changes (ffffffffffff) is not stored"),
     ({"inputs": {}}, "no snapshot of input features/x"),
