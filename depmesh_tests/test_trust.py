@@ -666,3 +666,16 @@ def test_database_and_storage_urls_keep_their_path_and_lose_their_credentials(ur
     for secret in secrets:
         assert secret not in shown and secret not in said, (shown, said)
     assert kept in shown
+
+
+def test_the_chain_head_is_sent_to_every_team_and_verifies_against_the_registry(home, webhooks, tmp_path):
+    """`audit head --notify` posts the head to each team's webhook: a copy outside the database, which
+    `audit verify --head` then holds the registry to."""
+    printed = json.loads(cli("audit", "head", "--home", str(home), "--notify"))
+    received = webhooks.to("ingestion")
+    assert [body["event"] for body in received] == ["audit_head"]
+    kept = {k: received[0][k] for k in ("mesh", "heads")}
+    assert kept["heads"] == printed["heads"] and printed["verified"] is True
+    assert {"features", "delay-models", "customer-ops"} <= {p.strip("/") for p in webhooks.paths}
+    (tmp_path / "kept.json").write_text(json.dumps(kept))
+    assert "extends the kept head" in cli("audit", "verify", "--home", str(home), "--head", str(tmp_path / "kept.json"))
