@@ -411,6 +411,14 @@ def test_hostile_advisory_archives_are_refused_by_name(golden, tmp_path):
     locked.mkdir()
     _lying_zip(locked / "osv.zip", inflated=50, claimed=50, encrypted=True)
     _refused([*where, str(locked)], "encrypted")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    _lying_zip(odd / "osv.zip", inflated=50, claimed=50)
+    data = bytearray((odd / "osv.zip").read_bytes())
+    for offset in (data.find(b"PK\x03\x04") + 8, data.find(b"PK\x01\x02") + 10):  # compression method: 97
+        data[offset:offset + 2] = (97).to_bytes(2, "little")
+    (odd / "osv.zip").write_bytes(bytes(data))
+    _refused([*where, str(odd)], "compression this reader does not support")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "osv.zip").write_bytes(b"PK\x03\x04 this is not a zip archive at all")
