@@ -14,7 +14,7 @@ from dagster import (
 
 from depmesh import graph
 from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
-from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
+from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
 from depmesh.assets.release import build_release_asset, release_key
 from depmesh.assets.serving import build_serving_asset
 from depmesh.assets.stage_jobs import build_stage_jobs

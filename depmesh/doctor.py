@@ -246,7 +246,7 @@ def check_registry(home: Path) -> list[Finding]:
 
 
 def check_run_settings(instance) -> list[Finding]:
-    from depmesh.assets.factory import TRAINING_POOL
+    from depmesh.keys import TRAINING_POOL
 
     findings = []
     coordinator = type(instance.run_coordinator).__name__

@@ -124,7 +124,7 @@ class RunOutcome:
 def blocked_checks(result: Any) -> list[str]:
     """'node check' for each blocking verdict that failed in the run (the run
     itself succeeds: a verdict withholds the output, it does not fail the step)."""
-    from depmesh.assets.factory import BLOCKING_KEY
+    from depmesh.keys import BLOCKING_KEY
 
     out = []
     for evaluation in result.get_asset_check_evaluations():

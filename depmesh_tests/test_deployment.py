@@ -35,13 +35,13 @@ def test_team_dagster_yaml_sets_queue_pools_retries_and_monitoring(postgres_serv
             assert instance.run_monitoring_enabled
             assert instance.run_monitoring_start_timeout_seconds == 180
             assert instance.run_monitoring_max_runtime_seconds == 14400
-            from depmesh.assets.factory import TRAINING_POOL
+            from depmesh.keys import TRAINING_POOL
 
             assert instance.event_log_storage.get_concurrency_info(TRAINING_POOL).limit == 2
 
 
 def test_model_steps_and_only_they_take_the_training_pool(demo_mesh):
-    from depmesh.assets.factory import TRAINING_POOL
+    from depmesh.keys import TRAINING_POOL
     from depmesh.build import build_definitions
 
     defs = build_definitions(demo_mesh)

@@ -105,7 +105,7 @@ def test_a_killed_step_process_fails_the_run_and_reexecution_completes_it(postgr
     under the multiprocess executor, with the training pool limited to one slot."""
     from dagster import DagsterRunStatus
 
-    from depmesh.assets.factory import TRAINING_POOL
+    from depmesh.keys import TRAINING_POOL
 
     with fresh_database(postgres_server_url) as database:
         env = team_env(tmp_path / "home", database)

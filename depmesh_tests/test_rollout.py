@@ -261,7 +261,7 @@ def train_candidate(mesh, instance, params: dict) -> int:
     from dagster import AssetKey
 
     from depmesh import graph
-    from depmesh.assets.factory import PARAMS_TAG
+    from depmesh.keys import PARAMS_TAG
     from depmesh_tests.conftest import materialize_mesh
 
     chosen = sorted({*params, *graph.downstream(mesh.inputs_map(), list(params))} - {"consumers/ops_report"})

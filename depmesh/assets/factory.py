@@ -51,17 +51,32 @@ from depmesh.contracts.checks import (
     schema_change_result,
     schema_of,
 )
-from depmesh.keys import SERVED_BY_KEY, SERVED_CHECK, SERVING_KEY, SIGNATURE_KEY
+from depmesh.keys import (
+    BLOCKED_TAG,
+    BLOCKING_KEY,
+    DRILL_FAULT_TAG,
+    IO_MANAGER_KEY,
+    JUDGED_KEY,
+    NOT_RUN_KEY,
+    OUTPUT,
+    PARAMS_TAG,
+    REGISTRY_KEY,
+    RUNTIME_KEY,
+    SAMPLE_IGNORED_KEY,
+    SERVED_BY_KEY,
+    SERVED_CHECK,
+    SERVING_KEY,
+    SIGNATURE_KEY,
+    STORED_KEY,
+    TRAINING_KEY,
+    TRAINING_POOL,
+    TRIGGER_TAG,
+)
 from depmesh.versions import code_version, frame_version, model_version
 
-IO_MANAGER_KEY = "mesh_io"
-REGISTRY_KEY = "mesh_registry"
-DRILL_FAULT_TAG = "depmesh/drill_fault"  # a run tag: "kill-step:NODE" kills that node's step (failure-mode drills)
-RUNTIME_KEY = "mesh_runtime"
 # Every training step takes a slot of this Dagster concurrency pool: the team
 # dagster.yaml caps it (concurrency.pools.default_limit) so that no more than N
 # models train at once across all runs, while feature and scoring steps go on.
-TRAINING_POOL = "depmesh_training"
 LATENCY_P95_KEY = "latency/single_p95_ms"  # a model's metadata: the single-row p95 its latency gate measured
 KINDS_TAG = {"dataset": "pandas", "features": "pandas", "model": "scikitlearn", "scores": "pandas", "consumer": "pandas"}
 
@@ -178,7 +193,6 @@ def library_versions() -> dict[str, str]:
     }
 
 
-OUTPUT = "result"  # the one output of each node's step
 
 
 def versioned_output(value: Any, version: str, metadata: dict[str, Any]) -> Output:
@@ -327,14 +341,8 @@ def _requirements(node: NodeSpec, packed: Any, recorder: Any, recipe: dict[str, 
 _LOCKS: dict[str, Any] = {}  # a lock's sha256 -> its parsed packages (read once per process)
 
 
-TRAINING_KEY = "depmesh/training_id"  # a model's metadata: its tracked training (depmesh runs show ID)
 
 
-JUDGED_KEY = "depmesh/judged_version"  # a check's metadata: the data or model version it judged
-STORED_KEY = "depmesh/stored"  # ... and whether that version was stored (False: a blocking verdict withheld it)
-BLOCKING_KEY = "depmesh/blocking"  # ... and whether its failure withholds the output and stops what is downstream
-BLOCKED_TAG = "depmesh/blocked"  # a run's tag: the nodes whose blocking checks failed in it, and which checks
-NOT_RUN_KEY = "depmesh/not_run"  # an observation on a node that did not run: why
 
 
 def annotate_verdict(result: AssetCheckResult, judged: str | None, stored: bool, blocking: bool) -> AssetCheckResult:
@@ -506,7 +514,6 @@ def _check_table(context: AssetExecutionContext, node: NodeSpec, df: Any,
     return results, (extra if passed else None)
 
 
-TRIGGER_TAG = "depmesh/trigger"  # what started a run: cli, ui, schedule:<name>, sensor:<name>, backfill
 
 
 _triggers_tagged: set[str] = set()  # runs this process already tagged (once per run, not once per step)
@@ -539,7 +546,6 @@ def _tag_trigger(context: AssetExecutionContext) -> str:
     return trigger
 
 
-PARAMS_TAG = "depmesh/params"  # a run's tag: JSON {node: {param: value}} overriding the catalog's (a tuned candidate)
 
 
 def with_run_params(node: NodeSpec, tags: dict[str, str]) -> NodeSpec:
@@ -564,7 +570,6 @@ def with_run_params(node: NodeSpec, tags: dict[str, str]) -> NodeSpec:
     return dataclasses.replace(node, model=model)
 
 
-SAMPLE_IGNORED_KEY = "depmesh/sample"
 
 
 class MissingInputColumn(KeyError):
@@ -627,7 +632,7 @@ def _recorder(context: AssetExecutionContext, node: NodeSpec, code: str, trigger
               catalog_path: Any) -> Any:
     from depmesh.assets.io import MeshStore, data_root
     from depmesh.tracking.recorder import TrainingRecorder
-    from depmesh.tuning.study import STUDY_TAG, TRIAL_TAG
+    from depmesh.keys import STUDY_TAG, TRIAL_TAG
 
     store = getattr(context.resources, IO_MANAGER_KEY, None)
     storage = store.base if isinstance(store, MeshStore) else data_root(context.instance)

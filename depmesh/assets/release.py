@@ -17,16 +17,8 @@ from dagster import (
     asset,
 )
 
-from depmesh.assets.factory import (
-    IO_MANAGER_KEY,
-    REGISTRY_KEY,
-    annotate_verdict,
-    asset_key,
-    gate_results,
-    retry_on_lost_database,
-    tag_blocked,
-    with_failure_modes,
-)
+from depmesh.assets.factory import annotate_verdict, asset_key, gate_results, retry_on_lost_database, tag_blocked, with_failure_modes
+from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY
 from depmesh.catalog import MeshSpec
 
 def release_key(mesh: MeshSpec | str) -> AssetKey:

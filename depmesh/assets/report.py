@@ -6,7 +6,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asset
 
-from depmesh.assets.factory import IO_MANAGER_KEY
+from depmesh.keys import IO_MANAGER_KEY
 from depmesh.catalog import MeshSpec
 
 def report_key(mesh: MeshSpec) -> AssetKey:
@@ -51,7 +51,8 @@ def build_rollout_report(mesh: MeshSpec):
     the latest scores, and a link to the HTML report (the release's page links it too)."""
     from dagster import AssetIn
 
-    from depmesh.assets.factory import REGISTRY_KEY, asset_key
+    from depmesh.assets.factory import asset_key
+    from depmesh.keys import REGISTRY_KEY
 
     scores = [n.name for n in mesh.nodes if n.kind == "scores"]
     ins = {asset_key(name).to_python_identifier(): AssetIn(key=asset_key(name)) for name in scores}

@@ -11,7 +11,8 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asset
 
-from depmesh.assets.factory import IO_MANAGER_KEY, REGISTRY_KEY, asset_key
+from depmesh.assets.factory import asset_key
+from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY
 from depmesh.catalog import MeshSpec
 from depmesh.keys import SERVING_REVISION_KEY
 from depmesh.rollout.production import serving_state

@@ -14,7 +14,7 @@ from typing import Any
 from dagster import Config, Failure, OpExecutionContext, job, op
 from pydantic import Field
 
-from depmesh.assets.factory import REGISTRY_KEY
+from depmesh.keys import REGISTRY_KEY
 from depmesh.assets.release import release_key
 
 ACTOR_HELP = ("Who acts (recorded in the audit trail). Checked like --actor on the command line: a member of the "

@@ -36,7 +36,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG, extract_dat
 
 from depmesh import graph
 from depmesh.assets import asset_key
-from depmesh.assets.factory import TRIGGER_TAG
+from depmesh.keys import TRIGGER_TAG
 from depmesh.assets.release import release_key
 from depmesh.automation.changes import change_key, change_tag, coordinated_selection, pending_changes
 from depmesh.catalog import MeshSpec

@@ -26,7 +26,7 @@ from dagster import (
 from depmesh.assets import asset_key
 from depmesh.assets.io import recorded_metadata
 from depmesh.assets.serving import serving_key
-from depmesh.assets.factory import TRIGGER_TAG
+from depmesh.keys import TRIGGER_TAG
 from depmesh.automation.routing import instance_registry
 from depmesh.automation.sensors import IN_FLIGHT
 from depmesh.catalog import MeshSpec

@@ -36,7 +36,7 @@ def summary_rows(result: Any, mesh: MeshSpec, missing: str = "NOT BUILT") -> lis
     """One row per node: what was built in the run (rows or metrics, version,
     seconds), or why not (blocked by which check, or skipped below a block)."""
     from depmesh import graph
-    from depmesh.assets.factory import STORED_KEY
+    from depmesh.keys import STORED_KEY
 
     events = {"/".join(e.asset_key.path): e for e in result.get_asset_materialization_events()}
     blocked: dict[str, list[str]] = {}

@@ -117,7 +117,7 @@ def run_process_drill(mesh: Any, mode: FailureMode, sample: float = DRILL_SAMPLE
     modes the failed steps match. Production is not touched: the run, its storage and registry are temporary."""
     from depmesh import graph
     from depmesh.automation.routing import failed_steps
-    from depmesh.assets.factory import DRILL_FAULT_TAG, REGISTRY_KEY
+    from depmesh.keys import DRILL_FAULT_TAG, REGISTRY_KEY
     from depmesh.runs import run_mesh
 
     fault, node = process_fault(mode.drill or "")
@@ -164,7 +164,7 @@ def run_serving_drill(mesh: Any, mode: FailureMode, sample: float = SERVING_DRIL
     import json
 
     from depmesh import graph
-    from depmesh.assets.factory import DRILL_FAULT_TAG, PARAMS_TAG
+    from depmesh.keys import DRILL_FAULT_TAG, PARAMS_TAG
     from depmesh.assets.io import recorded_metadata
     from depmesh.automation.routing import instance_registry
     from depmesh.runs import run_mesh

@@ -54,7 +54,7 @@ class Rescore:
 
 def rescore(catalog: Any, instance: Any, registry: Any, mesh: Any, *, trigger: str = "cli") -> Rescore:
     """Materialize the stale scores and their consumers now, in this process; nothing when none is stale."""
-    from depmesh.assets.factory import TRIGGER_TAG
+    from depmesh.keys import TRIGGER_TAG
     from depmesh.runs import run_mesh
 
     stale = stale_scores(instance, registry, mesh)

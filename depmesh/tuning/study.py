@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from depmesh.keys import STUDY_TAG, TRIAL_TAG
 from depmesh.catalog import MeshSpec, NodeSpec, resolve_entrypoint
 
 TUNE_TRIGGER = "tune"
-STUDY_TAG = "depmesh/study"
-TRIAL_TAG = "depmesh/trial"
 TUNED_NODE_TAG = "depmesh/tuned_node"
 TUNED_PARAMS_TAG = "depmesh/tuned_params"
 
@@ -270,7 +269,7 @@ def candidate_request(mesh: MeshSpec, node: str, params: dict[str, Any], study: 
                       trial: int) -> tuple[list[str], dict[str, str]]:
     """What the best parameters' candidate run builds (the model, everything
     downstream of it, the release) and its tags (the parameters, the study)."""
-    from depmesh.assets.factory import PARAMS_TAG, TRIGGER_TAG
+    from depmesh.keys import PARAMS_TAG, TRIGGER_TAG
     from depmesh.assets.release import release_key
     from depmesh.automation.changes import coordinated_selection
 
