@@ -16,7 +16,6 @@ Injection specs:
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -26,65 +25,13 @@ from typing import Any
 from depmesh import graph
 from depmesh.artifacts import atomic_write
 from depmesh.catalog import MeshSpec
-
-TABLE_KINDS = {"shift", "scale", "nulls", "drop", "rename", "dtype"}
-DTYPE_NAMES = {"string": "str", "str": "str", "float64": "float64", "float32": "float32", "int64": "int64",
-               "category": "category", "object": "object"}
-
-
-class InjectionError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Injection:
-    spec: str
-    node: str
-    kind: str
-    column: str | None = None
-    value: Any = None
-
-
-def parse_injection(spec: str, mesh: MeshSpec) -> Injection:
-    parts = spec.split(":")
-    node = parts[0]
-    if node not in mesh.names:
-        raise InjectionError(f"--inject {spec!r}: no node named {node!r} in {mesh.path.name}")
-    kind_node = mesh.node(node).kind
-    if len(parts) == 2 and parts[1].startswith("latency="):
-        if kind_node != "model":
-            raise InjectionError(f"--inject {spec!r}: latency applies to models, and {node} is a {kind_node}")
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s)", parts[1].split("=", 1)[1].strip())
-        if not match:
-            raise InjectionError(f"--inject {spec!r}: latency must look like 300ms or 1.5s")
-        seconds = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
-        return Injection(spec, node, "latency", value=seconds)
-    if len(parts) != 3 or not parts[1]:
-        raise InjectionError(f"--inject {spec!r}: expected NODE:COLUMN:KIND[=VALUE] or MODEL:latency=300ms")
-    if kind_node == "model":
-        raise InjectionError(f"--inject {spec!r}: {node} is a model; models take only latency=...")
-    column, action = parts[1], parts[2]
-    kind, _, raw = action.partition("=")
-    if kind not in TABLE_KINDS:
-        raise InjectionError(f"--inject {spec!r}: unknown injection {kind!r} (known: {', '.join(sorted(TABLE_KINDS))}, latency)")
-    value: Any = None
-    if kind in ("shift", "scale", "nulls"):
-        try:
-            value = float(raw)
-        except ValueError:
-            raise InjectionError(f"--inject {spec!r}: {kind} needs a number, got {raw!r}") from None
-        if kind == "nulls" and not 0 <= value <= 1:
-            raise InjectionError(f"--inject {spec!r}: nulls takes a rate between 0 and 1")
-    elif kind == "rename":
-        if not raw:
-            raise InjectionError(f"--inject {spec!r}: rename needs the new name, rename=NEW")
-        value = raw
-    elif kind == "dtype":
-        if raw not in DTYPE_NAMES:
-            raise InjectionError(f"--inject {spec!r}: dtype must be one of {', '.join(DTYPE_NAMES)}")
-        value = DTYPE_NAMES[raw]
-    return Injection(spec, node, kind, column, value)
-
+from depmesh.injections import (  # noqa: F401 - re-exported: the injection syntax is simulate's
+    DTYPE_NAMES,
+    TABLE_KINDS,
+    Injection,
+    InjectionError,
+    parse_injection,
+)
 
 def perturb(df: Any, injection: Injection, seed: int = 0) -> Any:
     import numpy as np

@@ -9,7 +9,6 @@ import contextlib
 import inspect
 import logging
 import os
-import platform
 import signal
 import threading
 import time
@@ -72,6 +71,7 @@ from depmesh.keys import (
     TRAINING_POOL,
     TRIGGER_TAG,
 )
+from depmesh.tracking.capture import library_versions  # noqa: F401 - kept under its old name here
 from depmesh.versions import code_version, frame_version, model_version
 
 # Every training step takes a slot of this Dagster concurrency pool: the team
@@ -176,21 +176,6 @@ def column_schema(node: NodeSpec) -> TableSchema | None:
             )
         )
     return TableSchema(columns=columns)
-
-
-def library_versions() -> dict[str, str]:
-    import dagster
-    import numpy
-    import pandas
-    import sklearn
-
-    return {
-        "python": platform.python_version(),
-        "dagster": dagster.__version__,
-        "pandas": pandas.__version__,
-        "numpy": numpy.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
 
 
 

@@ -110,7 +110,7 @@ def audit_head(catalog: str | None, home: str | None, notify: bool) -> None:
             "verified": state["ok"]}
     click.echo(json.dumps(head, sort_keys=True))
     if notify:
-        from depmesh.cli.teams import load_mesh_teams
+        from depmesh.cli.common import load_mesh_teams
         from depmesh.notify import deliver_quietly, enqueue
 
         _, teams = load_mesh_teams(catalog)

@@ -64,3 +64,18 @@ def writable_home(home: str | None, prepare) -> Any:
     except OSError as exc:
         raise click.ClickException(f"cannot write the instance folder {exc.filename or home}: {exc.strerror or exc} "
                                    "(choose a writable --home or DAGSTER_HOME)") from None
+
+
+def load_mesh_teams(catalog: str | None, teams_file: str | None = None, *, required: bool = False):
+    """The catalog's mesh and its declared teams (None when it has no teams file, unless ``required``)."""
+    from depmesh.teams import TeamsError, load_teams, teams_path
+
+    mesh = load_mesh(catalog)
+    try:
+        found = load_teams(mesh, Path(teams_file) if teams_file else None)
+    except TeamsError as exc:
+        raise click.ClickException(str(exc).replace("catalog", "teams file", 1)) from None
+    if found is None and required:
+        raise click.ClickException(f"mesh {mesh.name} declares no teams: write {teams_path(mesh)} "
+                                   "(see the README's \"Rollouts\")")
+    return mesh, found

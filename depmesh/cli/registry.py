@@ -21,7 +21,7 @@ def governed_registry(home: str | None, catalog: str | None, *, read_only: bool 
     """(mesh, teams or None, registry) of the catalog's mesh."""
     from depmesh.artifacts import ArtifactStore
     from depmesh.assets.io import artifacts_dir
-    from depmesh.cli.teams import load_mesh_teams
+    from depmesh.cli.common import load_mesh_teams
     from depmesh.instance import prepare_home
     from depmesh.registry.resource import open_registry
     from depmesh.registry.store import RegistryError, default_url

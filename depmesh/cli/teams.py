@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from depmesh.cli.app import main
-from depmesh.cli.common import CATALOG_OPTION, FORMAT_OPTION, load_mesh, table
+from depmesh.cli.common import CATALOG_OPTION, FORMAT_OPTION, load_mesh_teams, table
 from depmesh.cli.registry import HOME_OPTION
 
 TEAMS_OPTION = click.option("--teams", "teams_file", type=click.Path(dir_okay=False),
                             help="The teams file (default: teams.yaml beside the catalog).")
-
-
-def load_mesh_teams(catalog: str | None, teams_file: str | None = None, *, required: bool = False):
-    """The catalog's mesh and its declared teams (None when it has no teams file, unless ``required``)."""
-    from depmesh.teams import TeamsError, load_teams, teams_path
-
-    mesh = load_mesh(catalog)
-    try:
-        found = load_teams(mesh, Path(teams_file) if teams_file else None)
-    except TeamsError as exc:
-        raise click.ClickException(str(exc).replace("catalog", "teams file", 1)) from None
-    if found is None and required:
-        raise click.ClickException(f"mesh {mesh.name} declares no teams: write {teams_path(mesh)} "
-                                   "(see the README's \"Rollouts\")")
-    return mesh, found
 
 
 @main.group()

@@ -216,8 +216,7 @@ def _parse_mode(c: _Checker, raw: Any, index: int, mesh: MeshSpec, checks: dict[
             detectors.append(Detector(node, check, match))
     drill = raw.get("drill")
     if drill is not None:
-        from depmesh.failure_modes.drills import check_drill
-        from depmesh.simulate import InjectionError
+        from depmesh.injections import InjectionError, check_drill
 
         try:
             if not isinstance(drill, str):

@@ -14,43 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from depmesh.failure_modes.catalogue import FailureCatalogue, FailureMode
-
-
-# Process faults a drill can inject, besides the simulation's data injections ("NODE:COLUMN:op"):
-#   kill-step:NODE             the step building NODE dies (SIGKILL) as it starts, in a multiprocess run
-#                              (the run's depmesh/drill_fault tag asks for it)
-#   unreachable-database:NODE  the registry's database cannot be reached while NODE runs (a closed port)
-#   serve-unapproved:NODE      the scores step of NODE serves what its run trained instead of the Production set
-#                              (a serving path that bypasses the registry), after a retrain nobody promoted
-#   served-drift:NODE          the registry's Production set moves while the scores step of NODE runs (another
-#                              writer retires its model's Production version between the plan and the verdict)
-PROCESS_FAULTS = ("kill-step", "unreachable-database")
-SERVING_FAULTS = ("serve-unapproved", "served-drift")
-UNREACHABLE_URL = "postgresql://depmesh-drill@127.0.0.1:9/unreachable?connect_timeout=2"
-DRILL_SAMPLE = 0.05
+from depmesh.injections import (  # noqa: F401 - re-exported: drills run these faults
+    DRILL_SAMPLE,
+    PROCESS_FAULTS,
+    SERVING_FAULTS,
+    UNREACHABLE_URL,
+    check_drill,
+    process_fault,
+)
 
 
 class DrillError(ValueError):
     """A drill that cannot run: the mode has no injection, or production lacks the data."""
-
-
-def process_fault(drill: str) -> tuple[str, str] | None:
-    """(fault, node) for a process-fault or serving-fault drill, else None (a data injection)."""
-    fault, _, node = drill.partition(":")
-    return (fault, node) if fault in PROCESS_FAULTS + SERVING_FAULTS else None
-
-
-def check_drill(drill: str, mesh: Any) -> None:
-    """Raise (InjectionError) when ``drill`` is neither a process fault on a node of ``mesh`` nor a data injection."""
-    from depmesh.simulate import InjectionError, parse_injection
-
-    fault = process_fault(drill)
-    if fault is None:
-        parse_injection(drill, mesh)
-    elif fault[1] not in mesh.names:
-        raise InjectionError(f"{fault[0]}: unknown node {fault[1]!r} in mesh {mesh.name}")
-    elif fault[0] in SERVING_FAULTS and mesh.node(fault[1]).kind != "scores":
-        raise InjectionError(f"{fault[0]}: {fault[1]} is a {mesh.node(fault[1]).kind} node, not a scores node")
 
 
 @dataclass

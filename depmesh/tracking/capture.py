@@ -252,3 +252,21 @@ def estimator_params(estimator: Any) -> dict[str, Any]:
         else:
             out[key] = repr(value)[:200]
     return out
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries a training ran with (recorded on the version and its training)."""
+    import platform
+
+    import dagster
+    import numpy
+    import pandas
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "dagster": dagster.__version__,
+        "pandas": pandas.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+    }

@@ -138,7 +138,7 @@ class TrainingRecorder:
     def record(self, status: str, *, model: Any = None, metrics: dict[str, float] | None = None,
                input_versions: dict[str, str] | None = None, curves: Any = None, error: BaseException | None = None,
                declared_params: dict[str, Any] | None = None) -> str:
-        from depmesh.assets.factory import library_versions
+        from depmesh.tracking.capture import library_versions
 
         recipe = self._recipe or {}
         state = None if recipe else code_state(module_file(self.node.entrypoint))
