@@ -27,7 +27,7 @@ from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.automation.serving import build_serving_sensor
 from depmesh.catalog import MeshSpec
 from depmesh.failure_modes.catalogue import load_failure_modes
-from depmesh.executors import build_executor
+from depmesh.execution import build_executor
 from depmesh.progress import PROGRESS_LOGGER, progress_logger
 from depmesh.teams import load_teams
 from depmesh.tuning.jobs import build_candidate_sensor, build_tune_jobs
@@ -51,7 +51,7 @@ def build_definitions(
 ) -> Definitions:
     """``builders`` (node -> callable) replaces catalog builders; failure simulation uses it.
     ``executor``: a Dagster ExecutorDefinition; default as DEPMESH_EXECUTOR says
-    (depmesh.executors), in-process when it is not set."""
+    (depmesh.execution), in-process when it is not set."""
     allow_depth(mesh)
     has_models = any(n.kind == "model" for n in mesh.nodes)
     release = release_key(mesh).to_user_string()

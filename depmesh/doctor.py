@@ -306,7 +306,7 @@ def check_daemon(instance) -> list[Finding]:
 
 
 def check_executor(instance) -> list[Finding]:
-    from depmesh.executors import BROKER_ENV, EXECUTOR_ENV, ExecutorConfigError, build_executor, executor_name
+    from depmesh.execution import BROKER_ENV, EXECUTOR_ENV, ExecutorConfigError, build_executor, executor_name
 
     try:
         name = executor_name()

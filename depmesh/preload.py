@@ -17,7 +17,7 @@ import sklearn.pipeline  # noqa: F401
 
 import depmesh.assets  # noqa: F401
 import depmesh.build  # noqa: F401
-import depmesh.executors  # noqa: F401
+import depmesh.execution  # noqa: F401
 from depmesh.runs import PRELOAD_JOB_ENV, mesh_job
 
 # The run's job, built once here: every step process forks with it and

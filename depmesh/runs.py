@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from depmesh.executors import DEFAULT_EXECUTOR, executor_name
+from depmesh.execution import DEFAULT_EXECUTOR, executor_name
 
 JOB_MODULE = "depmesh.runs"
 JOB_FUNCTION = "mesh_job"
@@ -63,7 +63,7 @@ def mesh_job(catalog: str, sample: float = 1.0, executor: str = DEFAULT_EXECUTOR
     from depmesh.assets import MeshRuntime
     from depmesh.build import MESH_JOB, build_definitions
     from depmesh.catalog import load_catalog
-    from depmesh.executors import build_executor
+    from depmesh.execution import build_executor
 
     key = (str(Path(catalog).resolve()), _catalog_state(catalog), float(sample), executor, as_of)
     job = _built.get(key)
@@ -136,7 +136,7 @@ def blocked_checks(result: Any) -> list[str]:
 
 def check_executor(chosen: str, instance: Any) -> None:
     """Refuse an executor this instance cannot serve."""
-    from depmesh.executors import build_executor
+    from depmesh.execution import build_executor
     from depmesh.instance import storage_kind
 
     build_executor(chosen)  # raises ExecutorConfigError for a missing broker or package
@@ -167,7 +167,7 @@ def run_mesh(catalog: str | Path, instance: Any, *, sample: float = 1.0, executo
         from depmesh.assets import MeshRuntime
         from depmesh.build import MESH_JOB, build_definitions
         from depmesh.catalog import load_catalog
-        from depmesh.executors import build_executor
+        from depmesh.execution import build_executor
 
         defs = build_definitions(mesh or load_catalog(catalog_path), runtime=MeshRuntime(sample_fraction=sample),
                                  executor=build_executor(chosen))

@@ -54,7 +54,7 @@ def test_model_steps_and_only_they_take_the_training_pool(demo_mesh):
 
 def test_each_executor_builds_and_the_default_is_in_process(demo_mesh, monkeypatch):
     from depmesh.build import MESH_JOB, build_definitions
-    from depmesh.executors import ExecutorConfigError, build_executor
+    from depmesh.execution import ExecutorConfigError, build_executor
 
     assert build_definitions(demo_mesh).resolve_job_def(MESH_JOB).executor_def.name == "in_process"
     monkeypatch.setenv("DEPMESH_EXECUTOR", "multiprocess")

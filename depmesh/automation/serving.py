@@ -31,7 +31,7 @@ from depmesh.automation.routing import instance_registry
 from depmesh.automation.sensors import IN_FLIGHT
 from depmesh.catalog import MeshSpec
 from depmesh.keys import RESCORE_TAG, REVISION_TAG, SERVING_REVISION_KEY
-from depmesh.rollout.rescore import rescore_key, selection
+from depmesh.rollout.production import rescore_key, selection
 
 SERVING_SENSOR = "serve_production"
 RETRIES_TAG = "dagster/max_retries"  # the daemon retries a failed re-score (run_retries enabled in dagster.yaml)

@@ -78,7 +78,7 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
     Exits 1 when the run failed or a blocking check stopped a node."""
     from depmesh.assets.release import promote_hint, release_key
     from depmesh.cli.render import served_lines, summary_rows
-    from depmesh.executors import ExecutorConfigError, executor_name
+    from depmesh.execution import ExecutorConfigError, executor_name
     from depmesh.instance import get_instance, storage_kind
     from depmesh.progress import PROGRESS_LOGGER
     from depmesh.runs import RunRequestError, check_executor, failed_run_settings, run_mesh
@@ -192,7 +192,7 @@ def worker(home: str | None, concurrency: int | None, name: str | None, queues: 
     and the stored assets from the same paths."""
     import uuid
 
-    from depmesh.executors import BROKER_ENV
+    from depmesh.execution import BROKER_ENV
     from depmesh.instance import prepare_home, uses_postgres
 
     if not os.environ.get(BROKER_ENV):

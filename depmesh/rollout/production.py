@@ -314,3 +314,24 @@ def serving_state(instance: Any, registry: Any, mesh: Any, history: int = 10) ->
 __all__ = ["NOT_APPROVED", "SERVED_BY_KEY", "SERVED_CHECK", "SERVING_KEY", "SIGNATURE_KEY", "ProductionSet",
            "ServingError", "ServingPlan", "load_served", "plan", "production_set", "serving_state", "signature",
            "stale_scores", "verify"]
+
+
+SERVING_PAGE = "serving/{mesh}"  # the mesh's serving page (depmesh.assets.serving), materialized with a re-score
+
+
+def selection(mesh: Any, stale: dict[str, str]) -> list[str]:
+    """What a re-score materializes (depmesh.rollout.rescore, the serve_production sensor): the stale scores
+    nodes and every scores or consumer node downstream of them, in the mesh's order."""
+    from depmesh import graph
+
+    inputs = mesh.inputs_map()
+    wanted = set(stale)
+    for name in stale:
+        wanted |= {n for n in graph.downstream(inputs, name) if mesh.node(n).kind in ("scores", "consumer")}
+    return [n for n in mesh.names if n in wanted]
+
+
+def rescore_key(mesh: Any, revision: int, stale: dict[str, str]) -> str:
+    """The key of a re-score run: the mesh, the registry revision and what was stale (a sensor's run key)."""
+    digest = hashlib.sha256(json.dumps(stale, sort_keys=True).encode()).hexdigest()[:12]
+    return f"rescore:{mesh.name}:{revision}:{digest}"

@@ -15,30 +15,17 @@ refuses a table whose set moved while it was built).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from depmesh import graph
 from depmesh.keys import RESCORE_TAG, REVISION_TAG
 
-SERVING_PAGE = "serving/{mesh}"  # the mesh's serving page (depmesh.assets.serving), materialized with a re-score
-from depmesh.rollout.production import stale_scores
-
-
-def selection(mesh: Any, stale: dict[str, str]) -> list[str]:
-    """The stale scores nodes and every scores or consumer node downstream of them, in the mesh's order."""
-    inputs = mesh.inputs_map()
-    wanted = set(stale)
-    for name in stale:
-        wanted |= {n for n in graph.downstream(inputs, name) if mesh.node(n).kind in ("scores", "consumer")}
-    return [n for n in mesh.names if n in wanted]
-
-
-def rescore_key(mesh: Any, revision: int, stale: dict[str, str]) -> str:
-    digest = hashlib.sha256(json.dumps(stale, sort_keys=True).encode()).hexdigest()[:12]
-    return f"rescore:{mesh.name}:{revision}:{digest}"
+from depmesh.rollout.production import (  # noqa: F401 - the plan lives with the Production set; re-exported
+    SERVING_PAGE,
+    rescore_key,
+    selection,
+    stale_scores,
+)
 
 
 @dataclass
