@@ -217,8 +217,8 @@ def parse_teams(text: str, path: Path, mesh: MeshSpec) -> Teams:
             c.add(f"team {owner!r} owns {', '.join(users[:3])}{' ...' if len(users) > 3 else ''} in the catalog "
                   "but is not declared here", field="teams", at=data["teams"])
     if signatures == "required":
-        unkeyed = sorted({p for t in teams.values() for p in t.people("owner") if p not in t.keys
-                          and not any(p in other.keys for other in teams.values())})
+        keyed = {p for t in teams.values() for p in t.keys}
+        unkeyed = sorted({p for t in teams.values() for p in t.people("owner")} - keyed)
         if unkeyed:
             c.add(f"signatures: required, but these owners have no key, so could never approve: "
                   f"{', '.join(unkeyed)} (give each a key: {{roles: [...], key: 'ssh-ed25519 ...'}})",

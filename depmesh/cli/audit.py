@@ -19,13 +19,20 @@ def audit() -> None:
     """The audit trail's hash chain: verify it, export its head."""
 
 
-def _state(home: str | None, catalog: str | None) -> tuple[str, dict]:
-    from depmesh.registry.chain import verify
+def _state(home: str | None, catalog: str | None, kept: dict | None = None) -> tuple[str, dict]:
+    """(mesh, the chains' verification); with ``kept``, its problems against that head are added too."""
+    from depmesh.registry.chain import kept_head_problems, verify
 
     registry = open_mesh_registry(home, catalog, read_only=True)
     try:
         with registry.engine.connect() as conn:
-            return registry.mesh, verify(conn, registry.mesh)
+            state = verify(conn, registry.mesh)
+            if kept is not None:
+                if kept.get("mesh") not in (None, registry.mesh):
+                    raise click.BadParameter(f"that head is of mesh {kept.get('mesh')!r}, not {registry.mesh!r}",
+                                             param_hint="--head")
+                state["problems"] += kept_head_problems(conn, registry.mesh, state, kept)
+            return registry.mesh, state
     finally:
         registry.dispose()
 
@@ -55,17 +62,9 @@ def _read_head(text: str) -> dict:
 def audit_verify(catalog: str | None, home: str | None, kept: str | None) -> None:
     """Exit 0 when the mesh's stage changes and audit events are an unbroken hash chain (and, with --head, still
     extend the kept head); else name each edited, deleted, reordered or inserted row and exit 1."""
-    from depmesh.registry.chain import compare_head
-
     kept_head = _read_head(kept) if kept else None
-    mesh, state = _state(home, catalog)
-    problems = list(state["problems"])
-    if kept_head is not None:
-        if kept_head.get("mesh") not in (None, mesh):
-            raise click.BadParameter(f"that head is of mesh {kept_head.get('mesh')!r}, not {mesh!r}",
-                                     param_hint="--head")
-        problems += compare_head(state, kept_head)
-        problems += _kept_link_problems(home, catalog, kept_head)
+    mesh, state = _state(home, catalog, kept_head)
+    problems = state["problems"]
     for chain, head in state["heads"].items():
         click.echo(f"{chain}: {head['rows']} rows, head {head['head'][:16]}")
     if problems:
@@ -73,26 +72,6 @@ def audit_verify(catalog: str | None, home: str | None, kept: str | None) -> Non
             click.echo(f"BROKEN: {problem}", err=True)
         sys.exit(1)
     click.echo(f"mesh {mesh}: the audit trail verifies" + (" and extends the kept head" if kept_head else ""))
-
-
-def _kept_link_problems(home: str | None, catalog: str | None, kept: dict) -> list[str]:
-    """A longer chain must still hold the kept head at the kept length."""
-    from depmesh.registry.chain import CHAINS, link_at
-
-    registry = open_mesh_registry(home, catalog, read_only=True)
-    out = []
-    try:
-        with registry.engine.connect() as conn:
-            for chain, then in kept["heads"].items():
-                if chain not in CHAINS or then["rows"] <= 0:
-                    continue
-                now = link_at(conn, chain, registry.mesh, then["rows"])
-                if now is not None and now != then["head"]:
-                    out.append(f"{CHAINS[chain].name}: row {then['rows']} is not the one the kept head names "
-                               "(the chain was rewritten up to there)")
-    finally:
-        registry.dispose()
-    return out
 
 
 @audit.command("head")

@@ -127,26 +127,22 @@ def verify(conn: Any, mesh: str) -> dict[str, Any]:
     return {"ok": not problems, "problems": problems, "heads": heads}
 
 
-def compare_head(current: Mapping[str, Any], kept: Mapping[str, Any]) -> list[str]:
-    """What a head kept elsewhere (``audit head`` output) says about the chain now: rows deleted from the end,
-    or a chain rewritten since."""
+def kept_head_problems(conn: Any, mesh: str, current: Mapping[str, Any], kept: Mapping[str, Any]) -> list[str]:
+    """What a head kept elsewhere (``audit head`` output) says about the chain now: rows deleted from its end, or
+    the chain rewritten up to the kept length (the row at that length is not the one the head names)."""
     out = []
     for chain, then in (kept.get("heads") or {}).items():
         now = (current.get("heads") or {}).get(chain)
-        if now is None:
+        if chain not in CHAINS or now is None or then["rows"] <= 0:
             continue
+        name = CHAINS[chain].name
         if now["rows"] < then["rows"]:
-            out.append(f"{CHAINS[chain].name}: {then['rows'] - now['rows']} of the newest rows were deleted since "
-                       f"the head was kept ({then['rows']} rows then, {now['rows']} now)")
-        elif now["rows"] == then["rows"] and now["head"] != then["head"]:
-            out.append(f"{CHAINS[chain].name}: the chain was rewritten since the head was kept (same length, "
-                       f"head {then['head'][:12]} then, {now['head'][:12]} now)")
+            out.append(f"{name}: {then['rows'] - now['rows']} of the newest rows were deleted since the head was "
+                       f"kept ({then['rows']} rows then, {now['rows']} now)")
+            continue
+        row = conn.execute(sa.select(CHAINS[chain].c.row_hash).where(CHAINS[chain].c.mesh == mesh)
+                           .order_by(CHAINS[chain].c.id).offset(then["rows"] - 1).limit(1)).first()
+        if row is not None and row.row_hash != then["head"]:
+            out.append(f"{name}: row {then['rows']} is not the one the kept head names (head {then['head'][:12]} "
+                       f"then, {(row.row_hash or '')[:12]} now): the chain was rewritten up to there")
     return out
-
-
-def link_at(conn: Any, chain: str, mesh: str, rows: int) -> str | None:
-    """The hash of the ``rows``-th row of the chain (1-based), to check a kept head against a longer chain."""
-    table = CHAINS[chain]
-    found = conn.execute(sa.select(table.c.row_hash).where(table.c.mesh == mesh).order_by(table.c.id)
-                         .offset(rows - 1).limit(1)).first() if rows > 0 else None
-    return found.row_hash if found is not None else None

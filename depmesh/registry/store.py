@@ -688,9 +688,7 @@ class Registry:
         """The mesh's teams declaration, as the registry remembers it: the first one is recorded (audited); a
         stage change made without it, or under a different one, is refused until an owner adopts the change
         (depmesh teams adopt). Whatever catalog file a command was pointed at."""
-        from depmesh.registry.schema import mesh_governance
-
-        row = conn.execute(sa.select(mesh_governance).where(mesh_governance.c.mesh == self.mesh)).first()
+        row = self._governance(conn)
         teams = teams if teams is not None else self.teams
         declared = teams.sha256 if teams is not None else None
         if row is None:
@@ -698,16 +696,16 @@ class Registry:
                 self._record_governance(conn, actor, "governance_declared", "first declaration of the mesh's teams",
                                         teams)
             return
-        if row.teams_sha256 == declared:
+        if row["teams_sha256"] == declared:
             return
-        when = f"recorded {_value_text(row.declared_at)} by {row.declared_by}"
+        when = f"recorded {_value_text(row['declared_at'])} by {row['declared_by']}"
         if declared is None:
             raise GovernanceMismatch(
-                f"mesh {self.mesh} declared its teams (teams.yaml {row.teams_sha256[:12]}, {when}), but this command "
+                f"mesh {self.mesh} declared its teams (teams.yaml {row['teams_sha256'][:12]}, {when}), but this command "
                 "runs without a teams declaration (no teams.yaml beside its catalog), so it may not change stages: "
                 "run it with the mesh's catalog and teams.yaml; an owner removes the declaration with depmesh teams "
                 "adopt --remove --reason TEXT (audited)")
-        recorded = row.teams_sha256[:12] if row.teams_sha256 else "none: governance was removed"
+        recorded = row["teams_sha256"][:12] if row["teams_sha256"] else "none: governance was removed"
         raise GovernanceMismatch(
             f"the teams declaration used here ({teams.path}, {declared[:12]}) is not the one the registry "
             f"recorded for mesh {self.mesh} ({recorded}, {when}): an owner of the recorded teams adopts a changed "
@@ -720,25 +718,27 @@ class Registry:
         policy = teams.policy() if teams is not None else {"teams": [], "signatures": "none"}
         values = dict(teams_sha256=teams.sha256 if teams is not None else None,
                       policy=json.dumps(policy, sort_keys=True), declared_by=actor, declared_at=_now())
-        if conn.execute(sa.select(mesh_governance.c.mesh).where(mesh_governance.c.mesh == self.mesh)).first():
+        if self._governance(conn) is not None:
             conn.execute(mesh_governance.update().where(mesh_governance.c.mesh == self.mesh).values(**values))
         else:
             conn.execute(mesh_governance.insert().values(mesh=self.mesh, **values))
         audit(conn, self.mesh, actor, action, f"mesh:{self.mesh}", reason, teams_sha256=values["teams_sha256"],
               policy=policy)
 
-    def governance(self) -> dict[str, Any] | None:
-        """What the registry remembers of the mesh's teams declaration, or None."""
+    def _governance(self, conn) -> dict[str, Any] | None:
         from depmesh.registry.schema import mesh_governance
 
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(mesh_governance).where(mesh_governance.c.mesh == self.mesh)).first()
+        row = conn.execute(sa.select(mesh_governance).where(mesh_governance.c.mesh == self.mesh)).first()
         return None if row is None else {**dict(row._mapping), "policy": json.loads(row.policy)}
+
+    def governance(self) -> dict[str, Any] | None:
+        """What the registry remembers of the mesh's teams declaration, or None."""
+        with self.engine.connect() as conn:
+            return self._governance(conn)
 
     def adopt_governance(self, *, actor: str, reason: str, remove: bool = False) -> dict[str, Any]:
         """Record this object's teams declaration (or, ``remove``, none) as the mesh's. Once one is recorded,
         only an owner under it may change it; audited either way."""
-        from depmesh.registry.schema import mesh_governance
         from depmesh.teams import ActorError
 
         check_actor(actor, reason)
@@ -749,8 +749,7 @@ class Registry:
                                 "to remove the recorded one, use --remove")
         with self._write() as conn:
             self._lock(conn)
-            row = conn.execute(sa.select(mesh_governance).where(mesh_governance.c.mesh == self.mesh)).first()
-            current = None if row is None else {**dict(row._mapping), "policy": json.loads(row.policy)}
+            current = self._governance(conn)
             if current is not None and current["teams_sha256"] is not None \
                     and actor not in current["policy"].get("owners", []):
                 raise ActorError(f"{actor!r} is not an owner under the recorded teams declaration of mesh "

@@ -195,10 +195,16 @@ def decide(registry: Any, teams: Any, request_id: int, *, actor: str, reason: st
     return request
 
 
-def _check_signature(registry: Any, teams: Any, request: dict[str, Any], actor: str, signature: str | None,
-                     conn: Any) -> None:
+def _signed(registry: Any, teams: Any, request: dict[str, Any], actor: str, signature: str | None, conn: Any) -> bool:
+    """Whether ``signature`` is ``actor``'s (by the key in teams.yaml) over the request as it is now."""
     from depmesh.rollout.signing import payload, verify
 
+    key = teams.key_of(actor)
+    return key is not None and verify(key, payload(registry, request, actor=actor, conn=conn), signature)
+
+
+def _check_signature(registry: Any, teams: Any, request: dict[str, Any], actor: str, signature: str | None,
+                     conn: Any) -> None:
     key = teams.key_of(actor)
     if key is None:
         raise ActorError(f"{actor!r} has no key in {teams.path.name}, so cannot sign an approval"
@@ -207,7 +213,7 @@ def _check_signature(registry: Any, teams: Any, request: dict[str, Any], actor: 
         raise ApprovalError(f"mesh {registry.mesh} requires signed approvals: approve with --key PATH (your ed25519 "
                             f"private key) or --signature over the payload of: depmesh release payload "
                             f"{request['id']} --actor {actor}")
-    if not verify(key, payload(registry, request, actor=actor, conn=conn), signature):
+    if not _signed(registry, teams, request, actor, signature, conn):
         raise ApprovalError(f"the signature does not verify against {actor}'s key in {teams.path.name} over request "
                             f"{request['id']} (release {request['release_id']}): sign the payload that depmesh "
                             f"release payload {request['id']} --actor {actor} prints")
@@ -218,9 +224,8 @@ def verify_approvals(conn: Any, registry: Any, teams: Any, request_id: int) -> l
     when each is in the audit trail's hash chain as it was made (an approval row inserted by hand is not) and,
     when the mesh requires signatures, when its signature verifies against the approver's key in teams.yaml over
     the request as it is now (its release's members, versions and artifact hashes)."""
-    from depmesh.registry.chain import digest
+    from depmesh.registry.chain import GENESIS, digest
     from depmesh.registry.schema import audit_events
-    from depmesh.rollout.signing import payload, verify
 
     request = get_request(registry, request_id, conn)
     events = [dict(r) for r in conn.execute(sa.select(audit_events).where(
@@ -240,14 +245,12 @@ def verify_approvals(conn: Any, registry: Any, teams: Any, request_id: int) -> l
         recorded = [e for e in events if e["actor"] == decision["actor"] and e["row_hash"]
                     and json.loads(e["details"]).get("request") == request_id
                     and sorted(json.loads(e["details"]).get("teams") or []) == sorted(decision["teams"])
-                    and digest("events", e, e["prev_hash"] or "") == e["row_hash"]]
+                    and digest("events", e, e["prev_hash"] or GENESIS) == e["row_hash"]]
         if not recorded:
             problems.append(f"{who} is not in the audit trail as made (inserted or edited by hand?)")
             continue
         if teams is not None and teams.signatures_required:
-            key = teams.key_of(decision["actor"])
-            data = payload(registry, request, actor=decision["actor"], conn=conn)
-            if key is None or not verify(key, data, decision.get("signature")):
+            if not _signed(registry, teams, request, decision["actor"], decision.get("signature"), conn):
                 problems.append(f"{who} is {'not signed' if not decision.get('signature') else 'signed'}"
                                 + ("" if not decision.get("signature") else
                                    " but the signature does not verify against the key in teams.yaml for the "
@@ -284,9 +287,7 @@ def mark_promoted(conn: Any, request_id: int) -> None:
                  .values(status="promoted", decided_at=_now()))
     row = conn.execute(sa.select(promotion_requests.c.mesh, promotion_requests.c.release_id)
                        .where(promotion_requests.c.id == request_id)).one()
-    conn.execute(promotion_requests.update().where(
-        promotion_requests.c.mesh == row.mesh, promotion_requests.c.release_id == row.release_id,
-        promotion_requests.c.status.in_(("pending", "approved"))).values(status="void", decided_at=_now()))
+    void_open(conn, row.mesh, row.release_id)
 
 
 def notify_change(registry: Any, mesh: Any, teams: Any, event: str, nodes: list[str], **payload: Any) -> None:

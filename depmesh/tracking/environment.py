@@ -65,7 +65,6 @@ class Environment:
     pylock: bytes
     packages: int
     unhashed: tuple[str, ...]
-    directories: tuple[str, ...]
 
 
 def _norm(name: str) -> str:
@@ -137,15 +136,23 @@ def _compatible(wheels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def lock_files_for(code_root: str | None) -> tuple[str, ...]:
-    """Where hashes may be known: the code's repository's locks and those of directory-installed projects."""
+@lru_cache(maxsize=8)
+def _folder_installs(_env_stamp: Any) -> tuple[Path, ...]:
+    """The folders projects were installed from (an editable depmesh): read once per installed set."""
     import importlib.metadata as md
 
-    roots = [Path(code_root)] if code_root else []
+    roots = []
     for dist in md.distributions():
         direct = _direct_url(dist) or {}
         if "dir_info" in direct and str(direct.get("url", "")).startswith("file://"):
             roots.append(Path(unquote(urlparse(direct["url"]).path)))
+    return tuple(roots)
+
+
+def lock_files_for(code_root: str | None, env_stamp: Any = None) -> tuple[str, ...]:
+    """Where hashes may be known: the code's repository's locks and those of directory-installed projects."""
+    roots = [Path(code_root)] if code_root else []
+    roots += _folder_installs(env_stamp if env_stamp is not None else _stamp())
     found = []
     for root in roots:
         for path in [root / "uv.lock", root / "pylock.toml", *sorted(root.glob("pylock.*.toml"))]:
@@ -166,9 +173,10 @@ def _stamp() -> tuple[Any, ...]:
 
 def capture(code_root: str | None = None) -> Environment:
     """The running interpreter's environment as a pylock.toml (see the module's docstring)."""
-    locks = lock_files_for(code_root)
+    env_stamp = _stamp()
+    locks = lock_files_for(code_root, env_stamp)
     stamps = tuple((p, Path(p).stat().st_mtime_ns) for p in locks)
-    return _capture(locks, stamps, _stamp())
+    return _capture(locks, stamps, env_stamp)
 
 
 @lru_cache(maxsize=8)
@@ -182,7 +190,7 @@ def _capture(locks: tuple[str, ...], _lock_stamps: Any, _env_stamp: Any) -> Envi
     from packaging.version import InvalidVersion, Version
 
     known = _known_sources(locks)
-    packages, unhashed, directories, seen = [], [], [], set()
+    packages, unhashed, seen = [], [], set()
     for dist in sorted(md.distributions(), key=lambda d: _norm(d.metadata["Name"] or "")):
         raw = dist.metadata["Name"]
         if not raw or _norm(raw) in seen:
@@ -199,7 +207,6 @@ def _capture(locks: tuple[str, ...], _lock_stamps: Any, _env_stamp: Any) -> Envi
         if "dir_info" in direct:
             path = unquote(urlparse(direct.get("url", "")).path)
             fields["directory"] = PackageDirectory(path=path, editable=bool(direct["dir_info"].get("editable")))
-            directories.append(name)
         elif "vcs_info" in direct:
             info = direct["vcs_info"]
             fields["vcs"] = PackageVcs(type=info.get("vcs", "git"), url=direct.get("url"),
@@ -237,7 +244,7 @@ def _capture(locks: tuple[str, ...], _lock_stamps: Any, _env_stamp: Any) -> Envi
     header = ("# The environment a depmesh training ran in (PEP 751). Distributions whose hash no installer\n"
               "# recorded are listed under [tool.depmesh] unhashed; depmesh reproduce installs them by version.\n")
     return Environment(pylock=(header + text).encode(), packages=len(packages) + len(unhashed),
-                       unhashed=tuple(u["name"] for u in unhashed), directories=tuple(directories))
+                       unhashed=tuple(u["name"] for u in unhashed))
 
 
 def read(pylock: bytes) -> dict[str, Any]:
