@@ -17,7 +17,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-
 from depmesh.registry import Registry
 from depmesh.registry.schema import training_curves, trainings
 from depmesh.tracking.store import Tracking

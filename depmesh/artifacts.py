@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from depmesh.catalog.spec import SERIALIZERS
 from depmesh.storage import location, write_whole
 
 BUNDLE_FORMAT = "depmesh-model/1"
-SERIALIZERS = ("skops", "pickle")
 # Types from these packages may be loaded from a skops file. Anything else
 # (a custom transformer, a function) must be named in the catalog's
 # model.trusted_types, or the load is refused and names it.

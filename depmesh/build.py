@@ -11,23 +11,26 @@ from dagster import (
     define_asset_job,
 )
 
-
 from depmesh import graph
 from depmesh.assets import MeshIOManager, MeshRuntime, build_assets
-from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
+from depmesh.assets.registry_resource import RegistryResource
 from depmesh.assets.release import build_release_asset, release_key
+from depmesh.assets.report import build_impact_report, build_rollout_report
 from depmesh.assets.serving import build_serving_asset
 from depmesh.assets.stage_jobs import build_stage_jobs
-from depmesh.assets.report import build_impact_report, build_rollout_report
-from depmesh.registry.resource import RegistryResource
 from depmesh.automation.freshness import build_freshness_checks
 from depmesh.automation.jobs import domain_jobs, retrain_schedules
-from depmesh.automation.routing import build_canary_sensor, build_delivery_sensor, build_incident_sensor
+from depmesh.automation.routing import (
+    build_canary_sensor,
+    build_delivery_sensor,
+    build_incident_sensor,
+)
 from depmesh.automation.sensors import build_retrain_sensor
 from depmesh.automation.serving import build_serving_sensor
 from depmesh.catalog import MeshSpec
-from depmesh.failure_modes.catalogue import load_failure_modes
 from depmesh.execution import build_executor
+from depmesh.failure_modes.catalogue import load_failure_modes
+from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
 from depmesh.progress import PROGRESS_LOGGER, progress_logger
 from depmesh.teams import load_teams
 from depmesh.tuning.jobs import build_candidate_sensor, build_tune_jobs

@@ -206,7 +206,6 @@ def check_registry(home: Path) -> list[Finding]:
         return [Finding(FAIL, "registry", f"registry database at {where} is unreachable: {error}")]
     from depmesh.artifacts import ArtifactStore
     from depmesh.assets.io import artifacts_dir
-
     from depmesh.storage import StorageConfigError
 
     try:
@@ -306,7 +305,13 @@ def check_daemon(instance) -> list[Finding]:
 
 
 def check_executor(instance) -> list[Finding]:
-    from depmesh.execution import BROKER_ENV, EXECUTOR_ENV, ExecutorConfigError, build_executor, executor_name
+    from depmesh.execution import (
+        BROKER_ENV,
+        EXECUTOR_ENV,
+        ExecutorConfigError,
+        build_executor,
+        executor_name,
+    )
 
     try:
         name = executor_name()

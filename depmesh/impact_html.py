@@ -11,9 +11,9 @@ from typing import Any
 from depmesh import graph
 from depmesh.catalog import MeshSpec
 from depmesh.impact import ImpactReport
+from depmesh.kinds import NODE_KINDS
 
-KIND_COLOURS = {"dataset": "#e8f1fb", "features": "#eef7ea", "model": "#fdf0dc", "scores": "#f3e9f7",
-                "consumer": "#fbe7e7"}
+KIND_COLOURS = {name: kind.fill for name, kind in NODE_KINDS.items()}
 NODE_W, NODE_H, COL_W, ROW_H, PAD = 176, 34, 214, 50, 20
 
 

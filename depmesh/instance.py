@@ -13,7 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-POSTGRES_ENV = "DAGSTER_POSTGRES_URL"
+from depmesh.keys import POSTGRES_ENV
+
 TEAM_CONFIG = Path(__file__).resolve().parent.parent / "dagster.yaml"
 EMBEDDED_CONFIG = """\
 # Written by depmesh: the embedded default. Run, event-log and schedule storage

@@ -9,6 +9,7 @@ SIGNATURE_KEY = "depmesh/serving_signature"  # ... and its digest (what a re-sco
 RESCORE_TAG = "depmesh/rescore"  # a re-score run's tag: the key of what it re-scores (revision and stale nodes)
 REVISION_TAG = "depmesh/registry_revision"  # ... and the registry revision it was requested for
 SERVING_REVISION_KEY = "depmesh/registry_revision"  # the serving/<mesh> page's metadata: the revision it read
+POSTGRES_ENV = "DAGSTER_POSTGRES_URL"  # the one setting that moves Dagster's storage and the registry to PostgreSQL
 FRESHNESS_CHECK = "freshness_check"  # Dagster's last-update freshness check on a node whose contract bounds its age
 
 # resources, pools and the step's output (depmesh.assets.factory)

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from depmesh.redact import scrub
+from depmesh.registry.chain import audit
 from depmesh.registry.schema import audit_events, notifications
 
 MAX_ATTEMPTS = 5  # over every delivery of one notification
@@ -49,14 +50,6 @@ def enqueue(conn, mesh: str, teams: Any, team: str, event: str, payload: dict[st
         attempts=0, created_at=_now()))
 
 
-def audit(conn, mesh: str, actor: str, action: str, subject: str, reason: str, **details: Any) -> int:
-    """One audit event, appended to the mesh's hash chain (depmesh.registry.chain); its id."""
-    from depmesh.registry.chain import append
-
-    return append(conn, "events", dict(mesh=mesh, at=_now(), actor=actor, action=action, subject=subject,
-                                       reason=reason, details=json.dumps(details, default=str, sort_keys=True)))
-
-
 def _claim(registry: Any) -> list[dict[str, Any]]:
     """Pending notifications of this mesh (and stale claims), claimed by a conditional update each."""
     now = _now()
@@ -68,7 +61,7 @@ def _claim(registry: Any) -> list[dict[str, Any]]:
             .order_by(notifications.c.id).limit(200))]
     claimed = []
     for row in rows:
-        with registry._write() as conn:
+        with registry.transaction() as conn:
             got = conn.execute(notifications.update().where(notifications.c.id == row["id"], claimable)
                                .values(status="sending", claimed_at=now)).rowcount
         if got == 1:
@@ -112,7 +105,7 @@ def deliver(registry: Any, teams: Any, *, tries: int = TRIES_PER_DELIVERY, backo
                 error = scrub(f"{type(exc).__name__}: {exc}", url, label="<webhook>")[:500]  # URLs carry tokens
                 if attempt + 1 < tries and attempts < MAX_ATTEMPTS:
                     time.sleep(backoff_s * (2 ** attempt))
-        with registry._write() as conn:
+        with registry.transaction() as conn:
             if error is None:
                 status = "sent"
             elif attempts >= MAX_ATTEMPTS:

@@ -33,6 +33,7 @@ from depmesh.injections import (  # noqa: F401 - re-exported: the injection synt
     parse_injection,
 )
 
+
 def perturb(df: Any, injection: Injection, seed: int = 0) -> Any:
     import numpy as np
 
@@ -181,8 +182,8 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
 
     from depmesh.assets import MeshIOManager, MeshStore
     from depmesh.assets.io import recorded_metadata
+    from depmesh.assets.registry_resource import RegistryResource
     from depmesh.build import build_definitions
-    from depmesh.registry.resource import RegistryResource
     from depmesh.contracts.checks import PROFILE_KEY, SCHEMA_KEY
     from depmesh.models import TrainedModel
 

@@ -8,7 +8,7 @@
           bo: [member]
         webhook: ${DEPMESH_WEBHOOK_INGESTION}   # optional; http(s) URL, or ${VAR} read at delivery
 
-A member may carry a public key for signed approvals (depmesh.rollout.signing):
+A member may carry a public key for signed approvals (depmesh.signing):
 ``eli: {roles: [owner], key: "ssh-ed25519 AAAA..."}``; ``signatures: required``
 at the top makes every approval need a signature that verifies against it.
 
@@ -148,7 +148,7 @@ def _parse_team(c: _Checker, key: Any, raw: Any) -> Team | None:
             c.keys(roles, {"roles", "key"}, node=name, prefix=field + ".")
             key = roles.get("key")
             if key is not None and isinstance(person, str):
-                from depmesh.rollout.signing import SignatureError, public_key
+                from depmesh.signing import SignatureError, public_key
 
                 try:
                     public_key(key, who=f"{person}'s key")

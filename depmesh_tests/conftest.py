@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from depmesh_tests import seaweed as seaweed_module
-from depmesh_tests.seaweed import S3_KEY, S3_SECRET  # noqa: F401 - tests import them from here
-
 from depmesh.catalog import MeshSpec, load_catalog
 from depmesh.examples import DEMO_CATALOG
+from depmesh_tests import seaweed as seaweed_module
+from depmesh_tests.seaweed import S3_KEY, S3_SECRET  # noqa: F401 - tests import them from here
 
 POSTGRES_VAR = "DEPMESH_TEST_POSTGRES_URL"
 REDIS_VAR = "DEPMESH_TEST_REDIS_URL"
@@ -229,9 +228,9 @@ def write_catalog(tmp_path: Path):
 def approve_release(home: Path | str, release_id: int, catalog: Path | str = DEMO_CATALOG) -> int:
     """An approved promotion request for ``release_id``, as the mesh's declared teams would give it: asked by a
     member (gus), approved by an owner of each team that must approve. Returns the request's id."""
-    from depmesh.registry.resource import open_registry
+    from depmesh.assets.registry_resource import open_registry
+    from depmesh.governance.approvals import decide, get_request, request_promotion
     from depmesh.registry.store import default_url
-    from depmesh.rollout.approvals import decide, get_request, request_promotion
     from depmesh.teams import load_teams
 
     mesh = load_catalog(catalog)

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from depmesh_tests.conftest import (SAMPLE, depmesh_cli, fresh_database, stop_process_group, team_env,
-                                   team_instance)
+from depmesh_tests.conftest import (
+    SAMPLE,
+    depmesh_cli,
+    fresh_database,
+    stop_process_group,
+    team_env,
+    team_instance,
+)
 
 
 def _children(pid: int) -> set[int]:

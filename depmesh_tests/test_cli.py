@@ -102,8 +102,8 @@ def test_dev_takes_host_and_port_and_says_where_dagster_options_go(tmp_path):
 
 
 def test_the_embedded_instance_limits_training_steps_like_the_team_one(tmp_path):
-    from depmesh.keys import TRAINING_POOL
     from depmesh.instance import prepare_home
+    from depmesh.keys import TRAINING_POOL
 
     home = prepare_home(tmp_path / "home")
     instance = DagsterInstance.from_config(str(home))

@@ -14,7 +14,14 @@ import pytest
 import sqlalchemy as sa
 
 from depmesh.registry import Registry
-from depmesh_tests.conftest import REPO, depmesh_cli, fresh_database, stop_process_group, team_env, team_instance
+from depmesh_tests.conftest import (
+    REPO,
+    depmesh_cli,
+    fresh_database,
+    stop_process_group,
+    team_env,
+    team_instance,
+)
 
 
 def test_team_dagster_yaml_sets_queue_pools_retries_and_monitoring(postgres_server_url, tmp_path):
@@ -41,8 +48,8 @@ def test_team_dagster_yaml_sets_queue_pools_retries_and_monitoring(postgres_serv
 
 
 def test_model_steps_and_only_they_take_the_training_pool(demo_mesh):
-    from depmesh.keys import TRAINING_POOL
     from depmesh.build import build_definitions
+    from depmesh.keys import TRAINING_POOL
 
     defs = build_definitions(demo_mesh)
     graph = defs.resolve_asset_graph()
@@ -63,9 +70,8 @@ def test_each_executor_builds_and_the_default_is_in_process(demo_mesh, monkeypat
     monkeypatch.setenv("DEPMESH_CELERY_BROKER", "redis://127.0.0.1:6379/0")
     assert build_executor("celery").name == "celery"
     # the Kubernetes executor's configuration (as in depmesh/deploy/k8s) is valid for dagster-k8s
-    from dagster import validate_run_config
-
     import yaml
+    from dagster import validate_run_config
 
     k8s_job = build_definitions(demo_mesh, executor=build_executor("k8s")).resolve_job_def(MESH_JOB)
     run_config = yaml.safe_load((REPO / "depmesh" / "deploy" / "k8s" / "run_config.yaml").read_text())
@@ -163,10 +169,9 @@ def test_doctor_without_a_daemon_then_healthy_then_behind(postgres_server_url, t
             stop_process_group(daemon)
 
         # an instance whose schema is one migration older than this Dagster's
+        import dagster
         from alembic.config import Config
         from alembic.script import ScriptDirectory
-
-        import dagster
 
         config = Config()
         config.set_main_option("script_location", os.path.join(os.path.dirname(dagster.__file__), "_core", "storage",

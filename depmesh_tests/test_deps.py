@@ -19,6 +19,7 @@ from depmesh.cli import main
 from depmesh.examples import DEMO_CATALOG
 from depmesh_tests.conftest import REPO, approve_release, copy_of
 
+
 def _locked() -> dict[str, str]:
     """The lock's versions for this Python (a lock may hold several versions of a package, one per marker)."""
     from packaging.markers import Marker
@@ -111,10 +112,12 @@ def test_members_needing_different_minor_versions_are_refused_at_promotion_and_f
 
 def test_a_release_is_refused_when_recorded_with_conflicting_members(tmp_path):
     from depmesh.artifacts import ArtifactStore
+    from depmesh.governance import govern
     from depmesh.registry import Registry, RegistryError
     from depmesh_tests.test_registry import complete_recipe, register
 
-    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}", mesh="flights", artifacts=ArtifactStore(tmp_path / "a"))
+    registry = govern(Registry(f"sqlite:///{tmp_path / 'r.db'}", mesh="flights", artifacts=ArtifactStore(tmp_path / "a")),
+                      None, None)
     registry.migrate()
     for node, version in (("models/a", "1.5.2"), ("models/b", "1.6.0")):
         needs = {"python": "3.11", "direct": {"scikit-learn": version}, "closure": {"scikit-learn": version},
@@ -301,7 +304,7 @@ def test_a_refused_container_context_leaves_nothing_behind(home, golden, tmp_pat
     left half-written (it held the other members' artifacts and no manifest), and no scratch folder remains."""
     from depmesh.artifacts import ArtifactStore
     from depmesh.assets.io import artifacts_dir
-    from depmesh.registry.resource import open_registry
+    from depmesh.assets.registry_resource import open_registry
     from depmesh.registry.store import default_url
 
     registry = open_registry(default_url(home), "flights")

@@ -12,7 +12,12 @@ import pytest
 from click.testing import CliRunner
 from dagster import AssetKey
 
-from depmesh.failure_modes.catalogue import FailureModeError, coverage, load_failure_modes, parse_failure_modes
+from depmesh.failure_modes.catalogue import (
+    FailureModeError,
+    coverage,
+    load_failure_modes,
+    parse_failure_modes,
+)
 from depmesh_tests.conftest import copy_of, depmesh_cli, materialize_mesh
 
 GOOD_MODE = """\
@@ -202,9 +207,9 @@ def test_a_failed_run_opens_an_incident_through_the_run_failure_sensor(golden, d
     """The real sensor, evaluated on a real failed run: the step's error matches FM-WORKER's detector."""
     from dagster import DagsterEventType, build_run_status_sensor_context
 
+    from depmesh.assets.registry_resource import open_registry
     from depmesh.build import build_definitions
     from depmesh.failure_modes.incidents import list_incidents
-    from depmesh.registry.resource import open_registry
     from depmesh.registry.store import default_url
 
     crashing = replace(demo_mesh, nodes=tuple(replace(n, compute="depmesh_tests.faults:airlines_worker_lost")

@@ -11,7 +11,14 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from depmesh_tests.conftest import REPO, SAMPLE, depmesh_cli, fresh_database, team_env, team_instance
+from depmesh_tests.conftest import (
+    REPO,
+    SAMPLE,
+    depmesh_cli,
+    fresh_database,
+    team_env,
+    team_instance,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

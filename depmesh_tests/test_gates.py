@@ -13,10 +13,10 @@ from dagster import AssetKey
 
 from depmesh.assets import MeshStore
 from depmesh.assets.factory import NodeContext
+from depmesh.assets.registry_resource import open_registry
 from depmesh.cli import main
 from depmesh.examples.flights.trainers import train_dep_delay
 from depmesh.gates import evaluate as gates
-from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
 from depmesh.simulate import DelayedEstimator
 from depmesh_tests import faults

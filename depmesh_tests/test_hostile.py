@@ -18,7 +18,13 @@ from click.testing import CliRunner
 from depmesh.catalog import CatalogError, load_catalog
 from depmesh.cli import main
 from depmesh.examples import CLINIC_CATALOG, DEMO_CATALOG
-from depmesh_tests.conftest import REPO, copy_of, depmesh_cli, fresh_database, materialize_mesh
+from depmesh_tests.conftest import (
+    REPO,
+    copy_of,
+    depmesh_cli,
+    fresh_database,
+    materialize_mesh,
+)
 from depmesh_tests.test_impact import make_repo, run_impact
 
 

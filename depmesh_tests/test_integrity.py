@@ -27,9 +27,9 @@ from depmesh.artifacts import (
 )
 from depmesh.assets import MeshStore
 from depmesh.assets.io import StoredTableMismatch, recorded_metadata, storage_dir
+from depmesh.assets.registry_resource import open_registry
 from depmesh.cli import main
 from depmesh.models import TrainedModel
-from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
 from depmesh_tests.conftest import approve_release, copy_of, materialize_mesh
 

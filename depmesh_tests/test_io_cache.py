@@ -7,7 +7,12 @@ import os
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, AssetMaterialization, build_input_context, instance_for_test
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    build_input_context,
+    instance_for_test,
+)
 
 from depmesh.assets.io import MeshStore
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from click.testing import CliRunner
 from dagster import AssetKey
 
+from depmesh.assets.registry_resource import open_registry
 from depmesh.catalog import load_catalog
 from depmesh.cli import main
 from depmesh.examples import CLINIC_CATALOG
-from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
 from depmesh_tests.conftest import approve_release, copy_of, materialize_mesh
 

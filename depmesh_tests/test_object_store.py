@@ -20,8 +20,16 @@ import pytest
 from depmesh.artifacts import ArtifactIntegrityError, ArtifactStore
 from depmesh.assets.io import MeshStore, StoredTableMismatch
 from depmesh.storage import STORAGE_URL_ENV, StorageConfigError, location
-from depmesh_tests.conftest import (S3_SECRET, SAMPLE, SeaweedServer, depmesh_cli, fresh_database, stop_process_group,
-                                   team_env, team_instance)
+from depmesh_tests.conftest import (
+    S3_SECRET,
+    SAMPLE,
+    SeaweedServer,
+    depmesh_cli,
+    fresh_database,
+    stop_process_group,
+    team_env,
+    team_instance,
+)
 
 
 @pytest.fixture

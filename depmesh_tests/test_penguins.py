@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from dagster import AssetKey, instance_for_test
 
-from depmesh.assets.io import recorded_metadata, storage_dir
 from depmesh.assets import MeshStore
+from depmesh.assets.io import recorded_metadata, storage_dir
 from depmesh.catalog import load_catalog
 from depmesh.examples import PENGUINS_CATALOG
 from depmesh_tests.conftest import materialize_mesh

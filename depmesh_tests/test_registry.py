@@ -577,7 +577,7 @@ def _open_request_after_barrier(url: str, release_id: int, barrier, results) -> 
     reg = Registry(url, mesh=MESH)
     barrier.wait(timeout=60)
     try:
-        with reg._write() as conn:
+        with reg.transaction() as conn:
             conn.execute(promotion_requests.insert().values(
                 mesh=MESH, release_id=release_id, requested_by="gus", reason="race", status="pending",
                 required=json.dumps([]), created_at=datetime.now(UTC)))
@@ -591,8 +591,8 @@ def _open_request_after_barrier(url: str, release_id: int, barrier, results) -> 
 def test_one_open_promotion_request_per_release_is_enforced_by_the_database(registry, registry_url):
     """Six processes asking at once made six open requests (an unlocked read); an approved spare then outlived
     the promotion. The database now holds one open request per release, and a promotion voids any other."""
+    from depmesh.governance.approvals import mark_promoted
     from depmesh.registry.schema import promotion_requests
-    from depmesh.rollout.approvals import mark_promoted
 
     register(registry, "models/dep", "v1")
     release = registry.create_release({"models/dep": "v1"}, run_id="a")
@@ -622,7 +622,7 @@ def test_migration_0008_voids_duplicate_open_requests_keeping_the_oldest(tmp_pat
 
     reg = Registry(f"sqlite:///{tmp_path / 'old.db'}", mesh=MESH)
     config = Registry._alembic_config()
-    with reg._write() as conn:
+    with reg.transaction() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "0007")
         for _ in range(3):
@@ -644,7 +644,7 @@ def _audit_after_barrier(url: str, index: int, barrier, results) -> None:
     barrier.wait(timeout=60)
     try:
         for n in range(15):
-            with reg._write() as conn:
+            with reg.transaction() as conn:
                 audit(conn, MESH, f"proc-{index}", "note", f"race:{index}", f"event {n}")
         results.put("done")
     finally:

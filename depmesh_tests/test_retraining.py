@@ -142,7 +142,11 @@ def test_change_waits_behind_an_overlapping_run_in_flight(mesh_instance, demo_me
     assert materialize_mesh(changed, instance, selection=[key("models/dep_delay")]).success
     version = instance.get_latest_materialization_event(key("models/dep_delay")).asset_materialization.tags[
         "dagster/data_version"]
-    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+    from dagster._core.remote_origin import (
+        RegisteredCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
 
     # a queued run names the code location the queue will launch it from
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("depmesh"), "__repository__"),

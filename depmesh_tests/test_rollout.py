@@ -305,7 +305,7 @@ def approve_all(runner, home, *catalog: str) -> str:
 
 def test_a_shadow_scores_beside_production_and_a_sound_canary_reaches_every_row(golden, demo_mesh, tmp_path,
                                                                                 webhooks, browser, screenshots):
-    from depmesh.registry.resource import open_registry
+    from depmesh.assets.registry_resource import open_registry
     from depmesh.registry.store import default_url
 
     runner = CliRunner()
@@ -394,9 +394,9 @@ def test_a_degraded_canary_is_rolled_back_with_the_threshold_and_the_figure(gold
     """A team whose training gate is loose (50%): the canary's 5% threshold on live rows catches the candidate."""
     import shutil
 
+    from depmesh.assets.registry_resource import open_registry
     from depmesh.catalog import load_catalog
     from depmesh.examples import DEMO_CATALOG
-    from depmesh.registry.resource import open_registry
     from depmesh.registry.store import default_url
 
     folder = tmp_path / "loose"
@@ -481,11 +481,11 @@ def test_the_latency_ratio_keeps_its_verdict_under_background_load(golden):
     far inside the 5x threshold, both times (wall-clock time of one call each read 0.5x-6.5x on a loaded run)."""
     import multiprocessing
 
-    from depmesh.assets.io import MeshStore, storage_dir
-    from depmesh.rollout.serving import TimedEstimator, latency_ratio
-    from depmesh.examples.flights.transforms import model_frame
-
     from dagster import DagsterInstance
+
+    from depmesh.assets.io import MeshStore, storage_dir
+    from depmesh.examples.flights.transforms import model_frame
+    from depmesh.rollout.serving import TimedEstimator, latency_ratio
 
     instance = DagsterInstance.from_config(str(golden.home))  # only read
     try:

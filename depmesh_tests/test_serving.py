@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from depmesh.catalog import load_catalog
+from depmesh.examples import DEMO_CATALOG
 from depmesh_tests.conftest import (
     REPO,
     approve_release,
@@ -25,17 +27,18 @@ from depmesh_tests.conftest import (
     team_instance,
 )
 
-from depmesh.catalog import load_catalog
-from depmesh.examples import DEMO_CATALOG
-
 SCORES = ("scores/dep_delay", "scores/arr_delay", "scores/late_arrival")
 CHANGED = {"depmesh/params": json.dumps({"models/dep_delay": {"learning_rate": 0.12}})}
 
 
 def registry_of(instance, mesh):
-    from depmesh.automation.routing import instance_registry
+    """The mesh's registry under no policy: these tests promote and roll back without approvals."""
+    from depmesh.artifacts import ArtifactStore
+    from depmesh.assets.io import artifacts_location
+    from depmesh.registry.store import default_url, open_registry
 
-    return instance_registry(mesh, instance)
+    return open_registry(default_url(Path(instance.root_directory)), mesh.name,
+                         ArtifactStore(artifacts_location(instance)))
 
 
 def served_versions(instance) -> dict[str, list[str]]:
@@ -47,9 +50,8 @@ def served_versions(instance) -> dict[str, list[str]]:
 
 
 def stored_bytes(instance, node: str) -> bytes:
-    from depmesh.assets.io import recorded_metadata
-
     from depmesh import storage
+    from depmesh.assets.io import recorded_metadata
 
     return storage.location(recorded_metadata(instance, node.split("/"))["path"]).read_bytes()
 
@@ -178,7 +180,7 @@ def test_the_served_set_check_refuses_a_set_that_moved_or_a_stray_version(golden
         passed, why = verify(registry, decided, stray, None)
         assert not passed and "0000000000" in why
         # the registry moves between the plan and the verdict: a rollback to nothing is refused, so retire it
-        with registry._write() as conn:
+        with registry.transaction() as conn:
             from depmesh.registry.schema import model_versions
 
             conn.execute(model_versions.update().where(model_versions.c.node == "models/dep_delay",
@@ -200,7 +202,7 @@ def test_a_registry_row_pointing_at_another_models_bundle_is_not_served(golden, 
         registry.promote(golden.release_id, actor="eli", reason="first")
         members = registry.release(golden.release_id)["members"]
         other = registry.version("models/arr_delay", members["models/arr_delay"])
-        with registry._write() as conn:
+        with registry.transaction() as conn:
             conn.execute(model_versions.update().where(model_versions.c.node == "models/dep_delay",
                                                        model_versions.c.version == members["models/dep_delay"])
                          .values(artifact_hash=other["artifact_hash"]))
@@ -226,9 +228,8 @@ def test_skip_before_the_first_promotion_then_serve_production_on_postgres(postg
     """On a PostgreSQL instance and registry, with `before_first_promotion: skip`: the first run builds no scores
     (and no consumer) and says which release to request; a promotion re-scores them with release 1; a retrain
     leaves them; release 2 promoted and rolled back restores release 1's tables byte for byte."""
-    from depmesh_tests.conftest import fresh_database
-
     from depmesh.rollout.rescore import rescore
+    from depmesh_tests.conftest import fresh_database
 
     catalog = flights_variant(tmp_path, "serving: {mode: production, before_first_promotion: skip}")
     mesh = load_catalog(catalog)
@@ -346,7 +347,7 @@ def test_the_ui_jobs_request_approve_promote_and_refuse_with_a_clear_failure(gol
     from dagster import AssetKey
 
     from depmesh.build import build_definitions
-    from depmesh.rollout.approvals import list_requests
+    from depmesh.governance.approvals import list_requests
 
     with copy_of(golden, tmp_path / "home") as instance:
         defs = build_definitions(demo_mesh)
@@ -389,11 +390,10 @@ def test_a_failed_range_rule_opens_an_incident_only_for_the_mode_it_fits(golden,
     """One failed contract on raw/weather may mean a schema change, nulls, drift or malformed values; the
     detectors' match: picks the mode the failing rule fits (it opened all four before)."""
     from depmesh.assets.factory import check_text
+    from depmesh.assets.io import MeshStore, recorded_metadata, storage_dir
     from depmesh.contracts.checks import contract_results, run_contract
     from depmesh.failure_modes.catalogue import load_failure_modes
     from depmesh.failure_modes.incidents import record_check_failure
-
-    from depmesh.assets.io import MeshStore, recorded_metadata, storage_dir
 
     catalogue = load_failure_modes(demo_mesh)
     node = demo_mesh.node("raw/weather")
@@ -416,10 +416,10 @@ def test_a_failed_range_rule_opens_an_incident_only_for_the_mode_it_fits(golden,
 def test_a_canary_step_and_its_end_rescore_the_scores_it_feeds(golden, tmp_path):
     """A canary's start, each step and its end change what the scores serve: each is stale until re-scored, and
     the canary rows carry the candidate's versions, the rest Production's."""
+    from depmesh.registry.schema import rollouts
     from depmesh.rollout.production import stale_scores
     from depmesh.rollout.rescore import rescore
     from depmesh.rollout.serving import start, stop
-    from depmesh.registry.schema import rollouts
 
     mesh = load_catalog(DEMO_CATALOG)
     with copy_of(golden, tmp_path / "home") as instance:
@@ -435,7 +435,7 @@ def test_a_canary_step_and_its_end_rescore_the_scores_it_feeds(golden, tmp_path)
         mixed = served_versions(instance)["scores/dep_delay"]
         assert sorted(mixed) == sorted([release2["members"]["models/dep_delay"],
                                         registry.release(golden.release_id)["members"]["models/dep_delay"]])
-        with registry._write() as conn:  # the canary sensor's advance, without waiting for its rows
+        with registry.transaction() as conn:  # the canary sensor's advance, without waiting for its rows
             conn.execute(rollouts.update().where(rollouts.c.id == rollout["id"]).values(step=1))
         assert set(stale_scores(instance, registry, mesh)) == set(SCORES)
         assert rescore(DEMO_CATALOG, instance, registry, mesh).ok

@@ -12,11 +12,16 @@ import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
 
+from depmesh.assets.registry_resource import open_registry
 from depmesh.catalog import load_catalog
 from depmesh.cli import main
 from depmesh.examples import DEMO_CATALOG
-from depmesh.registry.resource import open_registry
-from depmesh.registry.schema import approvals, audit_events, promotion_requests, stage_transitions
+from depmesh.registry.schema import (
+    approvals,
+    audit_events,
+    promotion_requests,
+    stage_transitions,
+)
 from depmesh.registry.store import default_url
 from depmesh_tests.conftest import approve_release, copy_of, fresh_database
 
@@ -83,8 +88,8 @@ def test_signed_approvals_refuse_a_missing_a_forged_and_a_replayed_signature(hom
                   "--key", str(keys["hana"][0]), code=1)
     assert "does not verify against eli's key" in refused
     # replayed: eli's genuine signature over another request (another release id) does not carry over
-    from depmesh.rollout.approvals import get_request
-    from depmesh.rollout.signing import payload, sign
+    from depmesh.governance.approvals import get_request
+    from depmesh.signing import payload, sign
 
     registry = open_registry(default_url(home), "flights")
     request = get_request(registry, request_id)
@@ -113,8 +118,8 @@ def test_a_signature_stops_holding_when_the_request_it_approved_changes(home, go
     keys = keys_for(OWNERS, tmp_path / "keys")
     catalog = signed_catalog(tmp_path / "mesh", keys)
     mesh = load_catalog(catalog)
-    from depmesh.rollout.approvals import decide, request_promotion
-    from depmesh.rollout.signing import payload, sign
+    from depmesh.governance.approvals import decide, request_promotion
+    from depmesh.signing import payload, sign
     from depmesh.teams import load_teams
 
     teams = load_teams(mesh)
@@ -145,7 +150,7 @@ def test_an_approval_inserted_by_hand_promotes_nothing(home, golden, tmp_path):
     out = cli("release", "request", str(golden.release_id), *where, "--actor", "gus", "--reason", "go")
     request_id = int(out.split()[2])
     registry = open_registry(default_url(home), "flights")
-    from depmesh.rollout.approvals import get_request
+    from depmesh.governance.approvals import get_request
 
     request = get_request(registry, request_id)
     with registry.engine.begin() as conn:

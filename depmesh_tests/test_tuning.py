@@ -17,7 +17,13 @@ from depmesh.examples import CLINIC_CATALOG
 from depmesh.registry import Registry
 from depmesh.registry.store import default_url
 from depmesh.tracking.store import Tracking
-from depmesh_tests.conftest import copy_of, depmesh_cli, fresh_database, materialize_mesh, team_env
+from depmesh_tests.conftest import (
+    copy_of,
+    depmesh_cli,
+    fresh_database,
+    materialize_mesh,
+    team_env,
+)
 from depmesh_tests.test_catalog import SPLIT, catalog, problems_of
 
 
@@ -88,8 +94,8 @@ def _optuna_states(url: str, study: str) -> dict[int, str]:
 def test_the_tune_job_records_every_trial_and_its_candidate_passes_the_gates(golden, demo_mesh, tmp_path):
     from dagster import build_run_status_sensor_context
 
-    from depmesh.build import build_definitions
     from depmesh.assets import MeshRuntime
+    from depmesh.build import build_definitions
     from depmesh.tuning.jobs import SENSOR_NAME, candidate_for, tune_job_name
 
     home = tmp_path / "home"

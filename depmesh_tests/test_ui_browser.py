@@ -23,9 +23,14 @@ from click.testing import CliRunner
 from dagster import AssetKey
 
 from depmesh import graph
-from depmesh_tests.conftest import REPO, approve_release, copy_of, materialize_mesh, stop_process_group
+from depmesh_tests.conftest import (
+    REPO,
+    approve_release,
+    copy_of,
+    materialize_mesh,
+    stop_process_group,
+)
 from depmesh_tests.test_ui import free_port, wait_until_served
-
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from dagster import AssetCheckKey, AssetKey
 
 from depmesh.assets.io import recorded_metadata, storage_dir
+from depmesh.assets.registry_resource import open_registry
 from depmesh.cli import main
 from depmesh.gates.release import RELEASE_GATES, evaluate_release
-from depmesh.registry.resource import open_registry
 from depmesh.registry.store import default_url
 from depmesh_tests.conftest import approve_release, copy_of, materialize_mesh
 

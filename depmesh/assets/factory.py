@@ -22,6 +22,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    AssetOut,
     AssetsDefinition,
     BetaWarning,
     ConfigurableResource,
@@ -33,7 +34,6 @@ from dagster import (
     TableColumn,
     TableColumnConstraints,
     TableSchema,
-    AssetOut,
     multi_asset,
 )
 
@@ -71,6 +71,7 @@ from depmesh.keys import (
     TRAINING_POOL,
     TRIGGER_TAG,
 )
+from depmesh.kinds import NODE_KINDS
 from depmesh.tracking.capture import library_versions  # noqa: F401 - kept under its old name here
 from depmesh.versions import code_version, frame_version, model_version
 
@@ -78,7 +79,7 @@ from depmesh.versions import code_version, frame_version, model_version
 # dagster.yaml caps it (concurrency.pools.default_limit) so that no more than N
 # models train at once across all runs, while feature and scoring steps go on.
 LATENCY_P95_KEY = "latency/single_p95_ms"  # a model's metadata: the single-row p95 its latency gate measured
-KINDS_TAG = {"dataset": "pandas", "features": "pandas", "model": "scikitlearn", "scores": "pandas", "consumer": "pandas"}
+KINDS_TAG = {name: kind.dagster_kind for name, kind in NODE_KINDS.items()}
 
 
 class MeshRuntime(ConfigurableResource):
@@ -616,8 +617,8 @@ def freshness_policy(node: NodeSpec) -> FreshnessPolicy | None:
 def _recorder(context: AssetExecutionContext, node: NodeSpec, code: str, trigger: str,
               catalog_path: Any) -> Any:
     from depmesh.assets.io import MeshStore, data_root
-    from depmesh.tracking.recorder import TrainingRecorder
     from depmesh.keys import STUDY_TAG, TRIAL_TAG
+    from depmesh.tracking.recorder import TrainingRecorder
 
     store = getattr(context.resources, IO_MANAGER_KEY, None)
     storage = store.base if isinstance(store, MeshStore) else data_root(context.instance)

@@ -20,11 +20,25 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, ConfigurableIOManagerFactory, InitResourceContext, InputContext, IOManager, OutputContext
+from dagster import (
+    AssetKey,
+    ConfigurableIOManagerFactory,
+    InitResourceContext,
+    InputContext,
+    IOManager,
+    OutputContext,
+)
 
 from depmesh import storage
-from depmesh.artifacts import (RECOVER, ArtifactIntegrityError, ArtifactStore, PackedModel, atomic_write,
-                               frame_from_parquet, sha256)
+from depmesh.artifacts import (
+    RECOVER,
+    ArtifactIntegrityError,
+    ArtifactStore,
+    PackedModel,
+    atomic_write,
+    frame_from_parquet,
+    sha256,
+)
 
 CACHE_BYTES = 512 * 1024 * 1024
 TABLE_HASH_KEY = "file_sha256"  # a table's materialization metadata: the SHA-256 of its Parquet file

@@ -17,9 +17,17 @@ from dagster import (
     asset,
 )
 
-from depmesh.assets.factory import annotate_verdict, asset_key, gate_results, retry_on_lost_database, tag_blocked, with_failure_modes
-from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY
+from depmesh.assets.factory import (
+    annotate_verdict,
+    asset_key,
+    gate_results,
+    retry_on_lost_database,
+    tag_blocked,
+    with_failure_modes,
+)
 from depmesh.catalog import MeshSpec
+from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY
+
 
 def release_key(mesh: MeshSpec | str) -> AssetKey:
     """Each mesh's own release asset (several meshes share one instance and registry)."""

@@ -6,8 +6,9 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asset
 
-from depmesh.keys import IO_MANAGER_KEY
 from depmesh.catalog import MeshSpec
+from depmesh.keys import IO_MANAGER_KEY
+
 
 def report_key(mesh: MeshSpec) -> AssetKey:
     """Each mesh's own impact report (several meshes share one instance)."""

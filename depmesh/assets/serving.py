@@ -12,11 +12,9 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asset
 
 from depmesh.assets.factory import asset_key
-from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY
 from depmesh.catalog import MeshSpec
-from depmesh.keys import SERVING_REVISION_KEY
+from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY, SERVING_REVISION_KEY
 from depmesh.rollout.production import serving_state
-
 
 
 def serving_key(mesh: "MeshSpec | str") -> AssetKey:

@@ -14,8 +14,8 @@ from typing import Any
 from dagster import Config, Failure, OpExecutionContext, job, op
 from pydantic import Field
 
-from depmesh.keys import REGISTRY_KEY
 from depmesh.assets.release import release_key
+from depmesh.keys import REGISTRY_KEY
 
 ACTOR_HELP = ("Who acts (recorded in the audit trail). Checked like --actor on the command line: a member of the "
               "mesh's teams, and the bound identity when DEPMESH_IDENTITY is set.")
@@ -56,6 +56,7 @@ def _refused(doing: str, exc: Exception) -> Failure:
 
 def _governed(context: OpExecutionContext, mesh: Any, teams: Any, actor: str, doing: str) -> tuple[Any, str]:
     """The registry governed as the command line governs it, and the actor as DEPMESH_IDENTITY binds it."""
+    from depmesh.governance import govern
     from depmesh.teams import ActorError, resolve_actor
 
     try:
@@ -63,7 +64,7 @@ def _governed(context: OpExecutionContext, mesh: Any, teams: Any, actor: str, do
     except ActorError as exc:
         raise _refused(doing, exc) from None
     registry = getattr(context.resources, REGISTRY_KEY).registry
-    return registry.govern(teams, mesh.dependencies), actor
+    return govern(registry, teams, mesh.dependencies), actor
 
 
 def _acting(doing: str, fn):
@@ -105,7 +106,7 @@ def build_stage_jobs(mesh: Any, teams: Any) -> list[Any]:
     @op(name="request_promotion_op", required_resource_keys={REGISTRY_KEY},
         description="Ask for a release to go to Production; the teams that must approve are notified.")
     def request_promotion_op(context: OpExecutionContext, config: RequestConfig) -> None:
-        from depmesh.rollout.approvals import request_promotion
+        from depmesh.governance.approvals import request_promotion
 
         doing = f"requesting the promotion of release {config.release_id}"
         if teams is None:
@@ -119,7 +120,7 @@ def build_stage_jobs(mesh: Any, teams: Any) -> list[Any]:
         context.log.info(f"promotion request {request['id']} for release {config.release_id}: waiting for {waiting}")
 
     def _decide(context: OpExecutionContext, config: DecideConfig, approve: bool) -> None:
-        from depmesh.rollout.approvals import decide_and_apply
+        from depmesh.rollout.decisions import decide_and_apply
 
         doing = f"{'approving' if approve else 'rejecting'} promotion request {config.request_id}"
         if teams is None:
@@ -155,7 +156,7 @@ def build_stage_jobs(mesh: Any, teams: Any) -> list[Any]:
         description="Make the previous release Production again (or one model, with node); an on-call member when "
                     "the mesh declares its teams.")
     def rollback_release_op(context: OpExecutionContext, config: RollbackConfig) -> None:
-        from depmesh.rollout.approvals import notify_change
+        from depmesh.governance.approvals import notify_change
 
         doing = f"rolling back {config.node or 'the Production release'}"
         registry, actor = _governed(context, mesh, teams, config.actor, doing)

@@ -13,18 +13,19 @@ from datetime import timedelta
 from typing import Any
 
 from depmesh.catalog import MeshSpec
+from depmesh.catalog.spec import freshness_bounded
 from depmesh.keys import FRESHNESS_CHECK
 
 FRESHNESS_SENSOR_INTERVAL_S = 300
 
 
-def stale_bounded(mesh: MeshSpec) -> list[Any]:
-    """The nodes whose contract bounds the age of their last materialization."""
-    return [n for n in mesh.nodes if n.contract and n.contract.freshness and n.contract.freshness.column is None]
+stale_bounded = freshness_bounded  # the nodes that get a freshness check
 
 
 def build_freshness_checks(mesh: MeshSpec) -> tuple[list[Any], Any]:
     """(the freshness checks, the sensor that evaluates them) of the mesh; ([], None) when no node has one."""
+    import warnings
+
     from dagster import (
         AssetCheckSeverity,
         AssetKey,
@@ -32,8 +33,6 @@ def build_freshness_checks(mesh: MeshSpec) -> tuple[list[Any], Any]:
         build_last_update_freshness_checks,
         build_sensor_for_freshness_checks,
     )
-
-    import warnings
 
     checks: list[Any] = []
     with warnings.catch_warnings():

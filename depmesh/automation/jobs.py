@@ -3,19 +3,19 @@ that models declare in the catalog."""
 
 from __future__ import annotations
 
-from dagster import AssetSelection, DefaultScheduleStatus, ScheduleDefinition, define_asset_job
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    ScheduleDefinition,
+    define_asset_job,
+)
 
 from depmesh.assets import asset_key
-from depmesh.catalog import KIND_GROUPS, MeshSpec
 from depmesh.automation.sensors import TRIGGER_TAG
+from depmesh.catalog import KIND_GROUPS, MeshSpec
+from depmesh.kinds import NODE_KINDS
 
-DOMAIN_DESCRIPTIONS = {
-    "ingestion": "Load every raw dataset.",
-    "features": "Rebuild every feature table.",
-    "training": "Retrain every model (the coordinated-retraining sensor then rebuilds what depends on them).",
-    "scoring": "Rescore with the current models.",
-    "consumers": "Rebuild the consumer reports.",
-}
+DOMAIN_DESCRIPTIONS = {kind.group: kind.job_description for kind in NODE_KINDS.values()}
 
 
 def domain_jobs(mesh: MeshSpec, exclude: AssetSelection | None = None) -> list:

@@ -55,10 +55,10 @@ def instance_registry(mesh: MeshSpec, instance: Any) -> Any:
     """The registry of ``mesh`` beside ``instance`` (as the registry resource's default finds it)."""
     from depmesh.artifacts import ArtifactStore
     from depmesh.assets.io import artifacts_location
-    from depmesh.registry.resource import open_registry
+    from depmesh.governance import open_governed
     from depmesh.registry.store import default_url
 
-    return open_registry(default_url(Path(instance.root_directory)), mesh.name,
+    return open_governed(default_url(Path(instance.root_directory)), mesh,
                          ArtifactStore(artifacts_location(instance)))
 
 

@@ -32,14 +32,22 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.definitions.data_version import DATA_VERSION_TAG, extract_data_provenance_from_entry
+from dagster._core.definitions.data_version import (
+    DATA_VERSION_TAG,
+    extract_data_provenance_from_entry,
+)
 
 from depmesh import graph
 from depmesh.assets import asset_key
-from depmesh.keys import TRIGGER_TAG
 from depmesh.assets.release import release_key
-from depmesh.automation.changes import change_key, change_tag, coordinated_selection, pending_changes
+from depmesh.automation.changes import (
+    change_key,
+    change_tag,
+    coordinated_selection,
+    pending_changes,
+)
 from depmesh.catalog import MeshSpec
+from depmesh.keys import TRIGGER_TAG
 
 SENSOR_NAME = "coordinated_retraining"
 COORDINATED_TAG = "depmesh/coordinated"

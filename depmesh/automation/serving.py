@@ -26,11 +26,10 @@ from dagster import (
 from depmesh.assets import asset_key
 from depmesh.assets.io import recorded_metadata
 from depmesh.assets.serving import serving_key
-from depmesh.keys import TRIGGER_TAG
 from depmesh.automation.routing import instance_registry
 from depmesh.automation.sensors import IN_FLIGHT
 from depmesh.catalog import MeshSpec
-from depmesh.keys import RESCORE_TAG, REVISION_TAG, SERVING_REVISION_KEY
+from depmesh.keys import RESCORE_TAG, REVISION_TAG, SERVING_REVISION_KEY, TRIGGER_TAG
 from depmesh.rollout.production import rescore_key, selection
 
 SERVING_SENSOR = "serve_production"

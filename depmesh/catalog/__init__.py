@@ -1,6 +1,12 @@
 """Catalog: the mesh as a team declares it, loaded into a typed MeshSpec."""
 
-from depmesh.catalog.load import CatalogError, Problem, load_catalog, parse_catalog, resolve_entrypoint
+from depmesh.catalog.load import (
+    CatalogError,
+    Problem,
+    load_catalog,
+    parse_catalog,
+    resolve_entrypoint,
+)
 from depmesh.catalog.spec import (
     CRITICALITY_WEIGHTS,
     DTYPES,
@@ -16,8 +22,8 @@ from depmesh.catalog.spec import (
     ExpectationSpec,
     FreshnessSpec,
     GateSpec,
-    MetricSpec,
     MeshSpec,
+    MetricSpec,
     ModelSpec,
     NodeSpec,
     RandomSplit,

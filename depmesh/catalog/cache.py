@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from depmesh.catalog.spec import MeshSpec
-
 from depmesh.storage import write_whole
 
 FORMAT = b"depmesh-catalog-cache/1\n"

@@ -20,28 +20,29 @@ import yaml
 from depmesh import graph
 from depmesh.catalog.spec import (
     ADVISORY_SEVERITIES,
+    BEFORE_FIRST_PROMOTION,
     CRITICALITY_WEIGHTS,
     DTYPES,
     EXTRA_EXPECTATIONS,
+    GATE_KEYS,
     KINDS,
+    SERIALIZERS,
+    SERVING_MODES,
     SEVERITIES,
     ColumnSpec,
     ContractSpec,
+    DependencyPolicy,
     DistributionSpec,
     EdgeContract,
     ExpectationSpec,
     FreshnessSpec,
     GateSpec,
-    GATE_KEYS,
     MeshSpec,
     ModelSpec,
     NodeSpec,
-    DependencyPolicy,
     RolloutSpec,
     RolloutStep,
     RolloutThresholds,
-    SERVING_MODES,
-    BEFORE_FIRST_PROMOTION,
     ServingSpec,
     TimeSplit,
 )
@@ -524,8 +525,6 @@ def _parse_model(c: _Checker, raw: Any, node: str) -> ModelSpec | None:
             c.add(f"{schedule!r} is not a cron schedule like '0 3 * * 1'", node=node, field="model.schedule", at=raw)
             ok = False
     gates = _parse_gates(c, raw.get("gates", {}), node)
-    from depmesh.artifacts import SERIALIZERS
-
     serializer = raw.get("serializer", "skops")
     if serializer not in SERIALIZERS:
         c.add(f"{serializer!r} is not a serializer (use skops, or pickle to opt into code that runs on load)",

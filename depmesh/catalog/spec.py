@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-# Each kind of node and the Dagster group (domain) its assets land in.
-KIND_GROUPS: dict[str, str] = {
-    "dataset": "ingestion",
-    "features": "features",
-    "model": "training",
-    "scores": "scoring",
-    "consumer": "consumers",
-}
-KINDS = tuple(KIND_GROUPS)
+from depmesh.kinds import (
+    KINDS as KINDS,  # re-exported: the catalog names the kinds it accepts
+)
+from depmesh.kinds import NODE_KINDS
+
+SERIALIZERS = ("skops", "pickle")  # how a model is written (depmesh.artifacts); skops runs no code on load
+
+# Each kind of node and the Dagster group (domain) its assets land in (the table: depmesh.kinds).
+KIND_GROUPS: dict[str, str] = {name: kind.group for name, kind in NODE_KINDS.items()}
 
 # Criticality levels and the weight each carries in blast-radius scores.
 CRITICALITY_WEIGHTS: dict[str, int] = {"low": 1, "medium": 2, "high": 4, "critical": 8}
@@ -402,3 +402,8 @@ class MeshSpec:
     def inputs_map(self) -> dict[str, tuple[str, ...]]:
         """Node name -> names of its inputs: the plain data graph functions take."""
         return {n.name: n.inputs for n in self.nodes}
+
+
+def freshness_bounded(mesh: MeshSpec) -> list[NodeSpec]:
+    """The nodes whose contract bounds the age of their last materialization (Dagster's freshness check)."""
+    return [n for n in mesh.nodes if n.contract and n.contract.freshness and n.contract.freshness.column is None]

@@ -6,7 +6,20 @@ registry); ``common`` holds the options and the error style they share,
 ``render`` how results read on a terminal. Running a mesh is
 ``depmesh.runs``, a library module."""
 
-from depmesh.cli import analysis, audit, deps, failure_modes, mesh, registry, rollout, serving, teams, trace, tracking, tuning  # noqa: F401 - each registers its commands on main
+from depmesh.cli import (  # noqa: F401 - each registers its commands on main
+    analysis,
+    audit,
+    deps,
+    failure_modes,
+    mesh,
+    registry,
+    rollout,
+    serving,
+    teams,
+    trace,
+    tracking,
+    tuning,
+)
 from depmesh.cli.app import main
 from depmesh.cli.render import mermaid
 

@@ -91,12 +91,12 @@ def _cost(mesh: MeshSpec, report, home: str | None):
         return None
     from dagster import DagsterInstance
 
-    from depmesh.registry.resource import open_registry
+    from depmesh.governance import open_governed
     from depmesh.registry.store import default_url
     from depmesh.tracking.cost import retraining_cost
     from depmesh.tracking.store import Tracking
 
-    registry = open_registry(default_url(path.resolve()), mesh.name)
+    registry = open_governed(default_url(path.resolve()), mesh)
     instance = DagsterInstance.from_config(str(path.resolve()))
     try:
         return retraining_cost(mesh, report.changed, [r.node for r in report.downstream], Tracking(registry), instance)
@@ -119,7 +119,8 @@ def simulate(injections: tuple[str, ...], catalog: str | None, home: str | None,
     from dagster import DagsterInstance
 
     from depmesh.assets.io import data_root
-    from depmesh.simulate import InjectionError, simulate as run_simulation
+    from depmesh.simulate import InjectionError
+    from depmesh.simulate import simulate as run_simulation
 
     mesh = load_mesh(catalog)
     instance = DagsterInstance.from_config(str(existing_home(home)))  # production is only read

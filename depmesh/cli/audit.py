@@ -97,7 +97,7 @@ def audit_head(catalog: str | None, home: str | None, notify: bool) -> None:
             raise click.ClickException(f"mesh {mesh} declares no teams, so there is no webhook to notify")
         registry = open_mesh_registry(home, catalog)
         try:
-            with registry._write() as conn:
+            with registry.transaction() as conn:
                 for team in teams.teams:
                     enqueue(conn, registry.mesh, teams, team, "audit_head", head)
             deliver_quietly(registry, teams, lambda m: click.echo(m, err=True))

@@ -77,5 +77,5 @@ def load_mesh_teams(catalog: str | None, teams_file: str | None = None, *, requi
         raise click.ClickException(str(exc).replace("catalog", "teams file", 1)) from None
     if found is None and required:
         raise click.ClickException(f"mesh {mesh.name} declares no teams: write {teams_path(mesh)} "
-                                   "(see the README's \"Rollouts\")")
+                                   "(see docs/content/guides/approvals.md, \"Shadow, canary, A/B\")")
     return mesh, found

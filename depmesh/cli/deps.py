@@ -10,7 +10,14 @@ import click
 
 from depmesh.cli.app import main
 from depmesh.cli.common import FORMAT_OPTION, table
-from depmesh.cli.registry import ACTOR_OPTION, HOME_OPTION, REG_CATALOG_OPTION, acting, governed_registry, registry_call
+from depmesh.cli.registry import (
+    ACTOR_OPTION,
+    HOME_OPTION,
+    REG_CATALOG_OPTION,
+    acting,
+    governed_registry,
+    registry_call,
+)
 
 LOCK_OPTION = click.option("--lock", type=click.Path(dir_okay=False, exists=True),
                            help="The lock file (default: uv.lock of the project depmesh runs from).")
@@ -181,7 +188,14 @@ def deps_audit(osv_dir: str | None, online: bool, catalog: str | None, home: str
                fmt: str) -> None:
     """The locked versions against published advisories: findings per package, the model versions that need it,
     the releases that hold them. Exit 1 on a finding at or above the catalog's block severity."""
-    from depmesh.deps.audit import AuditError, at_or_above, audit, audit_online, load_advisories, per_model
+    from depmesh.deps.audit import (
+        AuditError,
+        at_or_above,
+        audit,
+        audit_online,
+        load_advisories,
+        per_model,
+    )
 
     mesh, _, registry = governed_registry(home, catalog, read_only=True)
     locked = {name: p["version"] for name, p in _lock(lock).items()}
@@ -227,7 +241,7 @@ def deps_audit(osv_dir: str | None, online: bool, catalog: str | None, home: str
 def deps_waive(advisory: str, package: str, release_id: int | None, actor: str | None, reason: str,
                catalog: str | None, home: str | None) -> None:
     """Accept a known vulnerability for promotion (an owner, when the mesh declares teams)."""
-    from depmesh.deps.audit import waive
+    from depmesh.governance.waivers import waive
 
     actor = acting(actor)
     _, teams, registry = governed_registry(home, catalog, read_only=True)
@@ -275,7 +289,12 @@ def deps_upgrade_diff(overrides: tuple[str, ...], catalog: str | None, home: str
     report per model the largest and mean prediction difference, the share of rows beyond the tolerance, the
     metric change, and whether retraining gives the same version. Exit 1 beyond the tolerance."""
     from depmesh.deps.needs import default_lock
-    from depmesh.deps.upgrade import DEFAULT_TOLERANCE, UpgradeError, parse_overrides, upgrade_diff
+    from depmesh.deps.upgrade import (
+        DEFAULT_TOLERANCE,
+        UpgradeError,
+        parse_overrides,
+        upgrade_diff,
+    )
 
     mesh, _, registry = governed_registry(home, catalog, read_only=True)
     limit = tolerance if tolerance is not None else (

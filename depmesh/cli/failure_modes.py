@@ -17,7 +17,11 @@ MODES_OPTION = click.option("--modes", "modes_file", type=click.Path(dir_okay=Fa
 
 
 def load_catalogue(catalog: str | None, modes_file: str | None):
-    from depmesh.failure_modes.catalogue import FailureModeError, catalogue_path, load_failure_modes
+    from depmesh.failure_modes.catalogue import (
+        FailureModeError,
+        catalogue_path,
+        load_failure_modes,
+    )
     from depmesh.teams import TeamsError
 
     mesh = load_mesh(catalog)
@@ -29,7 +33,7 @@ def load_catalogue(catalog: str | None, modes_file: str | None):
         raise click.ClickException(str(exc).replace("catalog", "failure-mode catalogue", 1)) from None
     if found is None:
         raise click.ClickException(f"mesh {mesh.name} has no failure-mode catalogue: write {catalogue_path(mesh)} "
-                                   "(see the README's \"Failure modes\")")
+                                   "(see docs/content/guides/failure-modes.md)")
     return mesh, found
 
 
@@ -127,8 +131,13 @@ def drill(modes: tuple[str, ...], catalog: str | None, modes_file: str | None, h
     from depmesh.artifacts import ArtifactStore
     from depmesh.assets.io import artifacts_location, data_root
     from depmesh.cli.common import existing_home
-    from depmesh.failure_modes.drills import DrillError, drillable, record_drill, run_drill
-    from depmesh.registry.resource import open_registry
+    from depmesh.failure_modes.drills import (
+        DrillError,
+        drillable,
+        record_drill,
+        run_drill,
+    )
+    from depmesh.governance import open_governed
     from depmesh.registry.store import default_url
     from depmesh.simulate import InjectionError
 
@@ -139,7 +148,7 @@ def drill(modes: tuple[str, ...], catalog: str | None, modes_file: str | None, h
         raise click.UsageError(str(exc).strip("'\"")) from None
     path = existing_home(home)
     instance = DagsterInstance.from_config(str(path))  # production is only read
-    registry = open_registry(default_url(path), mesh.name, ArtifactStore(artifacts_location(instance)))
+    registry = open_governed(default_url(path), mesh, ArtifactStore(artifacts_location(instance)))
     results = []
     try:
         for mode in chosen:

@@ -81,7 +81,12 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
     from depmesh.execution import ExecutorConfigError, executor_name
     from depmesh.instance import get_instance, storage_kind
     from depmesh.progress import PROGRESS_LOGGER
-    from depmesh.runs import RunRequestError, check_executor, failed_run_settings, run_mesh
+    from depmesh.runs import (
+        RunRequestError,
+        check_executor,
+        failed_run_settings,
+        run_mesh,
+    )
 
     event_batching()
     try:
@@ -135,7 +140,11 @@ def run(catalog: str | None, sample: float, home: str | None, executor: str | No
 def _route_after_run(mesh, instance, result) -> None:
     """What the run-failure sensor does under the daemon, for this run now: an incident for each failure mode
     a failed step matches; then post what the run queued for the teams (what fails stays queued)."""
-    from depmesh.automation.routing import failed_steps, incidents_for_failed_run, instance_registry
+    from depmesh.automation.routing import (
+        failed_steps,
+        incidents_for_failed_run,
+        instance_registry,
+    )
     from depmesh.failure_modes.catalogue import load_failure_modes
     from depmesh.notify import deliver_quietly
 

@@ -8,7 +8,13 @@ import sys
 import click
 
 from depmesh.cli.app import main
-from depmesh.cli.common import CATALOG_HELP, FORMAT_OPTION, existing_home, table, writable_home
+from depmesh.cli.common import (
+    CATALOG_HELP,
+    FORMAT_OPTION,
+    existing_home,
+    table,
+    writable_home,
+)
 
 
 def open_mesh_registry(home: str | None, catalog: str | None, *, read_only: bool = False):
@@ -22,18 +28,18 @@ def governed_registry(home: str | None, catalog: str | None, *, read_only: bool 
     from depmesh.artifacts import ArtifactStore
     from depmesh.assets.io import artifacts_dir
     from depmesh.cli.common import load_mesh_teams
+    from depmesh.governance import open_governed
     from depmesh.instance import prepare_home
-    from depmesh.registry.resource import open_registry
     from depmesh.registry.store import RegistryError, default_url
 
     mesh, teams = load_mesh_teams(catalog)
     path = existing_home(home) if read_only else writable_home(home, prepare_home)
     artifacts = ArtifactStore(artifacts_dir(path))
     try:
-        registry = open_registry(default_url(path), mesh.name, artifacts)
+        registry = open_governed(default_url(path), mesh, artifacts, teams=teams)
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
-    return mesh, teams, registry.govern(teams, mesh.dependencies)
+    return mesh, teams, registry
 
 
 def rollout_report_of(home: str | None, release_id: int) -> str | None:
@@ -96,7 +102,7 @@ HOME_OPTION = click.option("--home", type=click.Path(file_okay=False),
                            help="Dagster instance folder whose registry to use (default as `depmesh run`).")
 REG_CATALOG_OPTION = click.option("--catalog", help=CATALOG_HELP + " Its mesh name picks the releases and versions.")
 ACTOR_OPTION = click.option("--actor", help="Who acts, recorded in the audit trail (default: $DEPMESH_ACTOR, else the "
-                                             "operating-system user; DEPMESH_IDENTITY may bind it: see README).")
+                                             "operating-system user; DEPMESH_IDENTITY may bind it: see docs/content/guides/approvals.md).")
 RESCORE_OPTION = click.option(
     "--rescore", is_flag=True,
     help="Re-score at once, in this process, the scores and consumers whose served versions this changed (else the "
@@ -243,8 +249,8 @@ def release_rollback(node: str | None, with_dependents: bool, actor: str | None,
     """Make the previous release Production again (atomic), or one model with --node. When the mesh declares its
     teams, any on-call member may roll back, without approval; the teams of the models and their consumers are
     notified."""
+    from depmesh.governance.approvals import notify_change
     from depmesh.notify import deliver_quietly
-    from depmesh.rollout.approvals import notify_change
 
     actor = acting(actor)
     mesh, teams, registry = governed_registry(home, catalog, read_only=True)

@@ -7,13 +7,11 @@ from typing import Any
 from depmesh.catalog import MeshSpec
 from depmesh.cli.common import table
 from depmesh.keys import SERVED_BY_KEY, SERVED_CHECK, SERVING_KEY
+from depmesh.kinds import NODE_KINDS
 from depmesh.runs import blocked_checks
 
-KIND_SHAPES = {"dataset": ("[(", ")]"), "features": ("[", "]"), "model": ("{{", "}}"),
-               "scores": ("[/", "/]"), "consumer": ("([", "])")}
-KIND_STYLES = {"dataset": "fill:#e8f1fb,stroke:#4a78b0", "features": "fill:#eef7ea,stroke:#5a9a45",
-               "model": "fill:#fdf0dc,stroke:#c98a1a", "scores": "fill:#f3e9f7,stroke:#8a55a8",
-               "consumer": "fill:#fbe7e7,stroke:#b04a4a"}
+KIND_SHAPES = {name: kind.shape for name, kind in NODE_KINDS.items()}
+KIND_STYLES = {name: f"fill:{kind.fill},stroke:{kind.stroke}" for name, kind in NODE_KINDS.items()}
 
 
 def mermaid(mesh: MeshSpec) -> str:

@@ -55,7 +55,7 @@ def release_request(release_id: int, actor: str | None, reason: str, canary: boo
                     home: str | None) -> None:
     """Ask for a release to go to Production. The owners of each changed model's team and of each affected
     downstream consumer's team (impact analysis) must approve; their teams are notified."""
-    from depmesh.rollout.approvals import request_promotion
+    from depmesh.governance.approvals import request_promotion
 
     actor = acting(actor)
     mesh, teams, registry = _governed(home, catalog)
@@ -74,8 +74,8 @@ def _signature(registry, request_id: int, actor: str, key: str | None, signature
         raise click.UsageError("give --key or --signature, not both")
     if not key:
         return signature
-    from depmesh.rollout.approvals import get_request
-    from depmesh.rollout.signing import SignatureError, payload, sign
+    from depmesh.governance.approvals import get_request
+    from depmesh.signing import SignatureError, payload, sign
 
     request = registry_call(lambda: get_request(registry, request_id))
     try:
@@ -87,7 +87,7 @@ def _signature(registry, request_id: int, actor: str, key: str | None, signature
 def _decide(request_id: int, actor: str | None, reason: str, catalog: str | None, home: str | None,
             approve: bool, key: str | None = None, signature: str | None = None) -> bool:
     """True when the decision changed what serves (a promotion, or a canary's first step)."""
-    from depmesh.rollout.approvals import decide_and_apply
+    from depmesh.rollout.decisions import decide_and_apply
 
     actor = acting(actor)
     mesh, teams, registry = _governed(home, catalog)
@@ -147,8 +147,8 @@ def release_approve(request_id: int, actor: str | None, reason: str, key: str | 
 def release_payload(request_id: int, actor: str | None, catalog: str | None, home: str | None) -> None:
     """The bytes an approval of REQUEST_ID by you signs (canonical JSON of the request, its release's versions and
     artifact hashes, and the impact), for signing outside depmesh."""
-    from depmesh.rollout.approvals import get_request
-    from depmesh.rollout.signing import payload
+    from depmesh.governance.approvals import get_request
+    from depmesh.signing import payload
 
     actor = acting(actor)
     _, _, registry = _governed(home, catalog)
@@ -176,7 +176,7 @@ def release_reject(request_id: int, actor: str | None, reason: str, catalog: str
 def release_requests(release_id: int | None, status: str | None, catalog: str | None, home: str | None,
                      fmt: str) -> None:
     """Promotion requests: who asked, which teams must approve, who did, what is still awaited."""
-    from depmesh.rollout.approvals import list_requests
+    from depmesh.governance.approvals import list_requests
 
     _, _, registry = governed_registry(home, catalog, read_only=True)
     rows = list_requests(registry, release_id=release_id, status=status)

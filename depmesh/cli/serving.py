@@ -8,7 +8,12 @@ import click
 
 from depmesh.cli.app import main
 from depmesh.cli.common import FORMAT_OPTION, existing_home, table
-from depmesh.cli.registry import HOME_OPTION, REG_CATALOG_OPTION, after_stage_change, governed_registry
+from depmesh.cli.registry import (
+    HOME_OPTION,
+    REG_CATALOG_OPTION,
+    after_stage_change,
+    governed_registry,
+)
 
 
 @main.group("serving")

@@ -112,8 +112,6 @@ def teams_adopt(catalog: str | None, home: str | None, actor: str | None, reason
 
     actor = acting(actor)
     mesh, found, registry = governed_registry(home, catalog)
-    if remove:
-        registry.teams = None
     try:
         record = registry_call(lambda: registry.adopt_governance(actor=actor, reason=reason, remove=remove))
     finally:

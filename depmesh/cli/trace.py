@@ -31,7 +31,14 @@ def trace(node: str | None, key: str | None, source: str | None, catalog: str | 
     from dagster import DagsterInstance
 
     from depmesh.cli.registry import open_mesh_registry
-    from depmesh.trace import TraceError, parse_selection, render_html, render_text, trace_back, trace_forward
+    from depmesh.trace import (
+        TraceError,
+        parse_selection,
+        render_html,
+        render_text,
+        trace_back,
+        trace_forward,
+    )
 
     mesh = load_mesh(catalog)
     if source is not None:  # `trace --from NODE SELECTION`: the positional is the selection

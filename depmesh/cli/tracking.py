@@ -215,7 +215,8 @@ def reproduce(target: str, catalog, home, work_dir, keep, fmt) -> None:
     but identical predictions on the evaluation window; 1: not reproduced."""
     import sys
 
-    from depmesh.tracking.reproduce import ReproduceError, reproduce as rebuild, verdict
+    from depmesh.tracking.reproduce import ReproduceError, verdict
+    from depmesh.tracking.reproduce import reproduce as rebuild
 
     node, sep, version = target.rpartition("@")
     if not sep or not node or not version or target.startswith("-"):

@@ -28,11 +28,16 @@ def tune(model: str, catalog: str | None, home: str | None, trials: int | None, 
     downstream and the release (never straight to Production). Several
     processes tuning the same model share one study in the registry database."""
     from depmesh.assets.io import data_root
+    from depmesh.governance import open_governed
     from depmesh.instance import get_instance
-    from depmesh.registry.resource import open_registry
     from depmesh.registry.store import RegistryError, default_url
     from depmesh.runs import run_mesh
-    from depmesh.tuning.study import TuningError, candidate_request, run_study, tunable_node
+    from depmesh.tuning.study import (
+        TuningError,
+        candidate_request,
+        run_study,
+        tunable_node,
+    )
 
     mesh = load_mesh(catalog)
     try:
@@ -44,7 +49,7 @@ def tune(model: str, catalog: str | None, home: str | None, trials: int | None, 
     from depmesh.artifacts import ArtifactStore
 
     try:
-        registry = open_registry(default_url(os.environ["DAGSTER_HOME"]), mesh.name, ArtifactStore(storage / "artifacts"))
+        registry = open_governed(default_url(os.environ["DAGSTER_HOME"]), mesh, ArtifactStore(storage / "artifacts"))
         result = run_study(mesh, model, instance, registry, storage, trials=trials, timeout_s=timeout_s,
                            progress=lambda line: click.echo(line, err=True))
     except (TuningError, RegistryError) as exc:

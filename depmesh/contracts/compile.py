@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from depmesh.keys import SERVED_CHECK
 from depmesh.catalog import DTYPES, ContractSpec, NodeSpec
+from depmesh.keys import SERVED_CHECK
 
 CONTRACT = "contract"
 WARNINGS = "contract_warnings"

@@ -214,39 +214,13 @@ def per_model(needs: dict[str, dict[str, Any]], findings: list[dict[str, Any]]) 
     return out
 
 
-def waivers(registry: Any, conn: Any, release_id: int | None) -> set[tuple[str, str]]:
-    import sqlalchemy as sa
-
-    from depmesh.registry.schema import dependency_waivers as w
-
-    rows = conn.execute(sa.select(w.c.advisory, w.c.package).where(
-        w.c.mesh == registry.mesh, sa.or_(w.c.release_id.is_(None), w.c.release_id == release_id))).all()
-    return {(r.advisory, canonical(r.package)) for r in rows}
-
-
-def blocking_findings(registry: Any, conn: Any, release_id: int, needs: dict[str, dict[str, Any]],
-                      policy: Any) -> list[dict[str, Any]]:
-    """The release's findings at or above the policy's severity that no waiver covers."""
+def blocking_findings(needs: dict[str, dict[str, Any]], policy: Any,
+                      waived: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The findings in what ``needs`` closes over at or above the policy's severity that no waiver
+    (advisory, canonical package) covers."""
     packages: dict[str, str] = {}
     for requirements in needs.values():
         packages.update((requirements or {}).get("closure") or {})
     found = per_model(needs, audit(packages, load_advisories(policy.advisories)))
-    waived = waivers(registry, conn, release_id)
     return [f for f in found if at_or_above(f["severity"], policy.block_severity)
             and (f["advisory"], f["package"]) not in waived]
-
-
-def waive(registry: Any, *, advisory: str, package: str, release_id: int | None, actor: str, reason: str) -> None:
-    from datetime import UTC, datetime
-
-    from depmesh.notify import audit as audit_entry
-    from depmesh.registry.schema import dependency_waivers
-    from depmesh.registry.store import check_actor
-
-    check_actor(actor, reason)
-    with registry._write() as conn:
-        conn.execute(dependency_waivers.insert().values(mesh=registry.mesh, advisory=advisory,
-                                                        package=canonical(package), release_id=release_id,
-                                                        actor=actor, reason=reason, at=datetime.now(UTC)))
-        audit_entry(conn, registry.mesh, actor, "vulnerability_waived",
-                    f"release:{release_id}" if release_id else "mesh", reason, advisory=advisory, package=package)

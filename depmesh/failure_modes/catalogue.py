@@ -126,10 +126,9 @@ def catalogue_path(mesh: MeshSpec) -> Path:
 
 def mesh_checks(mesh: MeshSpec) -> dict[str, list[str]]:
     """Every node's asset checks by name, and the release's gates under ``releases/<mesh>``."""
+    from depmesh.catalog.spec import freshness_bounded as stale_bounded
     from depmesh.contracts.compile import node_checks
     from depmesh.gates.release import RELEASE_GATES
-
-    from depmesh.automation.freshness import stale_bounded
     from depmesh.keys import FRESHNESS_CHECK
 
     out = {n.name: [name for name, _, _ in node_checks(n)] for n in mesh.nodes}

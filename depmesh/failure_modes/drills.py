@@ -139,9 +139,9 @@ def run_serving_drill(mesh: Any, mode: FailureMode, sample: float = SERVING_DRIL
     import json
 
     from depmesh import graph
-    from depmesh.keys import DRILL_FAULT_TAG, PARAMS_TAG
     from depmesh.assets.io import recorded_metadata
     from depmesh.automation.routing import instance_registry
+    from depmesh.keys import DRILL_FAULT_TAG, PARAMS_TAG
     from depmesh.runs import run_mesh
 
     fault, node = process_fault(mode.drill or "")
@@ -194,7 +194,7 @@ def record_drill(registry: Any, result: DrillResult) -> None:
 
     from depmesh.registry.schema import drills
 
-    with registry._write() as conn:
+    with registry.transaction() as conn:
         conn.execute(drills.insert().values(
             mesh=registry.mesh, mode=result.mode, injection=result.injection, caught=result.caught,
             caught_by=json.dumps(result.caught_by), also_fired=json.dumps(result.also_fired),

@@ -14,6 +14,7 @@ from depmesh.failure_modes.catalogue import FailureMode
 from depmesh.notify import enqueue
 from depmesh.registry.schema import incidents
 
+
 def record_incident(registry: Any, teams: Any, mode: FailureMode, *, node: str, version: str, source: str,
                     detector: str, run_id: str | None, summary: str) -> tuple[dict[str, Any], bool]:
     """The incident for (mode, node, version), and whether it is new (then its owner team is notified)."""
@@ -22,7 +23,7 @@ def record_incident(registry: Any, teams: Any, mode: FailureMode, *, node: str, 
     now = datetime.now(UTC)
     for _ in range(2):  # a concurrent first sighting wins the insert; this one then counts it
         try:
-            with registry._write() as conn:
+            with registry.transaction() as conn:
                 found = conn.execute(sa.select(incidents.c.id).where(*key)).scalar()
                 if found is not None:
                     conn.execute(incidents.update().where(incidents.c.id == found).values(

@@ -17,7 +17,7 @@ JSON of the chain's name, the row's id, ``prev_hash`` and every column. So:
 What it does not protect against: someone who can write the database *and*
 recomputes every hash after an edit (the chain has no secret) — only a head
 kept outside the database catches that, from the first changed row on; and
-signed approvals (depmesh.rollout.signing) are what make an approval
+signed approvals (depmesh.signing) are what make an approval
 impossible to forge by such a writer.
 
 Appends are serialized: stage changes under the mesh's state lock
@@ -79,6 +79,12 @@ def append(conn: Any, chain: str, values: Mapping[str, Any]) -> int:
     conn.execute(table.update().where(table.c.id == row_id)
                  .values(row_hash=digest(chain, {**values, "id": row_id}, prev)))
     return int(row_id)
+
+
+def audit(conn: Any, mesh: str, actor: str, action: str, subject: str, reason: str, **details: Any) -> int:
+    """One audit event, appended to the mesh's hash chain inside the caller's transaction; its id."""
+    return append(conn, "events", dict(mesh=mesh, at=datetime.now(UTC), actor=actor, action=action, subject=subject,
+                                       reason=reason, details=json.dumps(details, default=str, sort_keys=True)))
 
 
 def rechain(conn: Any, mesh: str | None = None) -> int:

@@ -196,7 +196,7 @@ notifications = sa.Table(
     sa.Index("ix_notifications_status", "status"),
 )
 
-# Promotion requests and their approvals (depmesh.rollout.approvals).
+# Promotion requests and their approvals (depmesh.governance.approvals).
 promotion_requests = sa.Table(
     "promotion_requests", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -225,7 +225,7 @@ approvals = sa.Table(
     sa.Column("teams", sa.Text, nullable=False),  # JSON: the required teams this decision speaks for
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    # ed25519 over the request's payload (depmesh.rollout.signing), base64; None when unsigned (migration 0009)
+    # ed25519 over the request's payload (depmesh.signing), base64; None when unsigned (migration 0009)
     sa.Column("signature", sa.Text, nullable=True),
 )
 

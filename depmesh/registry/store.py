@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from depmesh.keys import POSTGRES_ENV
+from depmesh.registry.policy import UNGOVERNED, StagePolicy
 from depmesh.registry.schema import (
     ACTOR_MAX,
     STAGES,
@@ -124,8 +127,6 @@ def is_transient_database_error(exc: BaseException) -> bool:
 def default_url(home: Path) -> str:
     """PostgreSQL when DAGSTER_POSTGRES_URL is set (the same one setting that
     moves Dagster's storage), else a SQLite file beside the instance."""
-    from depmesh.instance import POSTGRES_ENV
-
     url = os.environ.get(POSTGRES_ENV)
     if url:
         return url
@@ -154,21 +155,18 @@ def check_release_id(release_id: Any) -> int:
 
 
 class Registry:
-    def __init__(self, url: str, mesh: str = DEFAULT_MESH, artifacts: Any = None):
+    def __init__(self, url: str, mesh: str = DEFAULT_MESH, artifacts: Any = None, policy: StagePolicy | None = None):
         """``mesh``: whose versions and releases this object reads and
         changes. ``artifacts``: the ArtifactStore promotions and rollbacks
-        verify members against (refused without one)."""
+        verify members against (refused without one). ``policy``: the mesh's
+        stage-change policy (depmesh.registry.policy); every path opens the
+        registry through depmesh.governance.open_governed, which supplies it."""
         if not mesh or len(mesh) > 200:
             raise RegistryError(f"a mesh name of 1 to 200 characters is needed, got {mesh!r}")
         self.url = url
         self.mesh = mesh
         self.artifacts = artifacts
-        # the mesh's declared Teams (depmesh.teams), set by whoever opens the registry for a mesh that has them:
-        # then promotion needs an approved request, and a rollback an on-call member
-        self.teams: Any = None
-        # the catalog's DependencyPolicy: with advisories, a promotion with a finding at or above its severity is
-        # refused unless waived (depmesh.deps.audit)
-        self.dependency_policy: Any = None
+        self.policy: StagePolicy = policy or UNGOVERNED
         # pre-ping: a pooled connection that a database restart closed is
         # replaced before use instead of failing the next statement
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -185,16 +183,23 @@ class Registry:
             def _begin(conn):  # noqa: ANN001
                 conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front
 
-    def govern(self, teams: Any, dependency_policy: Any) -> Registry:
-        """Apply the mesh's declared teams and dependency policy to the changes made through this object."""
-        self.teams, self.dependency_policy = teams, dependency_policy
-        return self
-
-    def for_mesh(self, mesh: str) -> Registry:
-        """The same database, another mesh (shares the engine)."""
+    def governed_by(self, policy: StagePolicy) -> Registry:
+        """The same database and mesh under ``policy`` (shares the engine)."""
         other = object.__new__(Registry)
         other.__dict__.update(self.__dict__)
-        other.mesh = mesh
+        other.policy = policy
+        return other
+
+    @property
+    def teams(self) -> Any:
+        """The teams declaration this object's stage changes are made under (its policy's), or None."""
+        return self.policy.teams
+
+    def for_mesh(self, mesh: str) -> Registry:
+        """The same database, another mesh (shares the engine), with no policy: govern it for that mesh."""
+        other = object.__new__(Registry)
+        other.__dict__.update(self.__dict__)
+        other.mesh, other.policy = mesh, UNGOVERNED
         return other
 
     @property
@@ -202,8 +207,10 @@ class Registry:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
     @contextlib.contextmanager
-    def _write(self):
-        """A write transaction; a database that cannot be written is named, not retried."""
+    def transaction(self):
+        """A write transaction (a SQLAlchemy connection, committed on leaving, rolled back on an exception); a
+        database that cannot be written is named, not retried. For the tables of packages above the registry
+        (rollouts, approvals, tracking, notifications); stage changes go through this class's methods."""
         try:
             with self.engine.begin() as conn:
                 yield conn
@@ -235,7 +242,7 @@ class Registry:
         from alembic import command
 
         config = self._alembic_config()
-        with self._write() as conn:
+        with self.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 # processes that start at once (Celery workers, parallel step
                 # processes) would each create the tables: one migrates, the
@@ -311,7 +318,7 @@ class Registry:
         gets the recipe if it had none or an incomplete one."""
         recipe_json = json.dumps(dict(recipe), sort_keys=True, default=str) if recipe is not None else None
         needs_json = json.dumps(dict(requirements), sort_keys=True) if requirements is not None else None
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._lock(conn)
             exists = conn.execute(sa.select(model_versions.c.id, model_versions.c.artifact_hash, model_versions.c.recipe,
                                             model_versions.c.input_versions, model_versions.c.requirements)
@@ -396,9 +403,9 @@ class Registry:
         check_actor(actor, reason)
         if stage == "Production":
             raise RegistryError("Production is reached by promoting a release: depmesh release promote ID")
-        with self._write() as conn:
+        with self.transaction() as conn:
             state = self._lock(conn)
-            self._check_governance(conn, actor)
+            self.check_declaration(conn, actor)
             current = conn.execute(sa.select(model_versions.c.stage).where(self._where_version(node, version))).scalar()
             if current == "Production":
                 raise RegistryError(f"{node}@{version} is Production: it leaves Production when another release is "
@@ -496,7 +503,7 @@ class Registry:
         if not members:
             raise RegistryError("a release needs at least one model version")
         members = dict(sorted(members.items()))
-        with self._write() as conn:
+        with self.transaction() as conn:
             state = self._lock(conn)
             stages = {}
             for node, version in members.items():
@@ -507,7 +514,7 @@ class Registry:
             same = self._identical_release(conn, members)
             if same is not None:
                 return {"id": same[0], "created": False, "status": same[1], "moved": []}
-            self._refuse_conflicts(self._member_requirements(conn, members), "this release")
+            self.policy.before_release(self, conn, members, self.member_requirements(conn, members))
             release_id = conn.execute(releases.insert().values(
                 mesh=self.mesh, status="Staging", run_id=run_id, created_at=_now())).inserted_primary_key[0]
             moved = []
@@ -603,21 +610,19 @@ class Registry:
         that was partly rolled back can be promoted again."""
         check_actor(actor, reason)
         with self.engine.connect() as conn:  # before anything else is looked at (again under the lock below)
-            self._check_governance(conn, actor, record=False)
+            self.check_declaration(conn, actor, record=False)
         release = self.release(release_id)
         if release["status"] == "Production":
             raise RegistryError(f"release {release_id} is already Production")
         self._verify(release["members"], f"promote release {release_id}")
-        with self._write() as conn:
+        with self.transaction() as conn:
             state = self._lock(conn, expected_revision)
             release = self._release(conn, release_id)
             if release["status"] == "Production":
                 raise RegistryError(f"release {release_id} is already Production")
-            self._check_governance(conn, actor)
-            request_id = self._approval(conn, release_id)
-            needs = self._member_requirements(conn, release["members"])
-            self._refuse_conflicts(needs, f"release {release_id}")
-            self._refuse_vulnerable(conn, release_id, needs)
+            self.check_declaration(conn, actor)
+            decision = self.policy.before_promote(self, conn, release_id, release["members"],
+                                                  self.member_requirements(conn, release["members"]), actor)
             previous = state.production_release_id
             self._make_production(conn, release["members"], actor, reason, release_id)
             conn.execute(model_versions.update().where(
@@ -629,62 +634,18 @@ class Registry:
                 self._set_status(conn, release_id, "Production", promoted_at=_now(), replaced_release_id=previous)
             else:
                 self._set_status(conn, release_id, "Production", promoted_at=_now())
-            if request_id is not None:
-                from depmesh.rollout.approvals import mark_promoted
-
-                mark_promoted(conn, request_id)
+            self.policy.after_promote(self, conn, release_id, decision)
             self._bump(conn, state, release_id)
         return self.release(release_id)
 
-    def _member_requirements(self, conn, members: Mapping[str, str]) -> dict[str, Any]:
+    def member_requirements(self, conn, members: Mapping[str, str]) -> dict[str, Any]:
         """node -> the recorded requirements of its member version (members registered before 0007 have none)."""
         rows = conn.execute(sa.select(model_versions.c.node, model_versions.c.requirements).where(
             model_versions.c.mesh == self.mesh,
             sa.tuple_(model_versions.c.node, model_versions.c.version).in_(list(members.items())))).all()
         return {r.node: json.loads(r.requirements) for r in rows if r.requirements}
 
-    def _refuse_conflicts(self, needs: Mapping[str, Any], what: str) -> None:
-        """Models deployed together must load in one environment (depmesh.deps.check): refused, naming them."""
-        from depmesh.deps.check import conflict_message, member_conflicts
-
-        conflicts = member_conflicts(needs)
-        if conflicts:
-            raise RegistryError(conflict_message(what, conflicts))
-
-    def _refuse_vulnerable(self, conn, release_id: int, needs: dict[str, Any]) -> None:
-        policy = self.dependency_policy
-        if policy is None or not policy.advisories:
-            return
-        from depmesh.deps.audit import blocking_findings
-
-        blocked = blocking_findings(self, conn, release_id, needs, policy)
-        if blocked:
-            listed = "; ".join(f"{f['advisory']} ({f['severity']}) in {f['package']} {f['version']}, needed by "
-                               f"{', '.join(f['models'])}" for f in blocked)
-            raise RegistryError(f"release {release_id} is refused: known vulnerabilities at or above "
-                                f"{policy.block_severity}: {listed}. Upgrade and retrain, or waive one with "
-                                "depmesh deps waive ADVISORY --package P --reason TEXT")
-
-    def _approval(self, conn, release_id: int) -> int | None:
-        """With declared teams: the approved request that allows this promotion, else refused."""
-        if self.teams is None:
-            return None
-        from depmesh.rollout.approvals import approved_request
-
-        request_id = approved_request(conn, self.mesh, release_id)
-        if request_id is None:
-            raise ApprovalRequired(f"release {release_id} needs approval before Production (mesh {self.mesh} "
-                                   f"declares its teams): depmesh release request {release_id} --reason TEXT, then "
-                                   "its approvers run depmesh release approve REQUEST")
-        from depmesh.rollout.approvals import verify_approvals
-
-        problems = verify_approvals(conn, self, self.teams, request_id)
-        if problems:
-            raise ApprovalRequired(f"release {release_id} is refused: request {request_id}'s approvals do not hold: "
-                                   + "; ".join(problems))
-        return request_id
-
-    def _check_governance(self, conn, actor: str, teams: Any = None, record: bool = True) -> None:
+    def check_declaration(self, conn, actor: str, teams: Any = None, record: bool = True) -> None:
         """The mesh's teams declaration, as the registry remembers it: the first one is recorded (audited); a
         stage change made without it, or under a different one, is refused until an owner adopts the change
         (depmesh teams adopt). Whatever catalog file a command was pointed at."""
@@ -712,7 +673,7 @@ class Registry:
             "declaration with depmesh teams adopt --reason TEXT (audited)")
 
     def _record_governance(self, conn, actor: str, action: str, reason: str, teams: Any) -> None:
-        from depmesh.notify import audit
+        from depmesh.registry.chain import audit
         from depmesh.registry.schema import mesh_governance
 
         policy = teams.policy() if teams is not None else {"teams": [], "signatures": "none"}
@@ -742,12 +703,11 @@ class Registry:
         from depmesh.teams import ActorError
 
         check_actor(actor, reason)
-        if remove:
-            self.teams = None
-        elif self.teams is None:
+        teams = None if remove else self.teams
+        if not remove and teams is None:
             raise RegistryError("there is no teams declaration to adopt (no teams.yaml beside the catalog); "
                                 "to remove the recorded one, use --remove")
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._lock(conn)
             current = self._governance(conn)
             if current is not None and current["teams_sha256"] is not None \
@@ -755,30 +715,19 @@ class Registry:
                 raise ActorError(f"{actor!r} is not an owner under the recorded teams declaration of mesh "
                                  f"{self.mesh} ({', '.join(current['policy'].get('owners', [])) or 'no owners'} "
                                  "may change it)")
-            if current is not None and current["teams_sha256"] == (self.teams.sha256 if self.teams else None):
+            if current is not None and current["teams_sha256"] == (teams.sha256 if teams else None):
                 return current
             action = "governance_removed" if remove else (
                 "governance_declared" if current is None else "governance_changed")
-            self._record_governance(conn, actor, action, reason, self.teams)
+            self._record_governance(conn, actor, action, reason, teams)
         return self.governance() or {}
-
-    def _require_on_call(self, actor: str) -> None:
-        """With declared teams: only an on-call member rolls back (no approval needed); depmesh's own actors may."""
-        if self.teams is None or actor.startswith(SYSTEM_ACTOR + "/"):
-            return
-        from depmesh.teams import ActorError
-
-        try:
-            self.teams.require_member(actor, "on-call", "roll back")
-        except ActorError as exc:
-            raise RegistryError(str(exc)) from None
 
     def rollback(self, *, actor: str, reason: str, expected_revision: int | None = None) -> dict:
         """Make the release the current one replaced Production again, atomically."""
         check_actor(actor, reason)
         with self.engine.connect() as conn:  # before anything else is looked at (again under the lock below)
-            self._check_governance(conn, actor, record=False)
-        self._require_on_call(actor)
+            self.check_declaration(conn, actor, record=False)
+        self.policy.before_rollback(self, actor)
         current_id = self.state()["production_release_id"]
         if current_id is None:
             raise RegistryError("no release is in Production, so there is nothing to roll back")
@@ -786,15 +735,13 @@ class Registry:
         if previous_id is None:
             raise RegistryError(f"release {current_id} replaced no earlier release: there is nothing to roll back to")
         self._verify(self.release(previous_id)["members"], f"roll back to release {previous_id}")
-        with self._write() as conn:
+        with self.transaction() as conn:
             state = self._lock(conn, expected_revision)
             if state.production_release_id != current_id:
                 raise PromotionConflict(f"Production moved to release {state.production_release_id} while the "
                                         "rollback was decided; nothing was changed here")
-            self._check_governance(conn, actor)
-            from depmesh.rollout.approvals import void_open
-
-            void_open(conn, self.mesh, current_id)  # no old approval brings a rolled-back release back
+            self.check_declaration(conn, actor)
+            self.policy.after_rollback(self, conn, current_id)
             current, previous = self._release(conn, current_id), self._release(conn, previous_id)
             self._make_production(conn, previous["members"], actor, f"rollback of release {current_id}: {reason}",
                                   previous_id)
@@ -847,10 +794,10 @@ class Registry:
         a version it would restore was trained against upstream versions that
         are not Production. Returns node -> (from version, to version)."""
         check_actor(actor, reason)
-        self._require_on_call(actor)
-        with self._write() as conn:
+        self.policy.before_rollback(self, actor)
+        with self.transaction() as conn:
             state = self._lock(conn, expected_revision)
-            self._check_governance(conn, actor)
+            self.check_declaration(conn, actor)
             production = self._production(conn)
             version = production.get(node)
             if version is None:
@@ -903,6 +850,21 @@ class Registry:
                 "refused: " + "; ".join(mismatches) + f". Move the compatible set together: {hint} (the release "
                 "those versions came from), or roll back the upstream model with --with-dependents",
                 sorted(plan))
+
+
+_migrate_lock = threading.Lock()
+_migrated: set[tuple[str, str]] = set()
+
+
+def open_registry(url: str, mesh: str = DEFAULT_MESH, artifacts: Any = None) -> Registry:
+    """A registry at ``url`` for ``mesh`` with its schema at the newest migration (once per process), under no
+    policy: depmesh.governance.open_governed is what every path that changes stages uses."""
+    registry = Registry(url, mesh=mesh, artifacts=artifacts)
+    with _migrate_lock:
+        if (url, mesh) not in _migrated:
+            registry.migrate()
+            _migrated.add((url, mesh))
+    return registry
 
 
 def _decode(row) -> dict[str, Any]:

@@ -220,7 +220,7 @@ def retire_for_drill(registry: Any, plan_: ServingPlan) -> None:
     versions are archived behind the registry's back, as a competing writer would change the set mid-step."""
     from depmesh.registry.schema import model_versions
 
-    with registry._write() as conn:
+    with registry.transaction() as conn:
         for model, version in plan_.served.items():
             conn.execute(model_versions.update().where(
                 model_versions.c.mesh == registry.mesh, model_versions.c.node == model,
@@ -277,7 +277,7 @@ def stale_scores(instance: Any, registry: Any, mesh: Any) -> dict[str, str]:
 def serving_state(instance: Any, registry: Any, mesh: Any, history: int = 10) -> dict[str, Any]:
     """What serves, for the serving/<mesh> page and `depmesh serving status`: per scores node what its table
     serves and whether that is current, the Production set, what waits in Staging, the history of Production."""
-    from depmesh.rollout.approvals import list_requests
+    from depmesh.governance.approvals import list_requests
 
     production = production_set(registry)
     stale = stale_scores(instance, registry, mesh)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from depmesh.keys import RESCORE_TAG, REVISION_TAG
-
 from depmesh.rollout.production import (  # noqa: F401 - the plan lives with the Production set; re-exported
     SERVING_PAGE,
     rescore_key,

@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from depmesh.catalog.spec import RolloutSpec, RolloutStep, RolloutThresholds
+from depmesh.governance import govern
 from depmesh.notify import audit
 from depmesh.registry.schema import promotion_requests, rollout_metrics, rollouts
 from depmesh.registry.store import RegistryError, check_actor
@@ -91,7 +92,7 @@ def start(registry: Any, mesh: Any, teams: Any, release_id: int, *, mode: str, a
         raise RolloutError(f"unknown rollout mode {mode!r} (known: {', '.join(MODES)})")
     if mesh.rollout is None:
         raise RolloutError(f"mesh {mesh.name} declares no rollout (add rollout: with key and steps to "
-                           f"{mesh.path.name}; see the README's \"Rollouts\")")
+                           f"{mesh.path.name}; see docs/content/guides/approvals.md, \"Shadow, canary, A/B\")")
     if teams is not None:
         teams.require_member(actor, doing=f"start a {mode} rollout")
     release = registry.release(release_id)
@@ -109,7 +110,7 @@ def start(registry: Any, mesh: Any, teams: Any, release_id: int, *, mode: str, a
     problems = registry.artifact_problems({m: a["candidate"] for m, a in candidates.items()})
     if problems:
         raise RolloutError("the candidate's artifacts do not verify: " + "; ".join(problems))
-    with registry._write() as conn:
+    with registry.transaction() as conn:
         running = conn.execute(sa.select(rollouts.c.id, rollouts.c.release_id).where(
             rollouts.c.mesh == registry.mesh, rollouts.c.status == "active")).first()
         if running is not None:
@@ -137,7 +138,7 @@ def stop(registry: Any, *, actor: str, reason: str, status: str = "stopped") -> 
     current = active_rollout(registry)
     if current is None:
         raise RolloutError(f"no rollout is active in mesh {registry.mesh}")
-    with registry._write() as conn:
+    with registry.transaction() as conn:
         _end(conn, registry, current, status, actor, reason)
     return get_rollout(registry, current["id"])
 
@@ -335,7 +336,7 @@ def record(registry: Any, rollout: dict[str, Any], node: str, model: str, run_id
     tracking = Tracking(registry)
     losses = figures.pop("_losses", {})
     figures["losses"] = {arm: tracking.put_blob("losses", _pack(values)) for arm, values in losses.items()}
-    with registry._write() as conn:
+    with registry.transaction() as conn:
         conn.execute(rollout_metrics.insert().values(rollout_id=rollout["id"], step=rollout["step"], node=node,
                                                      model=model, run_id=run_id, figures=json.dumps(figures),
                                                      at=_now()))
@@ -429,7 +430,7 @@ def _fmt(value: float | None) -> str:
 
 def advance(registry: Any, mesh: Any, teams: Any) -> dict[str, Any] | None:
     """Judge the active canary's step (what the canary sensor does): wait, advance, complete or roll back."""
-    from depmesh.rollout.approvals import notify_change
+    from depmesh.governance.approvals import notify_change
 
     rollout = active_rollout(registry)
     if rollout is None or rollout["mode"] != "canary":
@@ -446,7 +447,7 @@ def advance(registry: Any, mesh: Any, teams: Any) -> dict[str, Any] | None:
     subject = f"release:{rollout['release_id']}"
     if verdict == "break":
         reason = f"{label} broke: " + "; ".join(reasons)
-        with registry._write() as conn:
+        with registry.transaction() as conn:
             if not _end(conn, registry, rollout, "rolled_back", CANARY_ACTOR, reason):
                 return {**outcome, "verdict": "raced"}
         notify_change(registry, mesh, teams, "canary_rollback", models, release=rollout["release_id"],
@@ -454,7 +455,7 @@ def advance(registry: Any, mesh: Any, teams: Any) -> dict[str, Any] | None:
         return {**outcome, "action": "rolled_back", "reason": reason}
     if step + 1 < len(plan.steps):
         reason = f"{label} held: " + "; ".join(reasons)
-        with registry._write() as conn:
+        with registry.transaction() as conn:
             moved = conn.execute(rollouts.update().where(rollouts.c.id == rollout["id"], rollouts.c.step == step,
                                                          rollouts.c.status == "active")
                                  .values(step=step + 1, step_started_at=_now())).rowcount
@@ -466,8 +467,8 @@ def advance(registry: Any, mesh: Any, teams: Any) -> dict[str, Any] | None:
                       percent=plan.steps[step + 1].percent, reason=reason)
         return {**outcome, "action": "advanced", "percent": plan.steps[step + 1].percent, "reason": reason}
     reason = f"canary completed, {label} held: " + "; ".join(reasons)
-    registry.govern(teams, mesh.dependencies).promote(rollout["release_id"], actor=CANARY_ACTOR, reason=reason)
-    with registry._write() as conn:
+    govern(registry, teams, mesh.dependencies).promote(rollout["release_id"], actor=CANARY_ACTOR, reason=reason)
+    with registry.transaction() as conn:
         _end(conn, registry, rollout, "completed", CANARY_ACTOR, reason)
     notify_change(registry, mesh, teams, "promoted", models, release=rollout["release_id"], by=CANARY_ACTOR,
                   reason=reason)

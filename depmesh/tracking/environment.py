@@ -184,8 +184,15 @@ def _capture(locks: tuple[str, ...], _lock_stamps: Any, _env_stamp: Any) -> Envi
     import importlib.metadata as md
 
     import tomli_w
-    from packaging.pylock import (Package, PackageArchive, PackageDirectory, PackageSdist, PackageVcs, PackageWheel,
-                                  Pylock)
+    from packaging.pylock import (
+        Package,
+        PackageArchive,
+        PackageDirectory,
+        PackageSdist,
+        PackageVcs,
+        PackageWheel,
+        Pylock,
+    )
     from packaging.specifiers import SpecifierSet
     from packaging.version import InvalidVersion, Version
 

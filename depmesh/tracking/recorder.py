@@ -11,9 +11,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from depmesh.tracking.capture import PeakMemory, code_state, estimator_params, host, module_file, staged_curves
+from depmesh.tracking.capture import (
+    PeakMemory,
+    code_state,
+    estimator_params,
+    host,
+    module_file,
+    staged_curves,
+)
 from depmesh.tracking.snapshots import SnapshotStore
 from depmesh.tracking.store import Tracking, new_id
+
 
 class TrainingRecorder:
     """Around a trainer call: ``with recorder.measure(): ...``, then

@@ -176,10 +176,9 @@ def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None =
 
 def _rebuild(registry: Any, node: str, version: str, info: dict[str, Any], work: Path, progress: Any) -> dict:
     """Check out the code, build the environment, retrain in it; the rebuild's report."""
+    from depmesh.tracking.recipe import code_kind
     from depmesh.tracking.snapshots import SnapshotStore
     from depmesh.tracking.store import Tracking
-
-    from depmesh.tracking.recipe import code_kind
 
     recipe = info["recipe"]
     tracking = Tracking(registry)

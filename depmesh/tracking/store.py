@@ -44,7 +44,7 @@ class Tracking:
         with self.engine.connect() as conn:  # a read first: the same lock file is stored once, not per training
             if conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256 == digest)).first() is not None:
                 return digest
-        with self.registry._write() as conn:
+        with self.registry.transaction() as conn:
             if conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256 == digest)).first() is None:
                 conn.execute(blobs.insert().values(sha256=digest, kind=kind, size=len(content), content=content))
         return digest
@@ -62,7 +62,7 @@ class Tracking:
         values["mesh"] = self.mesh
         for key in JSON_COLUMNS:
             values[key] = json.dumps(values.get(key) or {}, sort_keys=True, default=str)
-        with self.registry._write() as conn:
+        with self.registry.transaction() as conn:
             conn.execute(trainings.insert().values(**values))
             for series, (steps, points) in sorted((curves.series if curves else {}).items()):
                 conn.execute(training_curves.insert().values(

@@ -17,8 +17,8 @@ from dagster import (
     run_status_sensor,
 )
 
-from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
 from depmesh.catalog import MeshSpec
+from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY, RUNTIME_KEY
 from depmesh.tuning.study import TUNED_NODE_TAG, TUNED_PARAMS_TAG, tunable
 
 SENSOR_NAME = "tuned_candidates"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from depmesh.keys import STUDY_TAG, TRIAL_TAG
 from depmesh.catalog import MeshSpec, NodeSpec, resolve_entrypoint
+from depmesh.keys import STUDY_TAG, TRIAL_TAG
 
 TUNE_TRIGGER = "tune"
 TUNED_NODE_TAG = "depmesh/tuned_node"
@@ -269,9 +269,9 @@ def candidate_request(mesh: MeshSpec, node: str, params: dict[str, Any], study: 
                       trial: int) -> tuple[list[str], dict[str, str]]:
     """What the best parameters' candidate run builds (the model, everything
     downstream of it, the release) and its tags (the parameters, the study)."""
-    from depmesh.keys import PARAMS_TAG, TRIGGER_TAG
     from depmesh.assets.release import release_key
     from depmesh.automation.changes import coordinated_selection
+    from depmesh.keys import PARAMS_TAG, TRIGGER_TAG
 
     selection = [node, *coordinated_selection(mesh.inputs_map(), [node])]
     tags = {PARAMS_TAG: json.dumps({node: params}, sort_keys=True), TRIGGER_TAG: TUNE_TRIGGER, STUDY_TAG: study,

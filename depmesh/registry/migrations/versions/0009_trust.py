@@ -2,7 +2,7 @@
 
 - stage_transitions and audit_events get prev_hash / row_hash (depmesh.registry.chain); existing rows are
   chained in id order, so the trail is tamper-evident from this migration on.
-- approvals get a signature (ed25519 over the request, depmesh.rollout.signing).
+- approvals get a signature (ed25519 over the request, depmesh.signing).
 - mesh_governance remembers each mesh's teams declaration (its hash and policy).
 
 Revision ID: 0009

@@ -75,7 +75,10 @@ def payload(registry: Any, request: dict[str, Any], *, actor: str, decision: str
 def sign(key_path: str | Path, data: bytes) -> str:
     """Base64 ed25519 signature of ``data`` with the private key at ``key_path``."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key
+    from cryptography.hazmat.primitives.serialization import (
+        load_pem_private_key,
+        load_ssh_private_key,
+    )
 
     path = Path(key_path).expanduser()
     try:

@@ -1,41 +1,32 @@
 """The registry as a Dagster resource: SQLite beside the instance, or
 PostgreSQL with DAGSTER_POSTGRES_URL; migrated on first use. One mesh's
 view of it (the catalog's ``mesh:`` name), verifying artifacts in the
-instance's store."""
+instance's store, governed by the mesh's policy (depmesh.governance)."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
-from depmesh.registry.store import DEFAULT_MESH, Registry, default_url
+from depmesh.registry.store import DEFAULT_MESH, Registry, default_url, open_registry
 
 _lock = threading.Lock()
-_migrated: set[tuple[str, str]] = set()
 
-
-def open_registry(url: str, mesh: str = DEFAULT_MESH, artifacts: Any = None) -> Registry:
-    """A registry at ``url`` for ``mesh`` with its schema at the newest migration."""
-    registry = Registry(url, mesh=mesh, artifacts=artifacts)
-    with _lock:
-        if (url, mesh) not in _migrated:
-            registry.migrate()
-            _migrated.add((url, mesh))
-    return registry
+__all__ = ["RegistryResource", "open_registry"]
 
 
 class RegistryResource(ConfigurableResource):
     """``url`` empty: the default for the instance (see depmesh.registry.store.default_url).
-    ``artifacts_dir`` empty: the instance's artifact store."""
+    ``artifacts_dir`` empty: the instance's artifact store. ``catalog``: the mesh whose policy (teams.yaml beside
+    it, its dependency policy) governs promotions and rollbacks made through this resource; empty: the policy of a
+    mesh with neither (dependency conflicts are still refused)."""
 
     url: str = ""
     mesh: str = DEFAULT_MESH
     artifacts_dir: str = ""
-    # the catalog whose teams.yaml (if any) governs promotions and rollbacks made through this resource
     catalog: str = ""
     _registry: Registry | None = PrivateAttr(default=None)
     _where: tuple[str, str] | None = PrivateAttr(default=None)
@@ -59,18 +50,18 @@ class RegistryResource(ConfigurableResource):
     @property
     def registry(self) -> Registry:
         from depmesh.artifacts import ArtifactStore
+        from depmesh.governance import govern, open_governed
 
         assert self._where is not None, "resource not set up"
         with _lock:
             opened = self._registry
         if opened is None:
             url, artifacts_dir = self._where
-            opened = open_registry(url, self.mesh, ArtifactStore(artifacts_dir))
             if self.catalog:
                 from depmesh.catalog import load_catalog
-                from depmesh.teams import load_teams
 
-                mesh = load_catalog(self.catalog)
-                opened.govern(load_teams(mesh), mesh.dependencies)
+                opened = open_governed(url, load_catalog(self.catalog), ArtifactStore(artifacts_dir))
+            else:
+                opened = govern(open_registry(url, self.mesh, ArtifactStore(artifacts_dir)), None, None)
             self._registry = opened
         return opened

@@ -120,8 +120,8 @@ def request_promotion(registry: Any, mesh: Any, teams: Any, release_id: int, *, 
             raise ApprovalError(f"release {release_id} needs an approval from {entry['team']} (it "
                                 f"{' and '.join(entry['why'])}: {', '.join(entry['nodes'])}), which has no owner "
                                 f"in {teams.path.name}")
-    with registry._write() as conn:
-        registry._check_governance(conn, actor, teams)
+    with registry.transaction() as conn:
+        registry.check_declaration(conn, actor, teams)
         open_request = conn.execute(sa.select(promotion_requests.c.id).where(
             promotion_requests.c.mesh == registry.mesh, promotion_requests.c.release_id == release_id,
             promotion_requests.c.status.in_(("pending", "approved")))).scalar()
@@ -150,13 +150,13 @@ def decide(registry: Any, teams: Any, request_id: int, *, actor: str, reason: st
     """Approve or reject a pending request. An approval speaks for every required team of which ``actor`` is an
     owner; when every team has approved, the request is approved (the caller then promotes). A rejection by an
     owner of a required team closes the request. ``signature``: the actor's ed25519 signature of the request's
-    payload (depmesh.rollout.signing), required when teams.yaml says ``signatures: required``."""
+    payload (depmesh.signing), required when teams.yaml says ``signatures: required``."""
     check_actor(actor, reason)
     teams.require_member(actor, doing="approve or reject a promotion")
-    with registry._write() as conn:
+    with registry.transaction() as conn:
         conn.execute(sa.select(promotion_requests.c.id).where(promotion_requests.c.id == request_id)
                      .with_for_update())  # one decision at a time per request (SQLite: BEGIN IMMEDIATE)
-        registry._check_governance(conn, actor, teams)
+        registry.check_declaration(conn, actor, teams)
         request = get_request(registry, request_id, conn)
         if request["status"] != "pending":
             raise ApprovalError(f"promotion request {request_id} is {request['status']}, not pending")
@@ -197,7 +197,7 @@ def decide(registry: Any, teams: Any, request_id: int, *, actor: str, reason: st
 
 def _signed(registry: Any, teams: Any, request: dict[str, Any], actor: str, signature: str | None, conn: Any) -> bool:
     """Whether ``signature`` is ``actor``'s (by the key in teams.yaml) over the request as it is now."""
-    from depmesh.rollout.signing import payload, verify
+    from depmesh.signing import payload, verify
 
     key = teams.key_of(actor)
     return key is not None and verify(key, payload(registry, request, actor=actor, conn=conn), signature)
@@ -300,27 +300,6 @@ def notify_change(registry: Any, mesh: Any, teams: Any, event: str, nodes: list[
         owner = mesh.node(name).owner
         if owner.startswith("team:"):
             owners.setdefault(owner, []).append(name)
-    with registry._write() as conn:
+    with registry.transaction() as conn:
         for team, owned in owners.items():
             enqueue(conn, registry.mesh, teams, team, event, {"nodes": owned, **payload})
-
-
-def decide_and_apply(registry: Any, mesh: Any, teams: Any, request_id: int, *, actor: str, reason: str,
-                     approve: bool, signature: str | None = None) -> dict[str, Any]:
-    """A decision, and what the last approval does: promote the release, or start its canary.
-    Returns {request, action: rejected | waiting | promoted | canary, release?: dict, rollout?: dict}."""
-    request = decide(registry, teams, request_id, actor=actor, reason=reason, approve=approve, signature=signature)
-    if not approve:
-        return {"request": request, "action": "rejected"}
-    if request["status"] != "approved":
-        return {"request": request, "action": "waiting"}
-    release_id = request["release_id"]
-    if request["rollout"] == "canary":
-        from depmesh.rollout.serving import start
-
-        rollout = start(registry, mesh, teams, release_id, mode="canary", actor=actor,
-                        reason=f"request {request_id} approved: {reason}")
-        return {"request": request, "action": "canary", "rollout": rollout}
-    release = registry.promote(release_id, actor=actor,
-                               reason=f"request {request_id} approved ({request['reason']}): {reason}")
-    return {"request": request, "action": "promoted", "release": release}
