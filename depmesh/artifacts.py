@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from depmesh.catalog.spec import SERIALIZERS
+from depmesh.catalog.spec import (
+    SERIALIZERS,
+    ColumnSplit,
+    RandomSplit,
+    TableSplit,
+    TimeSplit,
+)
 from depmesh.storage import location, write_whole
 
 BUNDLE_FORMAT = "depmesh-model/1"
@@ -190,7 +196,6 @@ def frame_from_parquet(payload: bytes) -> Any:
 def _split_json(split: Any) -> dict[str, Any] | None:
     from dataclasses import asdict
 
-    from depmesh.catalog.spec import ColumnSplit, RandomSplit, TableSplit
 
     if split is None:
         return None
@@ -206,7 +211,6 @@ def _split_from(raw: dict[str, Any] | None) -> Any:
         return None
     from datetime import date
 
-    from depmesh.catalog.spec import ColumnSplit, RandomSplit, TableSplit, TimeSplit
 
     raw = dict(raw)
     kind = raw.pop("kind", "time")

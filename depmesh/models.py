@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from depmesh.catalog.spec import ColumnSplit, RandomSplit, TableSplit
+
 TASKS = ("regression", "classification", "clustering", "custom")
 
 # The metric each task is judged by, and whether higher is better.
@@ -174,7 +176,6 @@ def split_frames(frame: Any, split: Any, inputs: dict[str, Any] | None = None) -
     """(train, evaluate, score) frames for any split: masks of ``frame``, or
     for a fixed evaluation table all of ``frame`` to train on and the table
     from ``inputs`` to evaluate on (nothing to score)."""
-    from depmesh.catalog.spec import TableSplit
 
     if isinstance(split, TableSplit):
         table = (inputs or {}).get(split.evaluate)
@@ -241,7 +242,6 @@ def split_masks(frame: Any, split: Any) -> tuple[Any, Any, Any]:
     import numpy as np
     import pandas as pd
 
-    from depmesh.catalog.spec import ColumnSplit, RandomSplit, TableSplit
 
     if isinstance(split, TableSplit):
         raise ValueError(f"a fixed evaluation table ({split.evaluate}) splits no frame: use "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from depmesh.execution import DEFAULT_EXECUTOR, executor_name
+from depmesh.keys import BLOCKING_KEY
 
 JOB_MODULE = "depmesh.runs"
 JOB_FUNCTION = "mesh_job"
@@ -124,7 +125,6 @@ class RunOutcome:
 def blocked_checks(result: Any) -> list[str]:
     """'node check' for each blocking verdict that failed in the run (the run
     itself succeeds: a verdict withholds the output, it does not fail the step)."""
-    from depmesh.keys import BLOCKING_KEY
 
     out = []
     for evaluation in result.get_asset_check_evaluations():

@@ -176,15 +176,75 @@ def _simulation_mesh(mesh: MeshSpec, by_node: dict[str, list[Injection]]) -> Mes
     return replace(mesh, nodes=nodes)
 
 
+def _check_up_front(injections: list[Injection], prod: Any, production_instance: Any) -> None:
+    """Fail fast, before any work, on what can be known up front: a node never built, a column it lacks."""
+    from depmesh.assets.io import recorded_metadata
+
+    for inj in injections:
+        if recorded_metadata(production_instance, inj.node.split("/")) is None:
+            raise InjectionError(f"{inj.node} has never been materialized: run the mesh first (depmesh run)")
+        path = prod.table_path(inj.node.split("/"))
+        if inj.kind != "latency":
+            import pyarrow.parquet as pq
+
+            with path.open("rb") as fh:
+                columns = pq.read_schema(fh).names
+            if inj.column not in columns:
+                raise InjectionError(f"--inject {inj.spec!r}: {inj.node} has no column {inj.column!r} "
+                                     f"(it has {', '.join(columns)})")
+
+
+def _seed(prod: Any, sim_store: Any, production_instance: Any, instance: Any, inputs: dict, selection: list[str],
+          depth: dict, by_node: dict) -> None:
+    """Copy the tables the simulated nodes read and each simulated table's last schema and profile (the
+    simulation compares against production)."""
+    from dagster import AssetKey, AssetMaterialization
+
+    from depmesh.contracts.checks import PROFILE_KEY, SCHEMA_KEY
+
+    needed = {i for n in selection for i in inputs[n] if i not in depth}
+    for name in sorted(needed):
+        _copy_asset(prod, sim_store, name, production_instance, instance)
+    # the simulation compares against production: seed each table's last schema and profile
+    for name in selection:
+        event = production_instance.get_latest_materialization_event(AssetKey(name.split("/")))
+        if event is None or event.asset_materialization is None:
+            if name in by_node:
+                raise InjectionError(f"{name} has never been materialized: run the mesh first (depmesh run)")
+            continue
+        md = {k: v for k, v in event.asset_materialization.metadata.items() if k in (PROFILE_KEY, SCHEMA_KEY)}
+        if md:
+            instance.report_runless_asset_event(AssetMaterialization(AssetKey(name.split("/")), metadata=md))
+
+
+def _verdicts(result: Any) -> tuple[set[str], dict[str, list[str]], dict[str, list[str]], dict[str, str]]:
+    """(built, failed checks, warnings, errors) per node of the simulation's run."""
+    built = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
+    failed: dict[str, list[str]] = {}
+    warned: dict[str, list[str]] = {}
+    for ev in result.get_asset_check_evaluations():
+        if ev.passed:
+            continue
+        name = "/".join(ev.asset_key.path)
+        rules = [f.get("id") for f in (ev.metadata.get("failures_json").value if ev.metadata.get("failures_json") else [])]
+        label = ev.check_name + (f" ({', '.join(rules)})" if rules else "")
+        (failed if ev.severity.value == "ERROR" else warned).setdefault(name, []).append(label)
+    errors = {}
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        cause = error.cause if error is not None and error.cause is not None else error
+        if error is not None and "DagsterAssetCheckFailedError" not in (error.cls_name or ""):
+            errors[event.step_key.replace("__", "/")] = f"{cause.cls_name}: {cause.message.strip()}"[:300]
+    return built, failed, warned, errors
+
+
 def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_storage: Path) -> SimulationReport:
     """Run the injections against a copy of production's latest data."""
-    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+    from dagster import AssetKey, DagsterInstance
 
     from depmesh.assets import MeshIOManager, MeshStore
-    from depmesh.assets.io import recorded_metadata
     from depmesh.assets.registry_resource import RegistryResource
     from depmesh.build import build_definitions
-    from depmesh.contracts.checks import PROFILE_KEY, SCHEMA_KEY
     from depmesh.models import TrainedModel
 
     started = time.perf_counter()
@@ -197,18 +257,7 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
     depth = {**graph.downstream(inputs, injected), **{n: 0 for n in injected}}
     selection = [n for n in graph.topological_order(inputs) if n in depth]
     prod = MeshStore(production_storage, instance=production_instance)
-    for inj in injections:  # fail fast, before any work, on what can be known up front
-        if recorded_metadata(production_instance, inj.node.split("/")) is None:
-            raise InjectionError(f"{inj.node} has never been materialized: run the mesh first (depmesh run)")
-        path = prod.table_path(inj.node.split("/"))
-        if inj.kind != "latency":
-            import pyarrow.parquet as pq
-
-            with path.open("rb") as fh:
-                columns = pq.read_schema(fh).names
-            if inj.column not in columns:
-                raise InjectionError(f"--inject {inj.spec!r}: {inj.node} has no column {inj.column!r} "
-                                     f"(it has {', '.join(columns)})")
+    _check_up_front(injections, prod, production_instance)
 
     def replay(name: str, items: list[Injection]):
         def build(_inputs: dict, ctx: Any) -> Any:
@@ -225,19 +274,7 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
         instance = DagsterInstance.ephemeral(tempdir=tmp)
         sim_store = MeshStore(Path(tmp) / "depmesh", instance=instance)
         try:
-            needed = {i for n in selection for i in inputs[n] if i not in depth}
-            for name in sorted(needed):
-                _copy_asset(prod, sim_store, name, production_instance, instance)
-            # the simulation compares against production: seed each table's last schema and profile
-            for name in selection:
-                event = production_instance.get_latest_materialization_event(AssetKey(name.split("/")))
-                if event is None or event.asset_materialization is None:
-                    if name in by_node:
-                        raise InjectionError(f"{name} has never been materialized: run the mesh first (depmesh run)")
-                    continue
-                md = {k: v for k, v in event.asset_materialization.metadata.items() if k in (PROFILE_KEY, SCHEMA_KEY)}
-                if md:
-                    instance.report_runless_asset_event(AssetMaterialization(AssetKey(name.split("/")), metadata=md))
+            _seed(prod, sim_store, production_instance, instance, inputs, selection, depth, by_node)
             # production is only read: the simulation's versions go to a registry in its own temporary folder
             registry = RegistryResource(url=f"sqlite:///{Path(tmp) / 'simulation_registry.db'}", mesh=mesh.name,
                                         artifacts_dir=str(sim_store.artifacts.root))
@@ -250,22 +287,7 @@ def simulate(mesh: MeshSpec, specs: list[str], production_instance, production_s
                 raise_on_error=False, tags={"depmesh/simulation": ", ".join(specs)},
                 run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
             )
-            built = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
-            failed: dict[str, list[str]] = {}
-            warned: dict[str, list[str]] = {}
-            for ev in result.get_asset_check_evaluations():
-                if ev.passed:
-                    continue
-                name = "/".join(ev.asset_key.path)
-                rules = [f.get("id") for f in (ev.metadata.get("failures_json").value if ev.metadata.get("failures_json") else [])]
-                label = ev.check_name + (f" ({', '.join(rules)})" if rules else "")
-                (failed if ev.severity.value == "ERROR" else warned).setdefault(name, []).append(label)
-            errors = {}
-            for event in result.get_step_failure_events():
-                error = event.step_failure_data.error
-                cause = error.cause if error is not None and error.cause is not None else error
-                if error is not None and "DagsterAssetCheckFailedError" not in (error.cls_name or ""):
-                    errors[event.step_key.replace("__", "/")] = f"{cause.cls_name}: {cause.message.strip()}"[:300]
+            built, failed, warned, errors = _verdicts(result)
             outcomes = []
             for name in selection:
                 node = mesh.node(name)

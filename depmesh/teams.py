@@ -34,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from depmesh.catalog import CatalogError, MeshSpec
-from depmesh.catalog.load import Problem, _Checker, load_yaml
+from depmesh.catalog.reader import Problem, _Checker, load_yaml
 from depmesh.redact import safe_url
 
 FILE_NAME = "teams.yaml"
 ROLES = ("owner", "on-call", "member")
+TEAMS_FILE_KEYS = {"mesh", "teams", "signatures"}
 TEAM_KEYS = {"members", "webhook", "description"}
+MEMBER_KEYS = {"roles", "key"}
 IDENTITY_ENV = "DEPMESH_IDENTITY"
 ACTOR_ENV = "DEPMESH_ACTOR"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
@@ -145,7 +147,7 @@ def _parse_team(c: _Checker, key: Any, raw: Any) -> Team | None:
     for person, roles in raw_members.items():
         field = f"members.{person}"
         if isinstance(roles, dict):  # {roles: [...], key: "ssh-ed25519 ..."}
-            c.keys(roles, {"roles", "key"}, node=name, prefix=field + ".")
+            c.keys(roles, MEMBER_KEYS, node=name, prefix=field + ".")
             key = roles.get("key")
             if key is not None and isinstance(person, str):
                 from depmesh.signing import SignatureError, public_key
@@ -196,7 +198,7 @@ def parse_teams(text: str, path: Path, mesh: MeshSpec) -> Teams:
     if not isinstance(data, dict) or not isinstance(data.get("teams"), dict):
         c.add("expected a mapping with a mapping of teams under 'teams' at the top")
         raise TeamsError(c.problems)
-    c.keys(data, {"mesh", "teams", "signatures"}, node=None, prefix="")
+    c.keys(data, TEAMS_FILE_KEYS, node=None, prefix="")
     signatures = data.get("signatures", "optional")
     if signatures not in ("required", "optional"):
         c.add(f"signatures is 'required' or 'optional', got {signatures!r}", field="signatures", at=data)
@@ -237,7 +239,7 @@ def load_teams(mesh: MeshSpec, path: Path | None = None) -> Teams | None:
         if path != teams_path(mesh):
             raise TeamsError([Problem(path.name, None, None, None, f"no teams file at {path}")])
         return None
-    from depmesh.catalog.load import read_capped
+    from depmesh.catalog.reader import read_capped
 
     return parse_teams(read_capped(path, TeamsError, "teams file"), path, mesh)
 

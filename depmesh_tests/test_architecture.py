@@ -167,3 +167,38 @@ def test_every_promotion_path_enforces_the_same_policy(golden, demo_mesh, tmp_pa
         assert open_registry(url, demo_mesh.name).production() == {}
     for path, said in refusals.items():
         assert f"release {release} needs approval before Production" in said, path
+
+
+def test_rooms_stay_small():
+    """No module over 500 lines, no function over 80 (docs/content/architecture.md): a room that outgrows them is
+    split along its responsibilities before more is added."""
+    large, long = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        where = path.relative_to(PACKAGE).as_posix()
+        if len(text.splitlines()) > 500:
+            large.append(f"{where}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{where}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert (large, long) == ([], [])
+
+
+def test_registry_records_are_typed_entities_that_still_read_as_mappings(tmp_path):
+    import json
+
+    from depmesh.artifacts import ArtifactStore
+    from depmesh.registry.entities import ModelVersion, Release, StageChange
+    from depmesh_tests.test_registry import register
+
+    registry = open_registry(f"sqlite:///{tmp_path / 'r.db'}", "m", ArtifactStore(tmp_path / "a"))
+    register(registry, "models/a", "v1")
+    release_id = registry.create_release({"models/a": "v1"}, run_id="run-1", actor="ana", reason="gates passed")
+    release, version, change = registry.release(release_id), registry.version("models/a", "v1"), \
+        registry.history("models/a")[-1]
+    assert (type(release), type(version), type(change)) == (Release, ModelVersion, StageChange)
+    assert release.members == release["members"] == {"models/a": "v1"} and release.status == "Staging"
+    assert version.stage == "Staging" and version.metrics == {"mae": 10.0} and version.upstream_models == {}
+    assert (change.from_stage, change.to_stage, change.actor) == ("Development", "Staging", "ana")
+    assert json.loads(json.dumps(release, default=str))["members"] == release.members  # still a plain mapping
+    registry.dispose()

@@ -485,7 +485,7 @@ def test_the_latency_ratio_keeps_its_verdict_under_background_load(golden):
 
     from depmesh.assets.io import MeshStore, storage_dir
     from depmesh.examples.flights.transforms import model_frame
-    from depmesh.rollout.serving import TimedEstimator, latency_ratio
+    from depmesh.rollout.arms import TimedEstimator, latency_ratio
 
     instance = DagsterInstance.from_config(str(golden.home))  # only read
     try:

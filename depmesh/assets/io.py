@@ -39,6 +39,7 @@ from depmesh.artifacts import (
     frame_from_parquet,
     sha256,
 )
+from depmesh.versions import frame_version
 
 CACHE_BYTES = 512 * 1024 * 1024
 TABLE_HASH_KEY = "file_sha256"  # a table's materialization metadata: the SHA-256 of its Parquet file
@@ -188,7 +189,6 @@ class MeshStore(IOManager):
         frame = frame_from_parquet(payload)  # recorded before file hashes: check the content version
         recorded = record.get(DATA_VERSION_KEY)
         if recorded is not None:
-            from depmesh.versions import frame_version
 
             actual = frame_version(frame)
             if actual != recorded:

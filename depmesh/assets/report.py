@@ -7,7 +7,7 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asset
 
 from depmesh.catalog import MeshSpec
-from depmesh.keys import IO_MANAGER_KEY
+from depmesh.keys import IO_MANAGER_KEY, REGISTRY_KEY
 
 
 def report_key(mesh: MeshSpec) -> AssetKey:
@@ -53,7 +53,6 @@ def build_rollout_report(mesh: MeshSpec):
     from dagster import AssetIn
 
     from depmesh.assets.factory import asset_key
-    from depmesh.keys import REGISTRY_KEY
 
     scores = [n.name for n in mesh.nodes if n.kind == "scores"]
     ins = {asset_key(name).to_python_identifier(): AssetIn(key=asset_key(name)) for name in scores}

@@ -89,6 +89,71 @@ def _report(context: OpExecutionContext, registry: Any, before: int, teams: Any)
                      "(or: depmesh serving rescore)")
 
 
+def _promote(context: OpExecutionContext, mesh: Any, teams: Any, config: PromoteConfig) -> None:
+    doing = f"promoting release {config.release_id}"
+    registry, actor = _governed(context, mesh, teams, config.actor, doing)
+    before = registry.last_transition_id()
+    release = _acting(doing, lambda: registry.promote(config.release_id, actor=actor, reason=config.reason))
+    _report(context, registry, before, teams)
+    context.log.info(f"release {config.release_id} is Production: {release['members']}")
+
+
+def _request(context: OpExecutionContext, mesh: Any, teams: Any, config: RequestConfig) -> None:
+    from depmesh.governance.approvals import request_promotion
+
+    doing = f"requesting the promotion of release {config.release_id}"
+    if teams is None:
+        raise Failure(description=f"{doing}: mesh {mesh.name} declares no teams, so no approval is needed: "
+                                  "run the promote_release job", allow_retries=False)
+    registry, actor = _governed(context, mesh, teams, config.actor, doing)
+    request = _acting(doing, lambda: request_promotion(registry, mesh, teams, config.release_id, actor=actor,
+                                                        reason=config.reason, canary=config.canary))
+    _report(context, registry, registry.last_transition_id(), teams)
+    waiting = "; ".join(f"{w['team']} ({', '.join(w['owners'])})" for w in request["waiting_for"])
+    context.log.info(f"promotion request {request['id']} for release {config.release_id}: waiting for {waiting}")
+
+
+def _decide(context: OpExecutionContext, mesh: Any, teams: Any, config: DecideConfig, approve: bool) -> None:
+    from depmesh.rollout.decisions import decide_and_apply
+
+    doing = f"{'approving' if approve else 'rejecting'} promotion request {config.request_id}"
+    if teams is None:
+        raise Failure(description=f"{doing}: mesh {mesh.name} declares no teams, so there are no requests",
+                      allow_retries=False)
+    registry, actor = _governed(context, mesh, teams, config.actor, doing)
+    before = registry.last_transition_id()
+    done = _acting(doing, lambda: decide_and_apply(registry, mesh, teams, config.request_id, actor=actor,
+                                                   reason=config.reason, approve=approve,
+                                                   signature=(config.signature or None) if approve else None))
+    _report(context, registry, before, teams)
+    request = done["request"]
+    context.log.info({
+        "rejected": f"request {config.request_id} rejected: release {request['release_id']} stays where it is",
+        "waiting": f"approved by {actor}; still waiting for "
+                   + "; ".join(w["team"] for w in request["waiting_for"]),
+        "promoted": f"approved by every team concerned: release {request['release_id']} is Production",
+        "canary": f"approved by every team concerned: the canary of release {request['release_id']} started",
+    }[done["action"]])
+
+
+def _rollback(context: OpExecutionContext, mesh: Any, teams: Any, config: RollbackConfig) -> None:
+    from depmesh.governance.approvals import notify_change
+
+    doing = f"rolling back {config.node or 'the Production release'}"
+    registry, actor = _governed(context, mesh, teams, config.actor, doing)
+    before = registry.last_transition_id()
+    if config.node:
+        moves = _acting(doing, lambda: registry.rollback_model(config.node, actor=actor, reason=config.reason,
+                                                               with_dependents=config.with_dependents))
+        nodes = sorted(moves)
+    else:
+        release = _acting(doing, lambda: registry.rollback(actor=actor, reason=config.reason))
+        nodes = sorted(release["members"])
+    if teams is not None:
+        notify_change(registry, mesh, teams, "rollback", nodes, by=actor, reason=config.reason)
+    _report(context, registry, before, teams)
+
+
 def build_stage_jobs(mesh: Any, teams: Any) -> list[Any]:
     """The five jobs of ``mesh``; ``teams``: its declared teams (None: no approvals required)."""
 
@@ -96,81 +161,29 @@ def build_stage_jobs(mesh: Any, teams: Any) -> list[Any]:
         description="Make every version of a release Production at once (atomic); needs an approved request when "
                     "the mesh declares its teams.")
     def promote_release_op(context: OpExecutionContext, config: PromoteConfig) -> None:
-        doing = f"promoting release {config.release_id}"
-        registry, actor = _governed(context, mesh, teams, config.actor, doing)
-        before = registry.last_transition_id()
-        release = _acting(doing, lambda: registry.promote(config.release_id, actor=actor, reason=config.reason))
-        _report(context, registry, before, teams)
-        context.log.info(f"release {config.release_id} is Production: {release['members']}")
+        _promote(context, mesh, teams, config)
 
     @op(name="request_promotion_op", required_resource_keys={REGISTRY_KEY},
         description="Ask for a release to go to Production; the teams that must approve are notified.")
     def request_promotion_op(context: OpExecutionContext, config: RequestConfig) -> None:
-        from depmesh.governance.approvals import request_promotion
-
-        doing = f"requesting the promotion of release {config.release_id}"
-        if teams is None:
-            raise Failure(description=f"{doing}: mesh {mesh.name} declares no teams, so no approval is needed: "
-                                      "run the promote_release job", allow_retries=False)
-        registry, actor = _governed(context, mesh, teams, config.actor, doing)
-        request = _acting(doing, lambda: request_promotion(registry, mesh, teams, config.release_id, actor=actor,
-                                                            reason=config.reason, canary=config.canary))
-        _report(context, registry, registry.last_transition_id(), teams)
-        waiting = "; ".join(f"{w['team']} ({', '.join(w['owners'])})" for w in request["waiting_for"])
-        context.log.info(f"promotion request {request['id']} for release {config.release_id}: waiting for {waiting}")
-
-    def _decide(context: OpExecutionContext, config: DecideConfig, approve: bool) -> None:
-        from depmesh.rollout.decisions import decide_and_apply
-
-        doing = f"{'approving' if approve else 'rejecting'} promotion request {config.request_id}"
-        if teams is None:
-            raise Failure(description=f"{doing}: mesh {mesh.name} declares no teams, so there are no requests",
-                          allow_retries=False)
-        registry, actor = _governed(context, mesh, teams, config.actor, doing)
-        before = registry.last_transition_id()
-        done = _acting(doing, lambda: decide_and_apply(registry, mesh, teams, config.request_id, actor=actor,
-                                                       reason=config.reason, approve=approve,
-                                                       signature=(config.signature or None) if approve else None))
-        _report(context, registry, before, teams)
-        request = done["request"]
-        context.log.info({
-            "rejected": f"request {config.request_id} rejected: release {request['release_id']} stays where it is",
-            "waiting": f"approved by {actor}; still waiting for "
-                       + "; ".join(w["team"] for w in request["waiting_for"]),
-            "promoted": f"approved by every team concerned: release {request['release_id']} is Production",
-            "canary": f"approved by every team concerned: the canary of release {request['release_id']} started",
-        }[done["action"]])
+        _request(context, mesh, teams, config)
 
     @op(name="approve_request_op", required_resource_keys={REGISTRY_KEY},
         description="Approve a promotion request for every required team of which the actor is an owner; the last "
                     "approval promotes the release (or starts its canary).")
     def approve_request_op(context: OpExecutionContext, config: DecideConfig) -> None:
-        _decide(context, config, approve=True)
+        _decide(context, mesh, teams, config, approve=True)
 
     @op(name="reject_request_op", required_resource_keys={REGISTRY_KEY},
         description="Reject a promotion request (an owner of a team that must approve it).")
     def reject_request_op(context: OpExecutionContext, config: DecideConfig) -> None:
-        _decide(context, config, approve=False)
+        _decide(context, mesh, teams, config, approve=False)
 
     @op(name="rollback_release_op", required_resource_keys={REGISTRY_KEY},
         description="Make the previous release Production again (or one model, with node); an on-call member when "
                     "the mesh declares its teams.")
     def rollback_release_op(context: OpExecutionContext, config: RollbackConfig) -> None:
-        from depmesh.governance.approvals import notify_change
-
-        doing = f"rolling back {config.node or 'the Production release'}"
-        registry, actor = _governed(context, mesh, teams, config.actor, doing)
-        before = registry.last_transition_id()
-        if config.node:
-            moves = _acting(doing, lambda: registry.rollback_model(config.node, actor=actor, reason=config.reason,
-                                                                   with_dependents=config.with_dependents))
-            nodes = sorted(moves)
-        else:
-            release = _acting(doing, lambda: registry.rollback(actor=actor, reason=config.reason))
-            nodes = sorted(release["members"])
-        if teams is not None:
-            notify_change(registry, mesh, teams, "rollback", nodes, by=actor, reason=config.reason)
-        _report(context, registry, before, teams)
+        _rollback(context, mesh, teams, config)
 
     def one(name: str, the_op: Any, description: str) -> Any:
         @job(name=name, description=description, tags={"depmesh/mesh": mesh.name})

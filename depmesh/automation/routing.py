@@ -116,7 +116,7 @@ def build_canary_sensor(mesh: MeshSpec, teams: Any):
                         "candidate back (actor depmesh/canary).")
     def canary_rollouts(context):
         from depmesh.notify import deliver_quietly
-        from depmesh.rollout.serving import advance
+        from depmesh.rollout.canary import advance
 
         registry = instance_registry(mesh, context.instance)
         try:

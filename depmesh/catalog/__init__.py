@@ -1,12 +1,8 @@
 """Catalog: the mesh as a team declares it, loaded into a typed MeshSpec."""
 
-from depmesh.catalog.load import (
-    CatalogError,
-    Problem,
-    load_catalog,
-    parse_catalog,
-    resolve_entrypoint,
-)
+from depmesh.catalog.fields import resolve_entrypoint
+from depmesh.catalog.load import load_catalog, parse_catalog
+from depmesh.catalog.reader import CatalogError, Problem
 from depmesh.catalog.spec import (
     CRITICALITY_WEIGHTS,
     DTYPES,

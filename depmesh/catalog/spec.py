@@ -8,7 +8,7 @@ built from it (graph, assets, contracts, registry).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -43,25 +43,55 @@ DTYPES: dict[str, tuple[str, ...]] = {
 
 SEVERITIES = ("ERROR", "WARN")
 
-# Expectations a catalog may name directly in a contract's `expectations:` list
-# (Great Expectations 1.x names) -> the arguments each requires.
-EXTRA_EXPECTATIONS: dict[str, tuple[str, ...]] = {
-    "expect_column_values_to_match_regex": ("column", "regex"),
-    "expect_column_values_to_not_match_regex": ("column", "regex"),
-    "expect_column_value_lengths_to_be_between": ("column",),
-    "expect_column_min_to_be_between": ("column",),
-    "expect_column_max_to_be_between": ("column",),
-    "expect_column_mean_to_be_between": ("column",),
-    "expect_column_median_to_be_between": ("column",),
-    "expect_column_stdev_to_be_between": ("column",),
-    "expect_column_sum_to_be_between": ("column",),
-    "expect_column_unique_value_count_to_be_between": ("column",),
-    "expect_column_proportion_of_unique_values_to_be_between": ("column",),
-    "expect_column_pair_values_a_to_be_greater_than_b": ("column_A", "column_B"),
-    "expect_column_pair_values_to_be_equal": ("column_A", "column_B"),
-    "expect_column_values_to_be_null": ("column",),
-    "expect_column_values_to_not_be_null": ("column",),
+@dataclass(frozen=True)
+class ExpectationKind:
+    """One Great Expectations expectation depmesh knows: what a catalog must give it (``required``), the arguments
+    depmesh's own pandas evaluator answers (``understood``: with any other, GX answers), and whether a catalog may
+    write it under ``contract.expectations`` (the others come from columns, row_count, keys, distribution)."""
+
+    required: tuple[str, ...]
+    understood: frozenset[str]
+    declarable: bool = True
+
+
+_COMMON = frozenset({"column", "mostly"})
+_BOUNDS = frozenset({"min_value", "max_value", "strict_min", "strict_max"})
+_AGGREGATE = frozenset({"column"}) | _BOUNDS
+
+# The one table of expectation kinds: a new kind is a row here and its evaluator in depmesh.contracts.fast (which
+# refuses to import while either lacks the other).
+EXPECTATIONS: dict[str, ExpectationKind] = {
+    "expect_column_values_to_not_be_null": ExpectationKind(("column",), _COMMON),
+    "expect_column_values_to_be_null": ExpectationKind(("column",), _COMMON),
+    "expect_column_values_to_be_between": ExpectationKind(("column",), _COMMON | _BOUNDS, declarable=False),
+    "expect_column_values_to_be_in_set": ExpectationKind(("column", "value_set"), _COMMON | {"value_set"},
+                                                         declarable=False),
+    "expect_column_values_to_be_unique": ExpectationKind(("column",), _COMMON, declarable=False),
+    "expect_column_values_to_match_regex": ExpectationKind(("column", "regex"), _COMMON | {"regex"}),
+    "expect_column_values_to_not_match_regex": ExpectationKind(("column", "regex"), _COMMON | {"regex"}),
+    "expect_column_value_lengths_to_be_between": ExpectationKind(("column",), _COMMON | _BOUNDS),
+    "expect_compound_columns_to_be_unique": ExpectationKind(("column_list",), frozenset({"column_list", "mostly"}),
+                                                            declarable=False),
+    "expect_column_pair_values_a_to_be_greater_than_b": ExpectationKind(
+        ("column_A", "column_B"), frozenset({"column_A", "column_B", "or_equal", "mostly"})),
+    "expect_column_pair_values_to_be_equal": ExpectationKind(("column_A", "column_B"),
+                                                             frozenset({"column_A", "column_B", "mostly"})),
+    "expect_table_row_count_to_be_between": ExpectationKind((), _BOUNDS, declarable=False),
+    "expect_column_min_to_be_between": ExpectationKind(("column",), _AGGREGATE),
+    "expect_column_max_to_be_between": ExpectationKind(("column",), _AGGREGATE),
+    "expect_column_mean_to_be_between": ExpectationKind(("column",), _AGGREGATE),
+    "expect_column_median_to_be_between": ExpectationKind(("column",), _AGGREGATE),
+    "expect_column_stdev_to_be_between": ExpectationKind(("column",), _AGGREGATE),
+    "expect_column_sum_to_be_between": ExpectationKind(("column",), _AGGREGATE),
+    "expect_column_unique_value_count_to_be_between": ExpectationKind(("column",), _AGGREGATE),
+    "expect_column_proportion_of_unique_values_to_be_between": ExpectationKind(("column",), _AGGREGATE),
+    "expect_column_quantile_values_to_be_between": ExpectationKind(
+        ("column", "quantile_ranges"), frozenset({"column", "quantile_ranges", "allow_relative_error"}),
+        declarable=False),
 }
+# what a catalog may declare under contract.expectations, and the arguments it must give
+EXTRA_EXPECTATIONS: dict[str, tuple[str, ...]] = {name: kind.required for name, kind in EXPECTATIONS.items()
+                                                  if kind.declarable}
 
 
 @dataclass(frozen=True)
@@ -211,10 +241,7 @@ class GateSpec:
     max_peak_mb: float = 512.0
 
 
-GATE_KEYS = {
-    "max_regression", "single_p95_ms", "batch_p95_ms", "batch_rows", "subgroups", "subgroup_min_rows",
-    "subgroup_limit", "subgroup_max_gap", "malformed_timeout_s", "max_peak_mb",
-}
+GATE_KEYS = {f.name for f in fields(GateSpec)}  # what model.gates may set: the spec's fields, nothing restated
 
 
 @dataclass(frozen=True)

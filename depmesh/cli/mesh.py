@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from depmesh import graph
 from depmesh.cli.app import main
 from depmesh.cli.common import (
     CATALOG_ENV,
@@ -36,13 +37,29 @@ def validate(positional: str | None, catalog: str | None) -> None:
     click.echo(f"{mesh.path}: mesh {mesh.name!r} is valid: {len(mesh.nodes)} nodes ({summary})")
 
 
+
+@main.command()
+@click.argument("kind", type=click.Choice(["catalog", "teams", "failure-modes"]))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write it to this file.")
+def schema(kind: str, output: str | None) -> None:
+    """The JSON Schema of a catalog, teams or failure-modes file, for editors that validate and complete YAML
+    (e.g. a `# yaml-language-server: $schema=PATH` first line). `validate` stays the authority: it also checks
+    what a schema cannot (inputs that exist, trainers that import) and names file, line, node and field."""
+    from depmesh.catalog.file_schema import schema_text
+
+    text = schema_text(kind)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote the {kind} schema to {output}")
+    else:
+        click.echo(text, nl=False)
+
 @main.command()
 @click.argument("positional", metavar="[CATALOG]", required=False)
 @CATALOG_OPTION
 @click.option("--format", "fmt", type=click.Choice(["table", "mermaid", "json"]), default="table", show_default=True)
 def show(positional: str | None, catalog: str | None, fmt: str) -> None:
     """List the mesh's nodes with kind, owner, criticality and inputs."""
-    from depmesh import graph
     from depmesh.cli.render import mermaid
 
     mesh = load_mesh(one_catalog(catalog, positional))

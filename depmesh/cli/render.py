@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from depmesh import graph
 from depmesh.catalog import MeshSpec
 from depmesh.cli.common import table
-from depmesh.keys import SERVED_BY_KEY, SERVED_CHECK, SERVING_KEY
+from depmesh.keys import SERVED_BY_KEY, SERVED_CHECK, SERVING_KEY, STORED_KEY
 from depmesh.kinds import NODE_KINDS
 from depmesh.runs import blocked_checks
 
@@ -16,7 +17,6 @@ KIND_STYLES = {name: f"fill:{kind.fill},stroke:{kind.stroke}" for name, kind in 
 
 def mermaid(mesh: MeshSpec) -> str:
     """The mesh as a Mermaid flowchart (GitHub renders it), one class per kind."""
-    from depmesh import graph
 
     ident = {name: name.replace("/", "_") for name in mesh.names}
     lines = ["flowchart LR"]
@@ -33,8 +33,6 @@ def mermaid(mesh: MeshSpec) -> str:
 def summary_rows(result: Any, mesh: MeshSpec, missing: str = "NOT BUILT") -> list[list[object]]:
     """One row per node: what was built in the run (rows or metrics, version,
     seconds), or why not (blocked by which check, or skipped below a block)."""
-    from depmesh import graph
-    from depmesh.keys import STORED_KEY
 
     events = {"/".join(e.asset_key.path): e for e in result.get_asset_materialization_events()}
     blocked: dict[str, list[str]] = {}

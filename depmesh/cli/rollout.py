@@ -258,7 +258,9 @@ def rollout_start(release_id: int, mode: str | None, actor: str | None, reason: 
 @FORMAT_OPTION
 def rollout_status(catalog: str | None, home: str | None, fmt: str) -> None:
     """Every rollout of the mesh, and the active one's current step figures per model."""
-    from depmesh.rollout.serving import list_rollouts, step_figures, summarize
+    from depmesh.rollout.arms import step_figures
+    from depmesh.rollout.canary import summarize
+    from depmesh.rollout.serving import list_rollouts
 
     _, _, registry = governed_registry(home, catalog, read_only=True)
     found = list_rollouts(registry)
@@ -284,7 +286,7 @@ def rollout_status(catalog: str | None, home: str | None, fmt: str) -> None:
 @RESCORE_OPTION
 def rollout_advance(catalog: str | None, home: str | None, rescore: bool) -> None:
     """Judge the active canary's step now (what the canary_rollouts sensor does every minute under the daemon)."""
-    from depmesh.rollout.serving import advance
+    from depmesh.rollout.canary import advance
 
     mesh, teams, registry = governed_registry(home, catalog, read_only=True)
     outcome = registry_call(lambda: advance(registry, mesh, teams))

@@ -82,13 +82,8 @@ def profile(df: Any, contract: ContractSpec) -> dict[str, dict[str, Any]]:
     return out
 
 
-def compile_contract(contract: ContractSpec, reference: dict | None = None, now: Any = None) -> CompiledContract:
-    """Every rule of ``contract``. ``reference`` is the profile of the
-    reference materialization (distribution bounds apply only when there is
-    one); ``now`` (a UTC pandas Timestamp) anchors record freshness."""
-    schema = tuple(SchemaRule(c.name, c.dtype, c.severity) for c in contract.columns)
-    rules: list[Rule] = []
-    skipped: list[str] = []
+def _column_rules(contract: ContractSpec, rules: list[Rule]) -> None:
+    """Each column's nulls, range, allowed values and uniqueness."""
     for c in contract.columns:
         one = (c.name,)
         if not c.nullable:
@@ -109,24 +104,10 @@ def compile_contract(contract: ContractSpec, reference: dict | None = None, now:
         if c.unique:
             rules.append(Rule(f"{c.name}.unique", "expect_column_values_to_be_unique", {"column": c.name},
                               c.severity, one, f"{c.name} is unique"))
-    if contract.min_rows is not None or contract.max_rows is not None:
-        rules.append(Rule("row_count", "expect_table_row_count_to_be_between",
-                          {"min_value": contract.min_rows, "max_value": contract.max_rows}, contract.row_count_severity,
-                          (), f"rows in [{_bound(contract.min_rows, 0)}, {_bound(contract.max_rows, 'inf')}]"))
-    for i, key in enumerate(contract.keys):
-        rules.append(Rule(f"keys[{i}]", "expect_compound_columns_to_be_unique", {"column_list": list(key)},
-                          contract.keys_severity, key, f"({', '.join(key)}) is unique"))
-    fr = contract.freshness
-    if fr is not None and fr.column is not None:
-        if now is None:
-            skipped.append(f"{fr.column}.freshness: no reference time")
-        else:
-            import pandas as pd
 
-            oldest_allowed = now - pd.Timedelta(hours=fr.max_age_hours)
-            rules.append(Rule(f"{fr.column}.freshness", "expect_column_max_to_be_between",
-                              {"column": fr.column, "min_value": oldest_allowed}, fr.severity, (fr.column,),
-                              f"newest {fr.column} at most {fr.max_age_hours:g}h old"))
+
+def _distribution_rules(contract: ContractSpec, reference: dict | None, rules: list[Rule], skipped: list[str]) -> None:
+    """Mean, quantiles and shares within their bounds of the reference profile (skipped without one)."""
     for d in contract.distribution:
         ref = (reference or {}).get(d.column, {})
         rid = f"{d.column}.{d.stat}" + (f"[{d.value}]" if d.stat == "share" else "")
@@ -159,6 +140,35 @@ def compile_contract(contract: ContractSpec, reference: dict | None = None, now:
                               {"column": derived, "min_value": max(0.0, s - d.max_change), "max_value": min(1.0, s + d.max_change)},
                               d.severity, (d.column,), f"share of {d.column}={d.value} within {d.max_change:g} of {s:.3f}",
                               derived=(derived, d.column, d.value)))
+
+
+def compile_contract(contract: ContractSpec, reference: dict | None = None, now: Any = None) -> CompiledContract:
+    """Every rule of ``contract``. ``reference`` is the profile of the
+    reference materialization (distribution bounds apply only when there is
+    one); ``now`` (a UTC pandas Timestamp) anchors record freshness."""
+    schema = tuple(SchemaRule(c.name, c.dtype, c.severity) for c in contract.columns)
+    rules: list[Rule] = []
+    skipped: list[str] = []
+    _column_rules(contract, rules)
+    if contract.min_rows is not None or contract.max_rows is not None:
+        rules.append(Rule("row_count", "expect_table_row_count_to_be_between",
+                          {"min_value": contract.min_rows, "max_value": contract.max_rows}, contract.row_count_severity,
+                          (), f"rows in [{_bound(contract.min_rows, 0)}, {_bound(contract.max_rows, 'inf')}]"))
+    for i, key in enumerate(contract.keys):
+        rules.append(Rule(f"keys[{i}]", "expect_compound_columns_to_be_unique", {"column_list": list(key)},
+                          contract.keys_severity, key, f"({', '.join(key)}) is unique"))
+    fr = contract.freshness
+    if fr is not None and fr.column is not None:
+        if now is None:
+            skipped.append(f"{fr.column}.freshness: no reference time")
+        else:
+            import pandas as pd
+
+            oldest_allowed = now - pd.Timedelta(hours=fr.max_age_hours)
+            rules.append(Rule(f"{fr.column}.freshness", "expect_column_max_to_be_between",
+                              {"column": fr.column, "min_value": oldest_allowed}, fr.severity, (fr.column,),
+                              f"newest {fr.column} at most {fr.max_age_hours:g}h old"))
+    _distribution_rules(contract, reference, rules, skipped)
     for i, e in enumerate(contract.expectations):
         columns = tuple(str(e.kwargs[a]) for a in ("column", "column_A", "column_B") if a in e.kwargs)
         rules.append(Rule(f"expectations[{i}]", e.type, dict(e.kwargs), e.severity, columns, e.type))

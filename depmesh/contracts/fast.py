@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from depmesh.catalog.spec import EXPECTATIONS
+
 SAMPLE = 20  # GX's default partial_unexpected_count; validate keeps fewer
 
 Result = dict[str, Any]
@@ -277,34 +279,38 @@ def _proportion_unique(col: pd.Series) -> Any:
     return col.nunique() / nonnull if nonnull else 0  # GX: 0 when every value is null
 
 
-# (evaluator, the arguments it understands); anything else goes to GX
-COMMON = {"column", "mostly"}
-BOUNDS = {"min_value", "max_value", "strict_min", "strict_max"}
-EVALUATORS: dict[str, tuple[Callable[[pd.DataFrame, dict[str, Any]], Result | None], set[str]]] = {
-    "expect_column_values_to_not_be_null": (not_be_null, COMMON),
-    "expect_column_values_to_be_null": (be_null, COMMON),
-    "expect_column_values_to_be_between": (_column_map(_values_between), COMMON | BOUNDS),
-    "expect_column_values_to_be_in_set": (_column_map(_in_set), COMMON | {"value_set"}),
-    "expect_column_values_to_be_unique": (_column_map(_unique), COMMON),
-    "expect_column_values_to_match_regex": (_column_map(_regex(False)), COMMON | {"regex"}),
-    "expect_column_values_to_not_match_regex": (_column_map(_regex(True)), COMMON | {"regex"}),
-    "expect_column_value_lengths_to_be_between": (_column_map(_lengths_between), COMMON | BOUNDS),
-    "expect_compound_columns_to_be_unique": (compound_unique, {"column_list", "mostly"}),
-    "expect_column_pair_values_a_to_be_greater_than_b": (_pair(_greater), {"column_A", "column_B", "or_equal", "mostly"}),
-    "expect_column_pair_values_to_be_equal": (_pair(_equal), {"column_A", "column_B", "mostly"}),
-    "expect_table_row_count_to_be_between": (_integral_bounds(row_count), BOUNDS),
-    "expect_column_min_to_be_between": (_aggregate(lambda c: c.min(), datetimes=True), {"column"} | BOUNDS),
-    "expect_column_max_to_be_between": (_aggregate(lambda c: c.max(), datetimes=True), {"column"} | BOUNDS),
-    "expect_column_mean_to_be_between": (_aggregate(lambda c: c.mean()), {"column"} | BOUNDS),
-    "expect_column_median_to_be_between": (_aggregate(lambda c: c[c.notna()].median()), {"column"} | BOUNDS),
-    "expect_column_stdev_to_be_between": (_aggregate(lambda c: c.std()), {"column"} | BOUNDS),
-    "expect_column_sum_to_be_between": (_aggregate(lambda c: c.sum()), {"column"} | BOUNDS),
-    "expect_column_unique_value_count_to_be_between": (_integral_bounds(_aggregate(lambda c: c.nunique(), numeric_only=False)),
-                                                       {"column"} | BOUNDS),
-    "expect_column_proportion_of_unique_values_to_be_between": (_aggregate(_proportion_unique, numeric_only=False),
-                                                                {"column"} | BOUNDS),
-    "expect_column_quantile_values_to_be_between": (quantiles, {"column", "quantile_ranges", "allow_relative_error"}),
+# each expectation kind's evaluator (depmesh.catalog.spec.EXPECTATIONS says which arguments it understands;
+# with any other, GX answers)
+_EVALUATE: dict[str, Callable[[pd.DataFrame, dict[str, Any]], Result | None]] = {
+    "expect_column_values_to_not_be_null": not_be_null,
+    "expect_column_values_to_be_null": be_null,
+    "expect_column_values_to_be_between": _column_map(_values_between),
+    "expect_column_values_to_be_in_set": _column_map(_in_set),
+    "expect_column_values_to_be_unique": _column_map(_unique),
+    "expect_column_values_to_match_regex": _column_map(_regex(False)),
+    "expect_column_values_to_not_match_regex": _column_map(_regex(True)),
+    "expect_column_value_lengths_to_be_between": _column_map(_lengths_between),
+    "expect_compound_columns_to_be_unique": compound_unique,
+    "expect_column_pair_values_a_to_be_greater_than_b": _pair(_greater),
+    "expect_column_pair_values_to_be_equal": _pair(_equal),
+    "expect_table_row_count_to_be_between": _integral_bounds(row_count),
+    "expect_column_min_to_be_between": _aggregate(lambda c: c.min(), datetimes=True),
+    "expect_column_max_to_be_between": _aggregate(lambda c: c.max(), datetimes=True),
+    "expect_column_mean_to_be_between": _aggregate(lambda c: c.mean()),
+    "expect_column_median_to_be_between": _aggregate(lambda c: c[c.notna()].median()),
+    "expect_column_stdev_to_be_between": _aggregate(lambda c: c.std()),
+    "expect_column_sum_to_be_between": _aggregate(lambda c: c.sum()),
+    "expect_column_unique_value_count_to_be_between": _integral_bounds(_aggregate(lambda c: c.nunique(),
+                                                                                  numeric_only=False)),
+    "expect_column_proportion_of_unique_values_to_be_between": _aggregate(_proportion_unique, numeric_only=False),
+    "expect_column_quantile_values_to_be_between": quantiles,
 }
+if set(_EVALUATE) != set(EXPECTATIONS):  # one table of kinds: a kind without its evaluator, or the reverse
+    raise ImportError(f"expectation kinds without an evaluator: {sorted(set(EXPECTATIONS) - set(_EVALUATE))}; "
+                      f"evaluators of no kind: {sorted(set(_EVALUATE) - set(EXPECTATIONS))}")
+# (evaluator, the arguments it understands)
+EVALUATORS: dict[str, tuple[Callable[[pd.DataFrame, dict[str, Any]], Result | None], set[str]]] = {
+    name: (_EVALUATE[name], set(kind.understood)) for name, kind in EXPECTATIONS.items()}
 
 
 def evaluate(frame: pd.DataFrame, expectation: str, kwargs: dict[str, Any]) -> Result | None:

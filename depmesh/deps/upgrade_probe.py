@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from depmesh.versions import model_version
+
 
 def probe(job: dict, out: Path) -> dict:
     import numpy as np
@@ -20,7 +22,6 @@ def probe(job: dict, out: Path) -> dict:
     from depmesh.assets.factory import NodeContext, input_version, node_code_version
     from depmesh.catalog import load_catalog, resolve_entrypoint
     from depmesh.tracking.rebuild import load_inputs
-    from depmesh.versions import model_version
 
     mesh = load_catalog(job["catalog"])
     store = ArtifactStore(job["artifacts"])

@@ -26,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from depmesh.catalog import CatalogError, MeshSpec
-from depmesh.catalog.load import Problem, _Checker, load_yaml
+from depmesh.catalog.reader import Problem, _Checker, load_yaml
+from depmesh.catalog.spec import freshness_bounded as stale_bounded
+from depmesh.keys import FRESHNESS_CHECK
 
 FILE_NAME = "failure_modes.yaml"
 TYPES = ("internal", "external")
 LAYERS = ("data", "features", "model", "serving", "infrastructure", "external dependency")
 SEVERITIES = ("critical", "high", "medium", "low")
+MODES_FILE_KEYS = {"mesh", "modes"}
 MODE_KEYS = {"id", "title", "type", "layer", "severity", "owner", "nodes", "signals", "detected_by", "mitigation",
              "runbook", "rollback", "drill"}
 REQUIRED = ("id", "title", "type", "layer", "severity", "owner", "signals", "mitigation", "runbook", "rollback")
@@ -126,10 +129,8 @@ def catalogue_path(mesh: MeshSpec) -> Path:
 
 def mesh_checks(mesh: MeshSpec) -> dict[str, list[str]]:
     """Every node's asset checks by name, and the release's gates under ``releases/<mesh>``."""
-    from depmesh.catalog.spec import freshness_bounded as stale_bounded
     from depmesh.contracts.compile import node_checks
     from depmesh.gates.release import RELEASE_GATES
-    from depmesh.keys import FRESHNESS_CHECK
 
     out = {n.name: [name for name, _, _ in node_checks(n)] for n in mesh.nodes}
     for node in stale_bounded(mesh):  # Dagster's own freshness check (depmesh.automation.freshness)
@@ -145,6 +146,41 @@ def _text_list(c: _Checker, raw: dict, key: str, label: str) -> tuple[str, ...] 
         c.add(f"expected a list of texts, got {value!r}", node=label, field=key, at=raw)
         return None
     return tuple(value)
+
+
+def _parse_detectors(c: _Checker, raw_detectors: list, label: str, mesh: MeshSpec, checks: dict[str, list[str]],
+                     detectors: list) -> bool:
+    """Append each valid {node, check, match} of ``detected_by`` to ``detectors``; False when one is not."""
+    ok = True
+    for i, item in enumerate(raw_detectors):
+        field = f"detected_by[{i}]"
+        if not isinstance(item, dict) or not {"node", "check"} <= set(item) or not set(item) <= {"node", "check", "match"}:
+            c.add(f"expected {{node: NODE, check: CHECK}} (and optionally match: REGEX), got {item!r}",
+                  node=label, field=field, at=raw_detectors)
+            ok = False
+            continue
+        node, check, match = item["node"], item["check"], item.get("match")
+        if check == RUN_FAILURE:
+            if node != "*" and node not in checks:
+                c.add(f"unknown node {node!r} in mesh {mesh.name} (or \"*\": any node)", node=label,
+                      field=f"{field}.node", at=item)
+                ok = False
+            elif match is not None and not _valid_pattern(c, match, label, f"{field}.match", item):
+                ok = False
+            else:
+                detectors.append(Detector(node, check, match))
+        elif node not in checks:
+            c.add(f"unknown node {node!r} in mesh {mesh.name}", node=label, field=f"{field}.node", at=item)
+            ok = False
+        elif check not in checks[node]:
+            c.add(f"unknown check {check!r} on {node} (its checks: {', '.join(checks[node]) or 'none'}; "
+                  f"or {RUN_FAILURE})", node=label, field=f"{field}.check", at=item)
+            ok = False
+        elif match is not None and not _valid_pattern(c, match, label, f"{field}.match", item):
+            ok = False
+        else:
+            detectors.append(Detector(node, check, match))
+    return ok
 
 
 def _parse_mode(c: _Checker, raw: Any, index: int, mesh: MeshSpec, checks: dict[str, list[str]],
@@ -185,34 +221,7 @@ def _parse_mode(c: _Checker, raw: Any, index: int, mesh: MeshSpec, checks: dict[
     if not isinstance(raw_detectors, list):
         c.add(f"expected a list of {{node, check}}, got {raw_detectors!r}", node=label, field="detected_by", at=raw)
         return None
-    for i, item in enumerate(raw_detectors):
-        field = f"detected_by[{i}]"
-        if not isinstance(item, dict) or not {"node", "check"} <= set(item) or not set(item) <= {"node", "check", "match"}:
-            c.add(f"expected {{node: NODE, check: CHECK}} (and optionally match: REGEX), got {item!r}",
-                  node=label, field=field, at=raw_detectors)
-            ok = False
-            continue
-        node, check, match = item["node"], item["check"], item.get("match")
-        if check == RUN_FAILURE:
-            if node != "*" and node not in checks:
-                c.add(f"unknown node {node!r} in mesh {mesh.name} (or \"*\": any node)", node=label,
-                      field=f"{field}.node", at=item)
-                ok = False
-            elif match is not None and not _valid_pattern(c, match, label, f"{field}.match", item):
-                ok = False
-            else:
-                detectors.append(Detector(node, check, match))
-        elif node not in checks:
-            c.add(f"unknown node {node!r} in mesh {mesh.name}", node=label, field=f"{field}.node", at=item)
-            ok = False
-        elif check not in checks[node]:
-            c.add(f"unknown check {check!r} on {node} (its checks: {', '.join(checks[node]) or 'none'}; "
-                  f"or {RUN_FAILURE})", node=label, field=f"{field}.check", at=item)
-            ok = False
-        elif match is not None and not _valid_pattern(c, match, label, f"{field}.match", item):
-            ok = False
-        else:
-            detectors.append(Detector(node, check, match))
+    ok = _parse_detectors(c, raw_detectors, label, mesh, checks, detectors) and ok
     drill = raw.get("drill")
     if drill is not None:
         from depmesh.injections import InjectionError, check_drill
@@ -253,7 +262,7 @@ def parse_failure_modes(text: str, path: Path, mesh: MeshSpec, declared_teams: A
     if not isinstance(data, dict) or not isinstance(data.get("modes"), list):
         c.add("expected a mapping with a list under 'modes' at the top")
         raise FailureModeError(c.problems)
-    c.keys(data, {"mesh", "modes"}, node=None, prefix="")
+    c.keys(data, MODES_FILE_KEYS, node=None, prefix="")
     if data.get("mesh") not in (None, mesh.name):
         c.add(f"this catalogue is for mesh {data['mesh']!r}, the catalog beside it is mesh {mesh.name!r}",
               field="mesh", at=data)
@@ -285,7 +294,7 @@ def load_failure_modes(mesh: MeshSpec, path: Path | None = None) -> FailureCatal
     from depmesh.teams import load_teams
 
     teams = load_teams(mesh)
-    from depmesh.catalog.load import read_capped
+    from depmesh.catalog.reader import read_capped
 
     text = read_capped(path, FailureModeError, "failure-mode catalogue")
     found = parse_failure_modes(text, path, mesh, teams.teams if teams else ())

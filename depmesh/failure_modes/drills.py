@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from depmesh import graph
 from depmesh.failure_modes.catalogue import FailureCatalogue, FailureMode
 from depmesh.injections import (  # noqa: F401 - re-exported: drills run these faults
     DRILL_SAMPLE,
@@ -22,6 +23,7 @@ from depmesh.injections import (  # noqa: F401 - re-exported: drills run these f
     check_drill,
     process_fault,
 )
+from depmesh.keys import DRILL_FAULT_TAG, PARAMS_TAG, REGISTRY_KEY
 
 
 class DrillError(ValueError):
@@ -90,9 +92,7 @@ def run_process_drill(mesh: Any, mode: FailureMode, sample: float = DRILL_SAMPLE
     """Run the fault's node (and what it needs) in a multiprocess run on a throwaway instance with the fault
     injected, then ask the run-failure detectors of the catalogue (what the run-failure sensor asks) which
     modes the failed steps match. Production is not touched: the run, its storage and registry are temporary."""
-    from depmesh import graph
     from depmesh.automation.routing import failed_steps
-    from depmesh.keys import DRILL_FAULT_TAG, REGISTRY_KEY
     from depmesh.runs import run_mesh
 
     fault, node = process_fault(mode.drill or "")
@@ -138,10 +138,10 @@ def run_serving_drill(mesh: Any, mode: FailureMode, sample: float = SERVING_DRIL
     scores with the serving fault in place (a run tag) and read which checks failed."""
     import json
 
-    from depmesh import graph
-    from depmesh.assets.io import recorded_metadata
-    from depmesh.automation.routing import instance_registry
-    from depmesh.keys import DRILL_FAULT_TAG, PARAMS_TAG
+    from depmesh.artifacts import ArtifactStore
+    from depmesh.assets.io import artifacts_location, recorded_metadata
+    from depmesh.governance import open_governed
+    from depmesh.registry.store import default_url
     from depmesh.runs import run_mesh
 
     fault, node = process_fault(mode.drill or "")
@@ -153,7 +153,10 @@ def run_serving_drill(mesh: Any, mode: FailureMode, sample: float = SERVING_DRIL
         first = run_mesh(mesh.path, instance, sample=sample, mesh=mesh, selection=trained)
         if not first.result.success:
             raise DrillError(f"{mode.id}: the models behind {node} did not train on the drill's instance")
-        registry = instance_registry(mesh, instance)
+        # the throwaway instance's own registry: the drill promotes there without approvals (no team's Production
+        # moves), under the mesh's dependency rules
+        registry = open_governed(default_url(Path(instance.root_directory)), mesh,
+                                 ArtifactStore(artifacts_location(instance)), teams=None)
         try:
             records = {m: recorded_metadata(instance, m.split("/")) for m in models}
             unbuilt = sorted(m for m, r in records.items() if r is None)

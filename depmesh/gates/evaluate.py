@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from depmesh.catalog import GateSpec
+from depmesh.metrics import baseline, score
 from depmesh.models import InvalidInput, TrainedModel, measure_latency, primary_of
 
 QUALITY, LATENCY, SUBGROUPS, MALFORMED, MEMORY = (
@@ -76,7 +77,6 @@ def _baseline(model: TrainedModel, evaluation: tuple[Any, Any] | None) -> tuple[
         if evaluation is None:
             raise ValueError(f"no baseline: the trainer of {model.node} reported no baseline_{metric} and left no "
                              "evaluation window (ctx.evaluation) for depmesh to compute one")
-        from depmesh.metrics import baseline
 
         y = np.asarray(evaluation[1], dtype="float64")
         y = y[np.isfinite(y)]
@@ -188,7 +188,6 @@ def _score(task: str, y: Any, predicted: Any, classes: Any = None) -> float | No
 
 def _declared_score(model: TrainedModel, frame: Any, y: Any) -> float | None:
     """The declared scorer on one group; None where it is undefined there (one class only, say)."""
-    from depmesh.metrics import score
 
     try:
         return score(model, model.primary_metric[0], frame, y)

@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from depmesh.rollout.serving import step_figures, summarize
+from depmesh.rollout.arms import step_figures
+from depmesh.rollout.canary import summarize
 
 
 def ab_test(production: Any, candidate: Any, confidence: float, resamples: int, seed: int) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def ab_test(production: Any, candidate: Any, confidence: float, resamples: int, 
 def _pooled(tracking: Any, runs: list[dict[str, Any]], arm: str) -> Any:
     import numpy as np
 
-    from depmesh.rollout.serving import unpack_losses
+    from depmesh.rollout.arms import unpack_losses
 
     parts = [unpack_losses(tracking.blob(r["figures"]["losses"][arm]) or b"") for r in runs
              if r["figures"].get("losses", {}).get(arm)]

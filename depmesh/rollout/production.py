@@ -34,6 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from depmesh import graph
 from depmesh.keys import SERVED_BY_KEY, SERVED_CHECK, SERVING_KEY, SIGNATURE_KEY
 from depmesh.registry.schema import approvals, promotion_requests, stage_transitions
 
@@ -322,7 +323,6 @@ SERVING_PAGE = "serving/{mesh}"  # the mesh's serving page (depmesh.assets.servi
 def selection(mesh: Any, stale: dict[str, str]) -> list[str]:
     """What a re-score materializes (depmesh.rollout.rescore, the serve_production sensor): the stale scores
     nodes and every scores or consumer node downstream of them, in the mesh's order."""
-    from depmesh import graph
 
     inputs = mesh.inputs_map()
     wanted = set(stale)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from depmesh.keys import RESCORE_TAG, REVISION_TAG
+from depmesh.keys import RESCORE_TAG, REVISION_TAG, TRIGGER_TAG
 from depmesh.rollout.production import (  # noqa: F401 - the plan lives with the Production set; re-exported
     SERVING_PAGE,
     rescore_key,
@@ -40,7 +40,6 @@ class Rescore:
 
 def rescore(catalog: Any, instance: Any, registry: Any, mesh: Any, *, trigger: str = "cli") -> Rescore:
     """Materialize the stale scores and their consumers now, in this process; nothing when none is stale."""
-    from depmesh.keys import TRIGGER_TAG
     from depmesh.runs import run_mesh
 
     stale = stale_scores(instance, registry, mesh)

@@ -10,13 +10,16 @@ import logging
 import sys
 from pathlib import Path
 
+from depmesh.metrics import declared_metrics
+from depmesh.storage import location
+from depmesh.versions import model_version
+
 
 def read_bytes(where: str) -> bytes:
     """A stored file's bytes, from a local path or a storage URL (s3://...)."""
     if "://" not in where:
         return Path(where).read_bytes()
     # only code that has depmesh.storage records inputs on an object store
-    from depmesh.storage import location
 
     return location(where).read_bytes()
 
@@ -49,7 +52,6 @@ def main(job_file: str) -> None:
     from depmesh.artifacts import ArtifactStore, PackedModel
     from depmesh.assets.factory import NodeContext, input_version, node_code_version
     from depmesh.catalog import load_catalog, resolve_entrypoint
-    from depmesh.versions import model_version
 
     job = json.loads(Path(job_file).read_text())
     mesh = load_catalog(job["catalog"])
@@ -64,7 +66,6 @@ def main(job_file: str) -> None:
     ctx = NodeContext(node=node, sample_fraction=1.0, log=logging.getLogger("depmesh.reproduce"))
     model = resolve_entrypoint(node.entrypoint)(inputs, ctx)
     if node.model.metrics is not None:
-        from depmesh.metrics import declared_metrics
 
         model.metrics = {**model.metrics, **declared_metrics(model, node.model.metrics, ctx.evaluation)}
     versions = {name: input_version(value) for name, value in sorted(inputs.items())}

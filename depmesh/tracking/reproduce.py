@@ -174,15 +174,11 @@ def reproduce(registry: Any, node: str, version: str, *, work_dir: Path | None =
     return report
 
 
-def _rebuild(registry: Any, node: str, version: str, info: dict[str, Any], work: Path, progress: Any) -> dict:
-    """Check out the code, build the environment, retrain in it; the rebuild's report."""
+def _checkout_code(recipe: dict[str, Any], tracking: Any, source: Path, progress: Any) -> tuple[str, str]:
+    """The recorded code into ``source`` (a git commit and its diff, the recorded module files, or nothing when
+    the code is an installed distribution); (its kind, the code root)."""
     from depmesh.tracking.recipe import code_kind
-    from depmesh.tracking.snapshots import SnapshotStore
-    from depmesh.tracking.store import Tracking
 
-    recipe = info["recipe"]
-    tracking = Tracking(registry)
-    source, venv = work / "source", work / "venv"
     kind = code_kind(recipe)
     root = recipe.get("code_root") or ""
     if kind == "git":
@@ -205,6 +201,35 @@ def _rebuild(registry: Any, node: str, version: str, info: dict[str, Any], work:
         progress(f"code: the installed distribution {recipe['code']['name']} {recipe['code']['version']} "
                  "(part of the recorded environment)")
         source.mkdir(parents=True)
+    return kind, root
+
+
+def _write_job(registry: Any, node: str, version: str, info: dict[str, Any], recipe: dict[str, Any], catalog: Path,
+               work: Path) -> None:
+    """The rebuild script's job: the stored inputs (table snapshots, upstream models), parameters, seed."""
+    from depmesh.tracking.snapshots import SnapshotStore
+
+    snapshots = SnapshotStore.beside(registry.artifacts.root)
+    inputs = {}
+    for name, part in recipe["inputs"].items():
+        if part["kind"] == "table":
+            inputs[name] = {"kind": "table", "path": str(snapshots.path_for(part["sha256"])), "sha256": part["sha256"]}
+        else:
+            inputs[name] = {"kind": "model", "sha256": part["sha256"], "version": part["version"]}
+    job = {"node": node, "version": version, "catalog": str(catalog), "params": recipe["params"],
+           "seed": recipe["seed"], "inputs": inputs, "artifacts": str(registry.artifacts.root),
+           "artifact_hash": info["artifact_hash"]}
+    (work / "job.json").write_text(json.dumps(job, indent=2))
+
+
+def _rebuild(registry: Any, node: str, version: str, info: dict[str, Any], work: Path, progress: Any) -> dict:
+    """Check out the code, build the environment, retrain in it; the rebuild's report."""
+    from depmesh.tracking.store import Tracking
+
+    recipe = info["recipe"]
+    tracking = Tracking(registry)
+    source, venv = work / "source", work / "venv"
+    kind, root = _checkout_code(recipe, tracking, source, progress)
     lock = recipe.get("lock")
     if lock:
         (source / lock["name"]).write_bytes(tracking.blob(lock["sha256"]))
@@ -222,17 +247,7 @@ def _rebuild(registry: Any, node: str, version: str, info: dict[str, Any], work:
         seconds = install_recorded(tracking.blob(env["sha256"]) or b"", venv, find_uv(), code_root=root,
                                    source=source)
     progress(f"environment built in {seconds:.1f} s; retraining {node} with seed {recipe['seed']}")
-    snapshots = SnapshotStore.beside(registry.artifacts.root)
-    inputs = {}
-    for name, part in recipe["inputs"].items():
-        if part["kind"] == "table":
-            inputs[name] = {"kind": "table", "path": str(snapshots.path_for(part["sha256"])), "sha256": part["sha256"]}
-        else:
-            inputs[name] = {"kind": "model", "sha256": part["sha256"], "version": part["version"]}
-    job = {"node": node, "version": version, "catalog": str(catalog), "params": recipe["params"],
-           "seed": recipe["seed"], "inputs": inputs, "artifacts": str(registry.artifacts.root),
-           "artifact_hash": info["artifact_hash"]}
-    (work / "job.json").write_text(json.dumps(job, indent=2))
+    _write_job(registry, node, version, info, recipe, catalog, work)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     import_path = (recipe.get("code") or {}).get("import_path")
     if import_path and kind in ("git", "files"):  # where the trainer's module imports from, as it did when trained

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from depmesh.catalog import MeshSpec, NodeSpec, resolve_entrypoint
-from depmesh.keys import STUDY_TAG, TRIAL_TAG
+from depmesh.keys import PARAMS_TAG, STUDY_TAG, TRIAL_TAG, TRIGGER_TAG
+from depmesh.metrics import declared_metrics
+from depmesh.versions import model_version
 
 TUNE_TRIGGER = "tune"
 TUNED_NODE_TAG = "depmesh/tuned_node"
@@ -155,6 +157,56 @@ def load_inputs(node: NodeSpec, instance: Any, storage: Path) -> dict[str, Any]:
         raise TuningError(f"tuning {node.name} needs its inputs materialized first: {exc}") from None
 
 
+def _record_trial(node: Any, model: Any, ctx: Any, fit: Any, recorder: Any, input_versions: dict) -> float:
+    """Record a trained trial (declared metrics added, its curves with the pruner's); its objective value."""
+    from depmesh.tracking.recorder import curves_for
+
+    tune = node.model.tune
+    if node.model.metrics is not None:
+
+        model.metrics = {**model.metrics, **declared_metrics(model, node.model.metrics, ctx.evaluation)}
+    curves = curves_for(model, ctx)
+    if curves is not None:
+        curves.series.update(fit.curves.series)
+    if tune.metric not in model.metrics:
+        error = TuningError(f"{node.name}'s trainer reported no metric {tune.metric!r} (it reports: "
+                            f"{', '.join(sorted(model.metrics))}); set model.tune.metric to one of them")
+        recorder.record("failed", model=model, metrics=model.metrics, error=error, input_versions=input_versions)
+        raise error
+    recorder.record("trial", model=model, metrics=model.metrics, input_versions=input_versions, curves=curves)
+    return float(model.metrics[tune.metric])
+
+
+def _best_so_far(study: Any, value: float, higher_is_better: bool) -> float:
+    best = value
+    try:
+        best = study.best_value if study.best_value is not None else value
+    except ValueError:  # no trial completed before this one
+        pass
+    return max(best, value) if higher_is_better else min(best, value)
+
+
+def _study_result(study: Any, name: str, node: Any, started: float) -> StudyResult:
+    """The best trial of the study (refused when none completed), beside the catalog's parameters' trial."""
+    import optuna
+
+    tune = node.model.tune
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise TuningError(f"study {name}: no trial completed ({states.count(optuna.trial.TrialState.FAIL)} failed, "
+                          f"{states.count(optuna.trial.TrialState.PRUNED)} pruned): see depmesh runs list --study "
+                          f"{name}")
+    best = study.best_trial
+    baseline_trial = next((t for t in complete if t.user_attrs.get("baseline")), None)
+    return StudyResult(
+        study=name, node=node.name, metric=tune.metric, higher_is_better=tune.higher_is_better,
+        best_params=dict(best.params), best_value=float(best.value), best_trial=best.number,
+        baseline_value=float(baseline_trial.value) if baseline_trial else None, complete=len(complete),
+        pruned=states.count(optuna.trial.TrialState.PRUNED), failed=states.count(optuna.trial.TrialState.FAIL),
+        seconds=time.perf_counter() - started, best_is_baseline=bool(best.user_attrs.get("baseline")))
+
+
 def run_study(mesh: MeshSpec, node_name: str, instance: Any, registry: Any, storage: Path, *,
               trials: int | None = None, timeout_s: float | None = None, sample_fraction: float = 1.0,
               progress: Callable[[str], None] = print) -> StudyResult:
@@ -164,9 +216,8 @@ def run_study(mesh: MeshSpec, node_name: str, instance: Any, registry: Any, stor
     import optuna
 
     from depmesh.assets.factory import NodeContext, input_version, node_code_version
-    from depmesh.tracking.recorder import TrainingRecorder, curves_for
+    from depmesh.tracking.recorder import TrainingRecorder
     from depmesh.tuning.trial import TrialFit
-    from depmesh.versions import model_version
 
     node = tunable_node(mesh, node_name)
     tune = node.model.tune
@@ -210,37 +261,16 @@ def run_study(mesh: MeshSpec, node_name: str, instance: Any, registry: Any, stor
             recorder.record("failed", error=exc, input_versions=input_versions)
             progress(f"trial {trial.number}: FAILED: {type(exc).__name__}: {str(exc)[:200]}")
             raise
-        if node.model.metrics is not None:
-            from depmesh.metrics import declared_metrics
-
-            model.metrics = {**model.metrics, **declared_metrics(model, node.model.metrics, ctx.evaluation)}
         model.version = model_version(input_versions, code, model_spec.params, model_spec.seed)
-        curves = curves_for(model, ctx)
-        if curves is not None:
-            curves.series.update(fit.curves.series)
-        if tune.metric not in model.metrics:
-            error = TuningError(f"{node.name}'s trainer reported no metric {tune.metric!r} (it reports: "
-                                f"{', '.join(sorted(model.metrics))}); set model.tune.metric to one of them")
-            recorder.record("failed", model=model, metrics=model.metrics, error=error, input_versions=input_versions)
-            raise error
-        value = float(model.metrics[tune.metric])
-        recorder.record("trial", model=model, metrics=model.metrics, input_versions=input_versions, curves=curves)
-        best = value
-        try:
-            best = study.best_value if study.best_value is not None else value
-        except ValueError:
-            pass
-        best = max(best, value) if tune.higher_is_better else min(best, value)
+        value = _record_trial(node, model, ctx, fit, recorder, input_versions)
+        best = _best_so_far(study, value, tune.higher_is_better)
         progress(f"trial {trial.number}: {tune.metric} {value:.5g} (best {best:.5g}) in {time.perf_counter() - t0:.1f} s"
                  f"{' [catalog parameters]' if trial.user_attrs.get('baseline') else ''}: "
                  + json.dumps(params, sort_keys=True) + (f" ({fit.note})" if fit.note else ""))
         return value
 
-    def finished(study: Any) -> int:
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        return len(study.get_trials(deepcopy=False, states=states))
-
-    remaining = trials - finished(study)
+    remaining = trials - len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                        optuna.trial.TrialState.PRUNED)))
     if remaining > 0:
         progress(f"tuning {node.name}: study {name}, {tune.sampler} sampler, {tune.pruner} pruner, up to {remaining} "
                  f"trial(s)" + (f" or {timeout_s:.0f} s" if timeout_s else "") + f", optimizing {tune.metric} "
@@ -249,20 +279,7 @@ def run_study(mesh: MeshSpec, node_name: str, instance: Any, registry: Any, stor
                                                                     optuna.trial.TrialState.PRUNED))]
         study.optimize(objective, n_trials=remaining, timeout=timeout_s, catch=(Exception,), callbacks=callbacks,
                        gc_after_trial=False)
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        raise TuningError(f"study {name}: no trial completed ({states.count(optuna.trial.TrialState.FAIL)} failed, "
-                          f"{states.count(optuna.trial.TrialState.PRUNED)} pruned): see depmesh runs list --study "
-                          f"{name}")
-    best = study.best_trial
-    baseline_trial = next((t for t in complete if t.user_attrs.get("baseline")), None)
-    return StudyResult(
-        study=name, node=node.name, metric=tune.metric, higher_is_better=tune.higher_is_better,
-        best_params=dict(best.params), best_value=float(best.value), best_trial=best.number,
-        baseline_value=float(baseline_trial.value) if baseline_trial else None, complete=len(complete),
-        pruned=states.count(optuna.trial.TrialState.PRUNED), failed=states.count(optuna.trial.TrialState.FAIL),
-        seconds=time.perf_counter() - started, best_is_baseline=bool(best.user_attrs.get("baseline")))
+    return _study_result(study, name, node, started)
 
 
 def candidate_request(mesh: MeshSpec, node: str, params: dict[str, Any], study: str,
@@ -271,7 +288,6 @@ def candidate_request(mesh: MeshSpec, node: str, params: dict[str, Any], study: 
     downstream of it, the release) and its tags (the parameters, the study)."""
     from depmesh.assets.release import release_key
     from depmesh.automation.changes import coordinated_selection
-    from depmesh.keys import PARAMS_TAG, TRIGGER_TAG
 
     selection = [node, *coordinated_selection(mesh.inputs_map(), [node])]
     tags = {PARAMS_TAG: json.dumps({node: params}, sort_keys=True), TRIGGER_TAG: TUNE_TRIGGER, STUDY_TAG: study,
