@@ -9,11 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from depmesh.examples.flights.transforms import (
-    CONGESTION_COLUMNS,
-    WEATHER_COLUMNS,
-    model_frame,
-)
+from depmesh.examples.flights.transforms import CONGESTION_COLUMNS, WEATHER_COLUMNS, model_frame
 from depmesh.models import TrainedModel, split_masks
 
 CATEGORICAL = ["carrier", "origin", "manufacturer_group"]
@@ -25,10 +21,7 @@ SEGMENT_FEATURES = ["route_distance", "route_air_time", "route_dep_delay", "rout
 
 def _gradient_boosting(task: str, categorical: list[str], numeric: list[str], params: dict, seed: int) -> Any:
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import (
-        HistGradientBoostingClassifier,
-        HistGradientBoostingRegressor,
-    )
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
