@@ -18,15 +18,10 @@ from dagster import (
 )
 
 from depmesh import graph
-from depmesh.assets.db_retries import (  # noqa: F401 - moved; importable from here as before
-    DATABASE_RETRIES,
-    DATABASE_RETRY_WAIT_S,
-    LostDatabaseConnection,
-    _ConnectionRetries,
-    connection_watcher,
+from depmesh.assets.db_retries import (  # noqa: F401 - importable from here as before
     retry_on_lost_database,
 )
-from depmesh.assets.declare import (  # noqa: F401 - moved; importable from here as before
+from depmesh.assets.declare import (  # noqa: F401 - importable from here as before
     KINDS_TAG,
     argument_name,
     asset_key,
@@ -35,46 +30,15 @@ from depmesh.assets.declare import (  # noqa: F401 - moved; importable from here
     node_code_version,
 )
 from depmesh.assets.run_step import NodeStep
-from depmesh.assets.serving_step import (  # noqa: F401 - moved; importable from here as before
-    _active_rollout,
-    _not_served,
-    _rollout_result,
-    _serve,
-    _served_metadata,
-    _served_result,
-    _serving_plan,
-)
-from depmesh.assets.step import (  # noqa: F401 - moved; importable from here as before
-    _LOCKS,
-    LATENCY_P95_KEY,
+from depmesh.assets.step import (  # noqa: F401 - importable from here as before
     MeshRuntime,
-    MissingInputColumn,
     NodeContext,
-    _check_table,
-    _gate_latencies,
-    _missing_column,
-    _model_metadata,
-    _previous_metadata,
-    _record_failure,
-    _recorder,
-    _refuse_empty_inputs,
-    _requirements,
-    _table_output,
-    _tag_trigger,
     input_version,
-    trigger_of,
-    versioned_output,
-    with_run_params,
 )
-from depmesh.assets.verdicts import (  # noqa: F401 - moved; importable from here as before
-    _blocked,
-    _fmt4,
-    _gate_and_register,
-    _judge_stored,
+from depmesh.assets.verdicts import (  # noqa: F401 - importable from here as before
     annotate_verdict,
     check_text,
     gate_results,
-    record_incidents,
     tag_blocked,
     with_failure_modes,
 )
