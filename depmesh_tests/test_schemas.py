@@ -16,6 +16,7 @@ from depmesh.catalog import file_schema as fs
 from depmesh.catalog import parse_contract, parse_mesh, parse_model, parse_node
 from depmesh.catalog.load import TOP_KEYS
 from depmesh.catalog.spec import GATE_KEYS
+from depmesh.cli import main
 from depmesh.examples import DEMO_CATALOG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def test_every_section_allows_the_same_keys_in_the_parser_and_the_schema():
 def test_the_published_schema_is_the_generated_one(kind):
     published = (PUBLISHED / f"{kind}.schema.json").read_text()
     assert published == fs.schema_text(kind), f"regenerate: depmesh schema {kind} -o docs/content/schemas/{kind}.schema.json"
-    out = CliRunner().invoke(__import__("depmesh.cli", fromlist=["main"]).main, ["schema", kind])
+    out = CliRunner().invoke(main, ["schema", kind])
     assert out.exit_code == 0 and json.loads(out.output) == json.loads(published)
 
 

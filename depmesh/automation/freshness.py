@@ -19,9 +19,6 @@ from depmesh.keys import FRESHNESS_CHECK
 FRESHNESS_SENSOR_INTERVAL_S = 300
 
 
-stale_bounded = freshness_bounded  # the nodes that get a freshness check
-
-
 def build_freshness_checks(mesh: MeshSpec) -> tuple[list[Any], Any]:
     """(the freshness checks, the sensor that evaluates them) of the mesh; ([], None) when no node has one."""
     import warnings
@@ -37,7 +34,7 @@ def build_freshness_checks(mesh: MeshSpec) -> tuple[list[Any], Any]:
     checks: list[Any] = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is superseded.*")
-        for node in stale_bounded(mesh):
+        for node in freshness_bounded(mesh):
             bound = node.contract.freshness
             checks += build_last_update_freshness_checks(
                 assets=[AssetKey(node.name.split("/"))], lower_bound_delta=timedelta(hours=bound.max_age_hours),
@@ -50,4 +47,4 @@ def build_freshness_checks(mesh: MeshSpec) -> tuple[list[Any], Any]:
     return checks, sensor
 
 
-__all__ = ["FRESHNESS_CHECK", "build_freshness_checks", "stale_bounded"]
+__all__ = ["FRESHNESS_CHECK", "build_freshness_checks"]

@@ -52,7 +52,8 @@ def incidents_for_failed_run(mesh: MeshSpec, catalogue: Any, registry: Any, run_
 
 
 def instance_registry(mesh: MeshSpec, instance: Any) -> Any:
-    """The registry of ``mesh`` beside ``instance`` (as the registry resource's default finds it)."""
+    """The registry of ``mesh`` beside ``instance`` (as the registry resource's default finds it), under the
+    mesh's policy."""
     from depmesh.artifacts import ArtifactStore
     from depmesh.assets.io import artifacts_location
     from depmesh.governance import open_governed

@@ -37,7 +37,6 @@ def validate(positional: str | None, catalog: str | None) -> None:
     click.echo(f"{mesh.path}: mesh {mesh.name!r} is valid: {len(mesh.nodes)} nodes ({summary})")
 
 
-
 @main.command()
 @click.argument("kind", type=click.Choice(["catalog", "teams", "failure-modes"]))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write it to this file.")

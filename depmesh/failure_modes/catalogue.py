@@ -27,7 +27,7 @@ from typing import Any
 
 from depmesh.catalog import CatalogError, MeshSpec
 from depmesh.catalog.reader import Problem, _Checker, load_yaml
-from depmesh.catalog.spec import freshness_bounded as stale_bounded
+from depmesh.catalog.spec import freshness_bounded
 from depmesh.keys import FRESHNESS_CHECK
 
 FILE_NAME = "failure_modes.yaml"
@@ -133,7 +133,7 @@ def mesh_checks(mesh: MeshSpec) -> dict[str, list[str]]:
     from depmesh.gates.release import RELEASE_GATES
 
     out = {n.name: [name for name, _, _ in node_checks(n)] for n in mesh.nodes}
-    for node in stale_bounded(mesh):  # Dagster's own freshness check (depmesh.automation.freshness)
+    for node in freshness_bounded(mesh):  # Dagster's own freshness check (depmesh.automation.freshness)
         out[node.name].append(FRESHNESS_CHECK)
     if any(n.kind == "model" for n in mesh.nodes):
         out[f"releases/{mesh.name}"] = [name for name, _, _ in RELEASE_GATES]

@@ -105,8 +105,8 @@ class OnCallRule(StagePolicy):
 class MeshPolicy(StagePolicy):
     """The rules of one mesh, applied in order (the first refusal wins)."""
 
-    def __init__(self, teams: Any, dependency_policy: Any, rules: list[StagePolicy]):
-        self.teams, self.dependency_policy, self.rules = teams, dependency_policy, rules
+    def __init__(self, teams: Any, rules: list[StagePolicy]):
+        self.teams, self.rules = teams, rules
 
     def before_release(self, registry, conn, members, needs):
         for rule in self.rules:
@@ -130,5 +130,5 @@ class MeshPolicy(StagePolicy):
 
 def policy_for(teams: Any, dependency_policy: Any) -> MeshPolicy:
     """The stage-change policy of a mesh with these teams (or None) and this dependency policy (or None)."""
-    return MeshPolicy(teams, dependency_policy, [
+    return MeshPolicy(teams, [
         ApprovalRule(teams), ConflictRule(), VulnerabilityRule(dependency_policy), OnCallRule(teams)])

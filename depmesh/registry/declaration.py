@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from depmesh.registry.chain import audit
 from depmesh.registry.errors import (
     GovernanceMismatch,
     RegistryError,
@@ -14,6 +15,7 @@ from depmesh.registry.errors import (
     _value_text,
     check_actor,
 )
+from depmesh.registry.schema import mesh_governance
 
 
 class DeclarationRecord:
@@ -47,9 +49,6 @@ class DeclarationRecord:
             "declaration with depmesh teams adopt --reason TEXT (audited)")
 
     def _record_governance(self, conn, actor: str, action: str, reason: str, teams: Any) -> None:
-        from depmesh.registry.chain import audit
-        from depmesh.registry.schema import mesh_governance
-
         policy = teams.policy() if teams is not None else {"teams": [], "signatures": "none"}
         values = dict(teams_sha256=teams.sha256 if teams is not None else None,
                       policy=json.dumps(policy, sort_keys=True), declared_by=actor, declared_at=_now())
@@ -61,8 +60,6 @@ class DeclarationRecord:
               policy=policy)
 
     def _governance(self, conn) -> dict[str, Any] | None:
-        from depmesh.registry.schema import mesh_governance
-
         row = conn.execute(sa.select(mesh_governance).where(mesh_governance.c.mesh == self.mesh)).first()
         return None if row is None else {**dict(row._mapping), "policy": json.loads(row.policy)}
 

@@ -28,12 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from depmesh.registry.declaration import DeclarationRecord
-from depmesh.registry.errors import (  # noqa: F401 - the errors and checks, importable from here as before
+from depmesh.registry.errors import (  # noqa: F401 - the public errors and checks, importable from here as before
     DEFAULT_MESH,
-    FAULT_ENV,
-    MAX_ID,
     MIGRATION_LOCK_KEY,
-    READ_ONLY_MARKERS,
     SYSTEM_ACTOR,
     ApprovalRequired,
     GovernanceMismatch,
@@ -41,10 +38,6 @@ from depmesh.registry.errors import (  # noqa: F401 - the errors and checks, imp
     RegistryError,
     RegistryReadOnly,
     RollbackRefused,
-    _decode,
-    _fault,
-    _now,
-    _value_text,
     check_actor,
     check_release_id,
     default_url,

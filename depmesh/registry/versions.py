@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from depmesh.registry.chain import append
 from depmesh.registry.entities import ModelVersion, StageChange
 from depmesh.registry.errors import (
     SYSTEM_ACTOR,
@@ -73,8 +74,6 @@ class VersionRecords:
         return True
 
     def _log(self, conn, node, version, from_stage, to_stage, actor, reason, run_id=None, release_id=None) -> None:
-        from depmesh.registry.chain import append
-
         check_actor(actor, reason)
         append(conn, "stages", dict(mesh=self.mesh, node=node, version=version, from_stage=from_stage,
                                     to_stage=to_stage, actor=actor, reason=reason, run_id=run_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from depmesh.governance.approvals import decide
+from depmesh.rollout.serving import start
 
 
 def decide_and_apply(registry: Any, mesh: Any, teams: Any, request_id: int, *, actor: str, reason: str,
@@ -18,8 +19,6 @@ def decide_and_apply(registry: Any, mesh: Any, teams: Any, request_id: int, *, a
         return {"request": request, "action": "waiting"}
     release_id = request["release_id"]
     if request["rollout"] == "canary":
-        from depmesh.rollout.serving import start
-
         rollout = start(registry, mesh, teams, release_id, mode="canary", actor=actor,
                         reason=f"request {request_id} approved: {reason}")
         return {"request": request, "action": "canary", "rollout": rollout}
