@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import instance_for_test
 
-from depmesh.assets import factory
+from depmesh.assets import db_retries
 from depmesh.catalog import load_catalog
 from depmesh.examples import CLINIC_CATALOG
 from depmesh.examples.clinic.builders import patient_features
@@ -52,7 +52,7 @@ def instance(tmp_path):
 
 
 def test_a_lost_connection_once_is_retried_and_then_succeeds(tmp_path, instance, monkeypatch):
-    monkeypatch.setattr(factory, "DATABASE_RETRY_WAIT_S", 0)
+    monkeypatch.setattr(db_retries, "DATABASE_RETRY_WAIT_S", 0)
     monkeypatch.setenv(MARK_ENV, str(tmp_path / "mark"))
     result = materialize_mesh(_mesh_with(tmp_path, "flaky_features"), instance)
     assert result.success
@@ -64,7 +64,7 @@ def test_a_lost_connection_once_is_retried_and_then_succeeds(tmp_path, instance,
 
 
 def test_a_database_that_cannot_be_written_is_not_retried(tmp_path, instance, monkeypatch):
-    monkeypatch.setattr(factory, "DATABASE_RETRY_WAIT_S", 0)
+    monkeypatch.setattr(db_retries, "DATABASE_RETRY_WAIT_S", 0)
     result = materialize_mesh(_mesh_with(tmp_path, "read_only_features"), instance)
     assert not result.success
     steps = events_of(result, "features__patients")
