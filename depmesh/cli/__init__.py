@@ -12,6 +12,7 @@ from depmesh.cli import (  # noqa: F401 - each registers its commands on main
     deps,
     failure_modes,
     mesh,
+    online,
     registry,
     rollout,
     serving,
