@@ -243,6 +243,8 @@ def test_the_container_context_pins_the_lock_and_its_entry_point_verifies_the_ar
                             capture_output=True, text=True, cwd=context, timeout=300)
     assert scored.returncode == 0, scored.stderr
     assert pd.read_parquet(tmp_path / "out.parquet")["prediction"].tolist() == pytest.approx(list(model.predict(frame)))
+    served = serve_the_entry_point(context, frame)
+    assert served == model.predict(frame).tolist()  # the container's server answers with the bundled versions
     planted = next((context / "release" / "artifacts").iterdir())
     payload = bytearray(planted.read_bytes())
     payload[len(payload) // 2] ^= 0xFF  # one byte flipped in the middle of the bundle
@@ -250,7 +252,44 @@ def test_the_container_context_pins_the_lock_and_its_entry_point_verifies_the_ar
     tampered = subprocess.run([sys.executable, "-m", "depmesh.deps.serve_release", str(context / "release")],
                               capture_output=True, text=True, cwd=context, timeout=300)
     assert tampered.returncode == 1 and "release not loaded" in tampered.stderr and "hashes to" in tampered.stderr
+    refused = subprocess.run(entry_point(context), capture_output=True, text=True, cwd=context, timeout=300)
+    assert refused.returncode == 1 and "release not loaded" in refused.stderr and "hashes to" in refused.stderr
     assert "is not empty" in cli("deps", "container", "-o", str(context), "--home", str(home), code=1)
+
+
+def entry_point(context: Path) -> list[str]:
+    """The Dockerfile's ENTRYPOINT and CMD as this machine runs them without Docker: `uv run --locked --no-dev`
+    becomes this environment's interpreter (the lock is the same), run in the context so the context's own copy
+    of the code is what serves; /app is the context; the port any free one on loopback."""
+    lines = (context / "Dockerfile").read_text().splitlines()
+    entry = json.loads(next(line for line in lines if line.startswith("ENTRYPOINT "))[len("ENTRYPOINT "):])
+    cmd = json.loads(next(line for line in lines if line.startswith("CMD "))[len("CMD "):])
+    assert entry[:4] == ["uv", "run", "--locked", "--no-dev"] and entry[4] == "depmesh"
+    assert cmd == ["--host", "0.0.0.0", "--port", "8080"]
+    args = [str(context / a[len("/app/"):]) if a.startswith("/app/") else a for a in entry[5:]]
+    return [sys.executable, "-m", "depmesh.cli", *args, "--host", "127.0.0.1", "--port", "0"]
+
+
+def serve_the_entry_point(context: Path, frame) -> list:
+    """Start the container's entry point, ask it for predictions of ``frame``'s rows; returns them."""
+    from depmesh_tests.online_server import Server
+    from depmesh_tests.test_serve import records_for
+
+    server = Server(command=entry_point(context), cwd=context, env={"DEPMESH_SERVE_TOKEN": "t0ken"})
+    try:
+        server.wait_ready()
+        client = server.client(token="t0ken")
+        status, release = client.get("/v1/release")
+        assert status == 200 and release["source"].startswith("folder") and len(release["models"]) == 4
+        status, described = client.get("/v1/models/models/dep_delay")
+        assert status == 200 and described["features"][0]["source"]  # the catalog's bounds travel in the manifest
+        names = [f["name"] for f in described["features"]]
+        status, body = client.predict("models/dep_delay", records_for(frame, names))
+        assert status == 200, body
+        assert server.client().get("/v1/release")[0] == 401  # the token from the environment guards it
+        return body["predictions"]
+    finally:
+        server.stop()
 
 
 def test_an_upgrade_is_tried_for_real_in_a_second_environment(home, golden):

@@ -259,18 +259,38 @@ def deps_waive(advisory: str, package: str, release_id: int | None, actor: str |
 @HOME_OPTION
 def deps_container(release_id: int | None, output: str, catalog: str | None, home: str | None) -> None:
     """Write a container build context for a release (default: Production's): Dockerfile pinned to the lock,
-    the code, the artifacts and their manifest, an entry point that verifies and loads them."""
+    the code, the artifacts and their manifest, an entry point that verifies them and serves the release
+    online (depmesh serve --release)."""
     from depmesh.deps.container import write_context
     from depmesh.deps.needs import default_lock
 
     mesh, _, registry = governed_registry(home, catalog, read_only=True)
     release = _release_or_production(registry, release_id)
+    versions = _versions(registry, release)
+    schemas = _request_schemas(mesh, registry, release, versions)
     try:
-        dockerfile = write_context(Path(output), default_lock().parent, mesh.name, release,
-                                   _versions(registry, release), registry.artifacts)
+        dockerfile = write_context(Path(output), default_lock().parent, mesh.name, release, versions,
+                                   registry.artifacts, schemas)
     except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{dockerfile}\nbuild: docker build -t {mesh.name}-release-{release['id']} {output}")
+
+
+def _request_schemas(mesh, registry, release, versions) -> dict:
+    """Per member, what a request must carry (with the catalog's contract bounds, which the image lacks), from
+    its verified artifact: what the container's server checks."""
+    from depmesh.online.served import Loader
+
+    loader, schemas = Loader(mesh), {}
+    for node, version in sorted(release["members"].items()):
+        digest = versions[node]["artifact_hash"]
+        try:
+            schemas[node] = loader.model(node, version, digest,
+                                         lambda v=version, d=digest: registry.artifacts.get(d, v)).schema.to_json()
+        except Exception as exc:  # noqa: BLE001 - whatever fails, nothing is written
+            raise click.ClickException(f"{node}@{version}: the stored artifact does not match its recorded hash or "
+                                       f"cannot be loaded; nothing to ship ({type(exc).__name__}: {exc})") from None
+    return schemas
 
 
 @deps.command("upgrade-diff")

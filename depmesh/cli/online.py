@@ -52,6 +52,17 @@ def serve(catalog: str | None, home: str | None, release_folder: str | None, hos
     if release_folder and (catalog or home):
         raise click.UsageError("--release serves a bundled release folder; it takes no --catalog or --home")
     if release_folder:
+        from pathlib import Path
+
+        from depmesh.online.served import Loader, SetRefused, from_folder
+
+        try:  # refused here, before any port is opened: a container with a bad artifact exits, it does not idle
+            found = from_folder(Path(release_folder), Loader())
+        except (SetRefused, OSError, ValueError, KeyError) as exc:
+            raise click.ClickException(f"release not loaded: {type(exc).__name__}: {exc}") from None
+        click.echo(f"depmesh serve: release {found.release_id} of mesh {found.mesh}: {len(found.models)} models "
+                   "loaded and verified: " + ", ".join(f"{n}@{m.version}" for n, m in sorted(found.models.items())),
+                   err=True)
         config = ServeConfig(release=os.path.abspath(release_folder), max_body_bytes=max_body_bytes,
                              max_rows=max_rows, poll_s=poll_s)
         what = f"the bundled release in {release_folder}"
@@ -79,7 +90,7 @@ def serve(catalog: str | None, home: str | None, release_folder: str | None, hos
                    "token to serve others with --host")
     else:
         click.echo(f"depmesh serve: WARNING: no ${TOKEN_ENV} set and listening on {host}: anyone who can reach "
-                   "this address can call every route", err=True)
+                   "this address can call every route")
     try:
         if workers > 1:
             from uvicorn.supervisors import Multiprocess

@@ -90,12 +90,11 @@ class Service:
         from depmesh.artifacts import ArtifactStore
         from depmesh.assets.io import artifacts_dir
         from depmesh.catalog import load_catalog
-        from depmesh.examples import DEMO_CATALOG
         from depmesh.governance import open_governed
         from depmesh.instance import default_home
         from depmesh.registry.store import default_url
 
-        mesh = load_catalog(Path(self.config.catalog or DEMO_CATALOG))
+        mesh = load_catalog(Path(self.config.catalog))  # the command line resolves the default catalog
         home = Path(self.config.home) if self.config.home else default_home()
         self.registry = open_governed(default_url(home), mesh, ArtifactStore(artifacts_dir(home)))
         self.follower = Follower(self.registry, self.holder, Loader(mesh), self.figures, self.config.poll_s)
@@ -219,85 +218,102 @@ def _shadow(service: Service, arms: Any, model: Any, candidate: Any, checked: An
                         paired=production["prediction"], candidate_s=time.perf_counter() - started, error=error)
 
 
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+async def healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    service = _service(request)
+    served = service.holder.current
+    if served is None or not served.models:
+        return _json({"ready": False, "reason": service.load_error or (
+            (service.holder.last_refusal or {}).get("reason") or (
+                "no verified release loaded yet" if served is None else
+                f"no release of mesh {served.mesh} is Production yet (depmesh release request)"))}, 503)
+    return _json({"ready": True, "release": served.release_id, "registry_revision": served.revision})
+
+
+async def metrics(request: Request) -> Response:
+    service = _service(request)
+    if not service.authorized(request):
+        return _unauthorized()
+    body, kind = service.metrics.exposition()
+    return Response(body, media_type=kind)
+
+
+def _not_ready(service: Service) -> JSONResponse:
+    return _json({"error": "not_ready", "problems": [service.load_error or "no verified release loaded yet"],
+                  "fields": []}, 503)
+
+
+async def release(request: Request) -> Response:
+    service = _service(request)
+    if not service.authorized(request):
+        return _unauthorized()
+    served = service.holder.current
+    if served is None:
+        return _not_ready(service)
+    return _json({**served.describe(), "last_refusal": service.holder.last_refusal})
+
+
+async def models(request: Request) -> Response:
+    service = _service(request)
+    if not service.authorized(request):
+        return _unauthorized()
+    served = service.holder.current
+    name = request.path_params["rest"]
+    if request.method == "POST":
+        if not name.endswith(PREDICT):
+            return _json({"error": "not_found", "problems": [f"POST /v1/models/<node>{PREDICT}"], "fields": []}, 404)
+        return await predict(request, service, served, name[: -len(PREDICT)])
+    if served is None:
+        return _not_ready(service)
+    model = served.resolve(name)
+    if model is None:
+        return _unknown(served, name)
+    schema = model.schema.to_json()
+    return _json({"model": model.node, "version": model.version, "task": model.task, "release": served.release_id,
+                  "upstream": model.upstream, "features": schema["fields"], "rollout_key": schema["key"],
+                  "example": schema["example"], "request": {"records": [schema["example"]]}})
+
+
+async def predict(request: Request, service: Service, served: Any, name: str) -> Response:
+    started, config = time.perf_counter(), service.config
+    if served is None:
+        service.metrics.refusals.labels("not_ready").inc()
+        return _not_ready(service)
+    model = served.resolve(name)
+    if model is None:
+        service.metrics.refusals.labels("unknown_model").inc()
+        return _unknown(served, name)
+    try:
+        payload = read_json(await _read_body(request, config.max_body_bytes), config.max_body_bytes)
+        checked = check(model.schema, rows_of(payload, config.max_rows), model.dtypes)
+    except BadRequest as exc:
+        service.metrics.refusals.labels(exc.error).inc()
+        service.metrics.requests.labels(model.node, "none", str(exc.status)).inc()
+        body = exc.body()
+        body.setdefault("model", model.node)
+        return _json(body, exc.status)
+    try:
+        body, task, arm = await run_in_threadpool(_score, service, served, model, checked)
+    except Exception as exc:  # noqa: BLE001 - a valid request the model could not answer: said, not a trace
+        log.exception("depmesh serve: %s could not answer", model.node)
+        service.metrics.requests.labels(model.node, "production", "500").inc()
+        return _json({"error": "model_failed", "model": model.node,
+                      "problems": [f"{type(exc).__name__}: {str(exc)[:300]}"], "fields": []}, 500)
+    service.metrics.requests.labels(model.node, arm, "200").inc()
+    service.metrics.rows.labels(model.node, arm).inc(checked.rows)
+    service.metrics.latency.labels(model.node, arm).observe(time.perf_counter() - started)
+    return JSONResponse(body, background=task)
+
+
 def create_app(config: ServeConfig) -> Starlette:
     service = Service(config)
-
-    async def healthz(request: Request) -> Response:
-        return _json({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        served = service.holder.current
-        if served is None or not served.models:
-            return _json({"ready": False, "reason": service.load_error or (
-                (service.holder.last_refusal or {}).get("reason") or (
-                    "no verified release loaded yet" if served is None else
-                    f"no release of mesh {served.mesh} is Production yet (depmesh release request)"))}, 503)
-        return _json({"ready": True, "release": served.release_id, "registry_revision": served.revision})
-
-    async def metrics(request: Request) -> Response:
-        if not service.authorized(request):
-            return _unauthorized()
-        body, kind = service.metrics.exposition()
-        return Response(body, media_type=kind)
-
-    async def release(request: Request) -> Response:
-        if not service.authorized(request):
-            return _unauthorized()
-        served = service.holder.current
-        if served is None:
-            return _json({"error": "not_ready", "problems": [service.load_error or "no verified release loaded yet"],
-                          "fields": []}, 503)
-        return _json({**served.describe(), "last_refusal": service.holder.last_refusal})
-
-    async def models(request: Request) -> Response:
-        if not service.authorized(request):
-            return _unauthorized()
-        served = service.holder.current
-        name = request.path_params["rest"]
-        if request.method == "POST":
-            if not name.endswith(PREDICT):
-                return _json({"error": "not_found", "problems": [f"POST /v1/models/<node>{PREDICT}"],
-                              "fields": []}, 404)
-            return await predict(request, served, name[: -len(PREDICT)])
-        if served is None:
-            return _json({"error": "not_ready", "problems": ["no verified release loaded yet"], "fields": []}, 503)
-        model = served.resolve(name)
-        if model is None:
-            return _unknown(served, name)
-        schema = model.schema.to_json()
-        return _json({"model": model.node, "version": model.version, "task": model.task, "release": served.release_id,
-                      "upstream": model.upstream, "features": schema["fields"], "rollout_key": schema["key"],
-                      "example": schema["example"], "request": {"records": [schema["example"]]}})
-
-    async def predict(request: Request, served: Any, name: str) -> Response:
-        started = time.perf_counter()
-        if served is None:
-            service.metrics.refusals.labels("not_ready").inc()
-            return _json({"error": "not_ready", "problems": ["no verified release loaded yet"], "fields": []}, 503)
-        model = served.resolve(name)
-        if model is None:
-            service.metrics.refusals.labels("unknown_model").inc()
-            return _unknown(served, name)
-        try:
-            payload = read_json(await _read_body(request, config.max_body_bytes), config.max_body_bytes)
-            checked = check(model.schema, rows_of(payload, config.max_rows), model.dtypes)
-        except BadRequest as exc:
-            service.metrics.refusals.labels(exc.error).inc()
-            service.metrics.requests.labels(model.node, "none", str(exc.status)).inc()
-            body = exc.body()
-            body.setdefault("model", model.node)
-            return _json(body, exc.status)
-        try:
-            body, task, arm = await run_in_threadpool(_score, service, served, model, checked)
-        except Exception as exc:  # noqa: BLE001 - a valid request the model could not answer: said, not a trace
-            log.exception("depmesh serve: %s could not answer", model.node)
-            service.metrics.requests.labels(model.node, "production", "500").inc()
-            return _json({"error": "model_failed", "model": model.node,
-                          "problems": [f"{type(exc).__name__}: {str(exc)[:300]}"], "fields": []}, 500)
-        service.metrics.requests.labels(model.node, arm, "200").inc()
-        service.metrics.rows.labels(model.node, arm).inc(checked.rows)
-        service.metrics.latency.labels(model.node, arm).observe(time.perf_counter() - started)
-        return JSONResponse(body, background=task)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

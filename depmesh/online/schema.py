@@ -1,6 +1,7 @@
 """What a request to one model must carry: its raw feature columns (its own and its upstream models'), each
 column's type, the categories its encoder knows, and the bounds the catalog's contracts put on the feature table
-the column comes from. Built from the model bundle (and the mesh, where the server has its catalog) once per
+the column comes from (its min, max and allowed values; not its nullable: false, which holds for the table's
+own rows, while a request's row joined from it may miss a value, as the models' training rows did). Built from the model bundle (and the mesh, where the server has its catalog) once per
 loaded version; written into a container's release manifest so a server without the catalog checks the same."""
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ class Field:
     name: str
     type: str  # number | integer | string | boolean
     categories: tuple[Any, ...] | None = None  # the values the model's encoder was fitted on (None: any)
-    nullable: bool = True
     min: float | None = None
     max: float | None = None
     allowed: tuple[Any, ...] | None = None
@@ -140,7 +140,6 @@ def schema_of(model: Any, mesh: Any = None) -> FeatureSchema:
             kind = STRING
         fields.append(Field(
             name=name, type=kind, categories=categories.get(name) if name in categorical else None,
-            nullable=column.nullable if column is not None else True,
             min=column.min if column is not None else None, max=column.max if column is not None else None,
             allowed=tuple(column.allowed) if column is not None and column.allowed is not None else None,
             source=source if column is not None else None))
