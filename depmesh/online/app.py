@@ -84,6 +84,11 @@ class Service:
         self.load_error: str | None = None
 
     def start(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # one native thread per worker: a request's rows gain nothing from OpenMP's threads, and several workers'
+        # thread pools would fight over the cores
+        self._threads = threadpool_limits(1)
         if self.config.release:
             threading.Thread(target=self._load_folder, name="depmesh-serve-load", daemon=True).start()
             return

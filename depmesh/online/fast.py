@@ -1,15 +1,23 @@
 """Predictions for a checked request frame, as ``TrainedModel.predict`` and ``predict_proba`` give them, with
-the per-call overhead of a pandas column transformer taken out where the pipeline's shape allows.
+the per-call overhead of pandas taken out where a pipeline's shape allows.
 
-A pipeline that starts with a fitted ``ColumnTransformer`` of encoders and passthrough columns is run step by
-step on arrays (each encoder still gets its own columns as a frame, so categories match as fitted). Whether a
-model may use that path is decided once, when its version is loaded: both paths score the bundle's sample rows
-and must give the same numbers, bit for bit; otherwise the model's own pipeline serves. The answers are the
-batch scores' numbers either way (a test compares them row by row).
+The request's columns travel as arrays; each model's upstream outputs are added to them as the model's own
+``with_upstream_predictions`` adds them to a frame. Two pipeline shapes run on arrays:
+
+- a column transformer of ordinal encoders and passthrough columns, then an estimator: the encoders' fitted
+  categories become lookups, the numbers are stacked, the estimator predicts on the array;
+- a pipeline over numbers only (an imputer, a scaler, k-means): it is given the stacked array.
+
+Any other model gets a frame of its features, as in the batch. Whether a model may take its array path is
+decided once, when its version is loaded: the array path and the model's own ``predict`` (and
+``predict_proba``) score the bundle's sample rows, and those rows with every category missing, and must agree
+bit for bit; otherwise the frame path serves. The answers are the batch scores' numbers either way (a test
+compares them row by row).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 
@@ -20,37 +28,73 @@ def _passthrough(transformer: Any) -> bool:
             and getattr(transformer, "inverse_func", None) is None)
 
 
-def _compile(estimator: Any) -> Any:
-    """A function frame -> the final step's input array, or None when the pipeline has another shape."""
+def _numbers(columns: dict[str, Any], names: list[str]) -> Any:
+    import numpy as np
+
+    return np.column_stack([np.asarray(columns[n], dtype="float64") for n in names])
+
+
+class _Quiet:
+    """A fitted pipeline given an array where it was fitted on a frame (the same columns, in order): its
+    answers, without the warning that the array has no column names."""
+
+    def __init__(self, estimator: Any):
+        self.estimator = estimator
+
+    def predict(self, X: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return self.estimator.predict(X)
+
+    def predict_proba(self, X: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return self.estimator.predict_proba(X)
+
+
+def _compile(model: Any) -> tuple[Any, Any] | None:
+    """(columns -> the final step's input array, the final step), or None for another shape."""
+    estimator = model.estimator
     steps = getattr(estimator, "steps", None)
-    if not steps or len(steps) != 2:
+    if not steps:
+        return None
+    if not set(model.categorical) & set(model.features):
+        features = list(model.features)
+        return (lambda columns: _numbers(columns, features)), _Quiet(estimator)
+    if len(steps) != 2:
         return None
     encode, final = steps[0][1], steps[1][1]
     parts = getattr(encode, "transformers_", None)
     if parts is None or getattr(encode, "sparse_output_", False):
         return None
     plan = []
-    for name, transformer, columns in parts:
+    for name, transformer, names in parts:
         if name == "remainder":
-            if transformer != "drop" and len(columns):
+            if transformer != "drop" and len(names):
                 return None
             continue
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
             return None
         if _passthrough(transformer):
-            plan.append((None, columns))
+            plan.append((None, names))
         elif type(transformer).__name__ == "OrdinalEncoder" and _lookup(transformer) is not None:
-            plan.append((_lookup(transformer), columns))
+            plan.append((_lookup(transformer), names))
         else:
             return None
 
-    def transform(frame: Any) -> Any:
+    def transform(columns: dict[str, Any]) -> Any:
         import numpy as np
 
-        return np.hstack([frame[columns].to_numpy(dtype="float64") if encode is None else encode(frame, columns)
-                          for encode, columns in plan])
+        return np.hstack([_numbers(columns, names) if encode is None else encode(columns, names)
+                          for encode, names in plan])
 
     return transform, final
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _lookup(encoder: Any) -> Any:
@@ -62,23 +106,14 @@ def _lookup(encoder: Any) -> Any:
         return None
     if np.dtype(encoder.dtype) != np.float64:
         return None
-    maps = []
-    for categories in encoder.categories_:
-        mapping = {}
-        for i, value in enumerate(categories):
-            if not (value is None or (isinstance(value, float) and np.isnan(value))):
-                mapping[value.item() if hasattr(value, "item") else value] = float(i)
-        maps.append(mapping)
+    maps = [{(v.item() if hasattr(v, "item") else v): float(i) for i, v in enumerate(categories) if not _missing(v)}
+            for categories in encoder.categories_]
     unknown, missing = float(encoder.unknown_value), float(encoder.encoded_missing_value)
 
-    def encode(frame: Any, columns: list[str]) -> Any:
-        out = np.empty((len(frame), len(columns)), dtype="float64")
-        for j, column in enumerate(columns):
-            series = frame[column]
-            absent = series.isna().to_numpy()
-            mapping = maps[j]
-            out[:, j] = [missing if a else mapping.get(v, unknown) for v, a in zip(series.tolist(), absent)]
-        return out
+    def encode(columns: dict[str, Any], names: list[str]) -> Any:
+        return np.column_stack([np.fromiter((missing if _missing(v) else mapping.get(v, unknown)
+                                             for v in columns[name]), dtype="float64", count=len(columns[name]))
+                                for mapping, name in zip(maps, names)])
 
     return encode
 
@@ -91,62 +126,81 @@ class Predictor:
         self.upstream = [Predictor(m) for m in model.upstream.values()]
         self.columns = model.output_columns()
         self.classes = list(getattr(model.estimator, "classes_", []))
-        compiled = _compile(model.estimator)
-        self.fast = compiled if compiled is not None and self._agrees(compiled) else None
+        self.fast = _compile(model)
+        if self.fast is not None and not self._agrees():
+            self.fast = None
 
-    def _agrees(self, compiled: Any) -> bool:
-        import numpy as np
-
+    def _sample_frames(self) -> list[Any]:
         sample = self.model.sample_input
         if sample is None or len(sample) == 0:
+            return []
+        frame = self.model.validate_input(sample)[self.model.required_columns()]
+        categorical = [c for c in frame.columns if c in self._categorical()]
+        return [frame, frame.assign(**{c: frame[c].where(frame[c].isna()) for c in categorical})]
+
+    def _categorical(self) -> set[str]:
+        return set(self.model.categorical) | {c for u in self.upstream for c in u._categorical()}
+
+    def _agrees(self) -> bool:
+        """The array path gives the model's own numbers on its sample rows (and with every category missing)."""
+        import numpy as np
+
+        frames = self._sample_frames()
+        if not frames:
             return False
         try:
-            prepared = self.model.with_upstream_predictions(self.model.validate_input(sample))
-            X = prepared[self.model.features]
-            # the sample as it is, and with every categorical value missing (what a null in a request becomes)
-            frames = [X, X.assign(**{c: X[c].where(X[c].isna()) for c in self.model.categorical if c in X})]
-            transform, final = compiled
             for frame in frames:
-                arrays = transform(frame)
-                pairs = [(self.model.estimator.predict(frame), final.predict(arrays))]
-                if hasattr(final, "predict_proba") and self.model.task == "classification":
-                    pairs.append((self.model.estimator.predict_proba(frame), final.predict_proba(arrays)))
-                if not all(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=np.asarray(a).dtype.kind == "f")
-                           for a, b in pairs):
+                mine = self.answer(frame)
+                theirs = {"prediction": self.model.predict(frame)}
+                if "probability" in mine or "probabilities" in mine:
+                    proba = np.asarray(self.model.predict_proba(frame))
+                    mine_p = mine.get("probability")
+                    if mine_p is None:
+                        mine_p = np.column_stack(list(mine["probabilities"].values()))
+                    if not np.array_equal(np.asarray(mine_p), proba, equal_nan=True):
+                        return False
+                a, b = np.asarray(mine["prediction"]), np.asarray(theirs["prediction"])
+                if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
                     return False
             return True
         except Exception:  # noqa: BLE001 - a path that cannot even run is not the one to serve with
             return False
 
-    def _features(self, frame: Any) -> Any:
-        X = frame[self.model.features]
-        return self.fast[0](X) if self.fast is not None else X
+    def _features(self, columns: dict[str, Any], dtypes: dict[str, Any]) -> Any:
+        """The estimator's input: the array path's array, or a frame of the features with the request's dtypes."""
+        import pandas as pd
+
+        if self.fast is not None:
+            return self.fast[0](columns)
+        return pd.DataFrame({n: (pd.array(columns[n], dtype=dtypes[n]) if n in dtypes else columns[n])
+                             for n in self.model.features})
 
     def _estimator(self) -> Any:
         return self.fast[1] if self.fast is not None else self.model.estimator
 
-    def prepared(self, frame: Any) -> Any:
-        """``frame`` plus each upstream model's output columns (TrainedModel.with_upstream_predictions)."""
-        out = frame
+    def prepared(self, columns: dict[str, Any], dtypes: dict[str, Any]) -> dict[str, Any]:
+        """``columns`` plus each upstream model's output columns (TrainedModel.with_upstream_predictions)."""
+        out = columns
         for upstream in self.upstream:
-            if any(c not in out.columns for c in upstream.columns):
-                out = upstream.prepared(out)
-                out = out.assign(**upstream.outputs(out))
+            if any(c not in out for c in upstream.columns):
+                out = upstream.prepared(out, dtypes)
+                out = {**out, **upstream.outputs(out, dtypes)}
         return out
 
-    def outputs(self, prepared: Any) -> dict[str, Any]:
+    def outputs(self, prepared: dict[str, Any], dtypes: dict[str, Any]) -> dict[str, Any]:
         """What this model adds to a downstream frame (TrainedModel.outputs)."""
         if self.columns == [self.model.prediction_column]:
-            return {self.model.prediction_column: self._estimator().predict(self._features(prepared))}
-        proba = self._estimator().predict_proba(self._features(prepared))
+            return {self.model.prediction_column: self._estimator().predict(self._features(prepared, dtypes))}
+        proba = self._estimator().predict_proba(self._features(prepared, dtypes))
         return {column: proba[:, i] for i, column in enumerate(self.columns)}
 
     def answer(self, frame: Any) -> dict[str, Any]:
         """prediction per row; for a classifier the probability of the positive class (binary) or of each class."""
         import numpy as np
 
-        prepared = self.prepared(frame)
-        X = self._features(prepared)
+        dtypes = {c: frame[c].dtype for c in frame.columns if frame[c].dtype.kind not in "fiub"}
+        columns = self.prepared({c: frame[c].to_numpy() for c in frame.columns}, dtypes)
+        X = self._features(columns, dtypes)
         estimator = self._estimator()
         out: dict[str, Any] = {"prediction": np.asarray(estimator.predict(X))}
         if self.model.task == "classification" and hasattr(estimator, "predict_proba"):

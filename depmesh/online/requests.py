@@ -95,7 +95,7 @@ def _check_value(field: Any, value: Any) -> str | None:
     if value is _ABSENT:
         return "absent (every record carries every column)"
     if isinstance(value, _NonFinite):
-        return f"{value.text} is not a number (send null for a missing value where the column allows one)"
+        return f"{value.text} is not a number (send null for a missing value)"
     if value is None:
         return None  # a missing value, as the models were trained with (see depmesh.online.schema)
     if field.type in (NUMBER, INTEGER):
