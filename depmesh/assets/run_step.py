@@ -18,6 +18,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetExecutionContext, AssetKey, Output
 
 from depmesh.assets.db_retries import retry_on_lost_database
+from depmesh.assets.lineage_step import StepLineage
 from depmesh.assets.serving_step import (
     _active_rollout,
     _not_served,
@@ -67,17 +68,27 @@ class NodeStep:
         stored version (no training, nothing recorded); a partial selection stores nothing."""
         selected_checks = {k.name for k in context.selected_asset_check_keys}
         building = self.key in context.selected_asset_keys
+        lineage = StepLineage.start(context, self.node, self.catalog_path) if building else None
         with retry_on_lost_database(context, self.node.name) as guard:
             events = (_judge_stored(context, self.node, self.blocking_checks, self.failure_modes)
                       if self.node.kind == "model" and not building else self.build(context, kwargs))
-            for event in events:
-                if isinstance(event, Output):
-                    if not building:
+            try:
+                for event in events:
+                    if lineage is not None:
+                        lineage.see(event)
+                    if isinstance(event, Output):
+                        if not building:
+                            continue
+                        guard()
+                    elif isinstance(event, AssetCheckResult) and event.check_name not in selected_checks:
                         continue
-                    guard()
-                elif isinstance(event, AssetCheckResult) and event.check_name not in selected_checks:
-                    continue
-                yield event
+                    yield event
+            except BaseException as exc:
+                if lineage is not None:
+                    lineage.fail(exc)
+                raise
+        if lineage is not None:
+            lineage.finish(self.blocking_checks, self.downstream_of)
 
     def build(self, context: AssetExecutionContext, kwargs: dict[str, Any]) -> Iterator[Any]:
         node = self.node

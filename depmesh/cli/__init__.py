@@ -11,6 +11,7 @@ from depmesh.cli import (  # noqa: F401 - each registers its commands on main
     audit,
     deps,
     failure_modes,
+    lineage,
     mesh,
     online,
     registry,
