@@ -88,19 +88,16 @@ class HashTimer:
             module.sha256 = self.original
 
 
-class TrackingTimer:
-    """Times the tracking calls of a run in this process (curves, recipe, record)."""
+class CallTimer:
+    """Adds up the time spent in some methods or functions in this process (each ``(owner, name)`` patched while
+    the timer is entered)."""
 
-    def __init__(self) -> None:
-        import depmesh.tracking.capture as capture
-        import depmesh.tracking.recorder as recorder
-
+    def __init__(self, patches: list[tuple[object, str]]) -> None:
         self.seconds = 0.0
-        self.patches = [(capture, "staged_curves"), (recorder.TrainingRecorder, "recipe"),
-                        (recorder.TrainingRecorder, "record")]
+        self.patches = patches
         self.originals = [getattr(owner, name) for owner, name in self.patches]
 
-    def __enter__(self) -> "TrackingTimer":
+    def __enter__(self) -> "CallTimer":
         def timed(original):
             def call(*args, **kwargs):
                 started = time.perf_counter()
@@ -119,34 +116,20 @@ class TrackingTimer:
             setattr(owner, name, original)
 
 
-class LineageTimer:
+def TrackingTimer() -> CallTimer:  # noqa: N802 - reads as the timer it makes
+    """Times the tracking calls of a run in this process (curves, recipe, record)."""
+    import depmesh.tracking.capture as capture
+    import depmesh.tracking.recorder as recorder
+
+    return CallTimer([(capture, "staged_curves"), (recorder.TrainingRecorder, "recipe"),
+                      (recorder.TrainingRecorder, "record")])
+
+
+def LineageTimer() -> CallTimer:  # noqa: N802
     """Times the building and sending of OpenLineage events in this process."""
+    from depmesh.assets.lineage_step import StepLineage
 
-    def __init__(self) -> None:
-        from depmesh.assets.lineage_step import StepLineage
-
-        self.seconds = 0.0
-        self.owner = StepLineage
-        self.names = ("_event", "_send", "_dataset")
-        self.originals = [getattr(StepLineage, name) for name in self.names]
-
-    def __enter__(self) -> "LineageTimer":
-        def timed(original):
-            def call(*args, **kwargs):
-                started = time.perf_counter()
-                try:
-                    return original(*args, **kwargs)
-                finally:
-                    self.seconds += time.perf_counter() - started
-            return call
-
-        for name, original in zip(self.names, self.originals):
-            setattr(self.owner, name, timed(original))
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        for name, original in zip(self.names, self.originals):
-            setattr(self.owner, name, original)
+    return CallTimer([(StepLineage, name) for name in ("_event", "_send", "_dataset")])
 
 
 def lineage_run(sample: float) -> tuple[float, float | None, float | None, float]:
