@@ -163,7 +163,7 @@ def _score(service: Service, served: Any, model: Any, checked: Any) -> tuple[dic
     from depmesh.rollout.arms import in_candidate
 
     started = time.perf_counter()
-    production = model.predictor.answer(checked.frame)
+    production = model.predictor.answer(checked.columns, checked.dtypes)
     production_s = time.perf_counter() - started
     n = checked.rows
     answer = {k: (v if isinstance(v, dict) else np.asarray(v)) for k, v in production.items()}
@@ -178,7 +178,8 @@ def _score(service: Service, served: Any, model: Any, checked: Any) -> tuple[dic
         if chosen.any():
             started = time.perf_counter()
             try:
-                cand = candidate.predictor.answer(checked.frame[chosen].reset_index(drop=True))
+                part = checked.subset(chosen)
+                cand = candidate.predictor.answer(part.columns, part.dtypes)
             except Exception as exc:  # noqa: BLE001 - a candidate that cannot score is what the canary measures
                 error = f"{type(exc).__name__}: {exc}"
             candidate_s = time.perf_counter() - started
@@ -215,7 +216,7 @@ def _shadow(service: Service, arms: Any, model: Any, candidate: Any, checked: An
             production_s: float) -> None:
     started = time.perf_counter()
     try:
-        cand, error = candidate.predictor.answer(checked.frame), None
+        cand, error = candidate.predictor.answer(checked.columns, checked.dtypes), None
     except Exception as exc:  # noqa: BLE001
         cand, error = None, f"{type(exc).__name__}: {exc}"
     service.figures.add(arms, model.node, model.version, production["prediction"], production_s,

@@ -194,12 +194,15 @@ class Predictor:
         proba = self._estimator().predict_proba(self._features(prepared, dtypes))
         return {column: proba[:, i] for i, column in enumerate(self.columns)}
 
-    def answer(self, frame: Any) -> dict[str, Any]:
-        """prediction per row; for a classifier the probability of the positive class (binary) or of each class."""
+    def answer(self, frame: Any, dtypes: dict[str, Any] | None = None) -> dict[str, Any]:
+        """prediction per row of ``frame`` (a frame, or columns as arrays with the ``dtypes`` a frame of them
+        takes); for a classifier the probability of the positive class (binary) or of each class."""
         import numpy as np
 
-        dtypes = {c: frame[c].dtype for c in frame.columns if frame[c].dtype.kind not in "fiub"}
-        columns = self.prepared({c: frame[c].to_numpy() for c in frame.columns}, dtypes)
+        if dtypes is None:
+            dtypes = {c: frame[c].dtype for c in frame.columns if frame[c].dtype.kind not in "fiub"}
+            frame = {c: frame[c].to_numpy() for c in frame.columns}
+        columns = self.prepared(frame, dtypes)
         X = self._features(columns, dtypes)
         estimator = self._estimator()
         out: dict[str, Any] = {"prediction": np.asarray(estimator.predict(X))}

@@ -125,17 +125,29 @@ def _check_value(field: Any, value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Checked:
-    """The request's rows as the model's frame, and the rollout key of each row (None when not sent)."""
+    """The request's rows as the model's columns (arrays, no frame: a frame per request costs more than the
+    check), the dtypes a frame of them takes, and the rollout key of each row (None when not sent)."""
 
-    frame: Any
+    columns: dict[str, Any]
+    dtypes: dict[str, Any]
     keys: list[Any] | None
     rows: int
 
+    @property
+    def frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame({n: pd.array(v, dtype=self.dtypes[n]) if n in self.dtypes else v
+                             for n, v in self.columns.items()})
+
+    def subset(self, mask: Any) -> Checked:
+        import numpy as np
+
+        return Checked({n: np.asarray(v)[mask] for n, v in self.columns.items()}, self.dtypes, None, int(mask.sum()))
+
 
 def check(schema: FeatureSchema, columns: dict[str, list[Any]], dtypes: dict[str, Any]) -> Checked:
-    """The frame for ``schema``'s model, or BadRequest(422) naming every problem by column and rows."""
-    import pandas as pd
-
+    """The columns for ``schema``'s model, or BadRequest(422) naming every problem by column and rows."""
     problems, fields = [], []
     names = set(schema.names)
     extra = sorted(c for c in columns if c not in names and c != schema.key)
@@ -171,16 +183,13 @@ def check(schema: FeatureSchema, columns: dict[str, list[Any]], dtypes: dict[str
             fields.append(schema.key)
     if problems:
         raise BadRequest(422, "invalid_input", problems, fields=list(dict.fromkeys(fields)), model=schema.model)
-    frame = pd.DataFrame({f.name: _column(columns[f.name], f, dtypes.get(f.name)) for f in schema.fields})
-    return Checked(frame, keys, rows)
-
-
-def _column(values: list[Any], field: Any, dtype: Any) -> Any:
     import numpy as np
-    import pandas as pd
 
-    if field.type in (NUMBER, INTEGER, BOOLEAN):  # as the model's own input check reads them: float64
-        return np.asarray([np.nan if v is None else float(v) for v in values], dtype="float64")
-    if dtype is not None:
-        return pd.array(values, dtype=dtype)
-    return pd.array(values, dtype="object")
+    arrays, kinds = {}, {}
+    for f in schema.fields:
+        if f.type in (NUMBER, INTEGER, BOOLEAN):  # as the model's own input check reads them: float64
+            arrays[f.name] = np.asarray([np.nan if v is None else float(v) for v in columns[f.name]], dtype="float64")
+        else:
+            arrays[f.name] = np.asarray(columns[f.name], dtype=object)
+            kinds[f.name] = dtypes.get(f.name, "object")
+    return Checked(arrays, kinds, keys, rows)
