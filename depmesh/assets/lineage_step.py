@@ -86,6 +86,7 @@ class StepLineage:
 
     def _dataset(self) -> Any:
         from depmesh.lineage import events
+        from depmesh.lineage.facets import MODEL_FACET, SERVING_FACET
         from depmesh.models import TrainedModel
 
         value = self.output.value if self.output is not None else None
@@ -99,11 +100,11 @@ class StepLineage:
             facets["schema"] = events.schema_facet(self.node, fields=columns) if not self.node.contract else None
             facets["columnLineage"] = events.column_lineage(self.mesh, self.node, columns,
                                                             events.model_reads(self.mesh, self.node, value))
-            facets[events.MODEL_FACET] = events.model_facet(value, gates)
+            facets[MODEL_FACET] = events.model_facet(value, gates)
         elif value is not None and hasattr(value, "columns"):
             facets["schema"] = events.schema_facet(self.node, value)
             facets["columnLineage"] = events.column_lineage(self.mesh, self.node, [str(c) for c in value.columns])
             serving = (self.output.metadata or {}).get(SERVING_KEY)
             if serving is not None:
-                facets[events.SERVING_FACET] = events.serving_facet(_metadata_value(serving))
+                facets[SERVING_FACET] = events.serving_facet(_metadata_value(serving))
         return events.output_dataset(self.mesh, self.node, facets)

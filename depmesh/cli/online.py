@@ -54,10 +54,10 @@ def serve(catalog: str | None, home: str | None, release_folder: str | None, hos
     if release_folder:
         from pathlib import Path
 
-        from depmesh.online.served import Loader, SetRefused, from_folder
+        from depmesh.online.served import SetRefused, folder_loader, from_folder
 
         try:  # refused here, before any port is opened: a container with a bad artifact exits, it does not idle
-            found = from_folder(Path(release_folder), Loader())
+            found = from_folder(Path(release_folder), folder_loader())
         except (SetRefused, OSError, ValueError, KeyError) as exc:
             raise click.ClickException(f"release not loaded: {type(exc).__name__}: {exc}") from None
         click.echo(f"depmesh serve: release {found.release_id} of mesh {found.mesh}: {len(found.models)} models "

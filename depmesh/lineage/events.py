@@ -29,12 +29,7 @@ from openlineage.client.facet_v2 import (
     source_code_location_job,
 )
 
-from depmesh.lineage.facets import (
-    MODEL_FACET,
-    SERVING_FACET,
-    DepmeshModelDatasetFacet,
-    DepmeshServingDatasetFacet,
-)
+from depmesh.lineage.facets import DepmeshModelDatasetFacet, DepmeshServingDatasetFacet
 
 PRODUCER = "https://github.com/depmesh/depmesh/tree/main/depmesh/lineage"
 MESH_JOB = "mesh_job"
@@ -95,10 +90,6 @@ def job(mesh_name: str, node: Any) -> Job:
     return Job(namespace=namespace(mesh_name), name=node.name, facets=facets)
 
 
-def _dtype_name(dtype: Any) -> str:
-    return str(dtype)
-
-
 def schema_facet(node: Any, frame: Any = None, fields: list[str] | None = None) -> Any:
     """The stored table's columns (their stored dtypes, else the contract's), described by the contract."""
     contract = {c.name: c for c in (node.contract.columns if node.contract else ())}
@@ -106,7 +97,7 @@ def schema_facet(node: Any, frame: Any = None, fields: list[str] | None = None) 
     if not names:
         return None
     return schema_dataset.SchemaDatasetFacet(fields=[schema_dataset.SchemaDatasetFacetFields(
-        name=str(n), type=_dtype_name(frame[n].dtype) if frame is not None else (
+        name=str(n), type=str(frame[n].dtype) if frame is not None else (
             contract[n].dtype if n in contract else "float64"),
         description=(contract[n].description or None) if n in contract else None) for n in names])
 
@@ -155,16 +146,16 @@ def model_reads(mesh: Any, node: Any, model: Any) -> dict[str, str]:
     """A trained model's columns -> the input that provides each: an upstream model's predictions, else the
     input table whose contract (or edge contract) declares the column."""
     provided = {c: name for name, up in model.upstream.items() for c in up.output_columns()}
-    tables = [n for n in node.inputs if mesh.node(n).kind != "model"]
+    tables = {n: _columns_of(mesh, n) | set(node.edges.get(n, _NoEdge).columns) for n in node.inputs
+              if mesh.node(n).kind != "model"}
     reads = {}
     for column in model.features:
         if column in provided:
             reads[column] = provided[column]
             continue
-        source = next((n for n in tables if column in _columns_of(mesh, n)
-                       or column in node.edges.get(n, _NoEdge).columns), None)
+        source = next((n for n, columns in tables.items() if column in columns), None)
         if source is None and len(tables) == 1:
-            source = tables[0]  # one table feeds it: the column is that table's
+            source = next(iter(tables))  # one table feeds it: the column is that table's
         if source is not None:
             reads[column] = source
     return reads
@@ -238,5 +229,3 @@ def to_json(event: Any) -> str:
 
     return Serde.to_json(event)
 
-
-FACET_NAMES = (MODEL_FACET, SERVING_FACET)

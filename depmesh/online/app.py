@@ -31,7 +31,7 @@ from depmesh.online.figures import OnlineFigures
 from depmesh.online.follower import Follower, Holder
 from depmesh.online.metrics import Metrics
 from depmesh.online.requests import MAX_BODY_BYTES, MAX_ROWS, BadRequest, check, read_json, rows_of
-from depmesh.online.served import Loader, SetRefused, from_folder
+from depmesh.online.served import Loader, SetRefused, folder_loader, from_folder
 
 TOKEN_ENV = "DEPMESH_SERVE_TOKEN"
 CONFIG_ENV = "DEPMESH_SERVE_CONFIG"
@@ -59,6 +59,12 @@ def app_from_env() -> Starlette:
 
 def _json(body: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status)
+
+
+def _refusal(status: int, error: str, problem: str, model: str | None = None, **headers: str) -> JSONResponse:
+    """A request not answered, in the one shape every refusal takes (BadRequest.body)."""
+    return JSONResponse(BadRequest(status, error, [problem], model=model).body(), status_code=status,
+                        headers=headers or None)
 
 
 def _values(array: Any) -> list[Any]:
@@ -115,7 +121,7 @@ class Service:
 
     def _load_folder(self) -> None:
         try:
-            self.holder.swap(from_folder(Path(self.config.release), Loader()))
+            self.holder.swap(from_folder(Path(self.config.release), folder_loader()))
         except (SetRefused, OSError, ValueError, KeyError) as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             self.holder.refuse(("folder", self.config.release), self.load_error)
@@ -135,8 +141,8 @@ class Service:
 
 
 def _unauthorized() -> JSONResponse:
-    return JSONResponse({"error": "unauthorized", "problems": [f"send Authorization: Bearer <the {TOKEN_ENV}>"],
-                         "fields": []}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return _refusal(401, "unauthorized", f"send Authorization: Bearer <the {TOKEN_ENV}>",
+                    **{"WWW-Authenticate": "Bearer"})
 
 
 async def _read_body(request: Request, cap: int) -> bytes:
@@ -252,8 +258,7 @@ async def metrics(request: Request) -> Response:
 
 
 def _not_ready(service: Service) -> JSONResponse:
-    return _json({"error": "not_ready", "problems": [service.load_error or "no verified release loaded yet"],
-                  "fields": []}, 503)
+    return _refusal(503, "not_ready", service.load_error or "no verified release loaded yet")
 
 
 async def release(request: Request) -> Response:
@@ -274,7 +279,7 @@ async def models(request: Request) -> Response:
     name = request.path_params["rest"]
     if request.method == "POST":
         if not name.endswith(PREDICT):
-            return _json({"error": "not_found", "problems": [f"POST /v1/models/<node>{PREDICT}"], "fields": []}, 404)
+            return _refusal(404, "not_found", f"POST /v1/models/<node>{PREDICT}")
         return await predict(request, service, served, name[: -len(PREDICT)])
     if served is None:
         return _not_ready(service)
@@ -310,8 +315,7 @@ async def predict(request: Request, service: Service, served: Any, name: str) ->
     except Exception as exc:  # noqa: BLE001 - a valid request the model could not answer: said, not a trace
         log.exception("depmesh serve: %s could not answer", model.node)
         service.metrics.requests.labels(model.node, "production", "500").inc()
-        return _json({"error": "model_failed", "model": model.node,
-                      "problems": [f"{type(exc).__name__}: {str(exc)[:300]}"], "fields": []}, 500)
+        return _refusal(500, "model_failed", f"{type(exc).__name__}: {str(exc)[:300]}", model=model.node)
     service.metrics.requests.labels(model.node, arm, "200").inc()
     service.metrics.rows.labels(model.node, arm).inc(checked.rows)
     service.metrics.latency.labels(model.node, arm).observe(time.perf_counter() - started)
@@ -338,6 +342,5 @@ def create_app(config: ServeConfig) -> Starlette:
 
 
 def _unknown(served: Any, name: str) -> JSONResponse:
-    return _json({"error": "unknown_model", "problems": [f"no model {name!r} in release {served.release_id} "
-                                                         f"(served: {', '.join(sorted(served.models))})"],
-                  "fields": []}, 404)
+    return _refusal(404, "unknown_model", f"no model {name!r} in release {served.release_id} "
+                                          f"(served: {', '.join(sorted(served.models))})")

@@ -25,11 +25,9 @@ class Holder:
         self.current: ServedSet | None = None
         self.metrics = metrics
         self.last_refusal: dict[str, Any] | None = None
-        self.swaps = 0
 
     def swap(self, new: ServedSet) -> None:
         old, self.current = self.current, new
-        self.swaps += 1
         if self.metrics is not None:
             self.metrics.swaps.inc()
             self.metrics.release.set(new.release_id or 0)

@@ -133,13 +133,6 @@ class Checked:
     keys: list[Any] | None
     rows: int
 
-    @property
-    def frame(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame({n: pd.array(v, dtype=self.dtypes[n]) if n in self.dtypes else v
-                             for n, v in self.columns.items()})
-
     def subset(self, mask: Any) -> Checked:
         import numpy as np
 

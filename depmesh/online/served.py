@@ -6,6 +6,7 @@ server's one reference, so a request keeps the set it started with."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -108,6 +109,13 @@ class Loader:
             while len(self._cache) > self.KEEP:
                 self._cache.pop(next(iter(self._cache)))
         return served
+
+
+@functools.cache
+def folder_loader() -> Loader:
+    """The one loader of a process serving a bundled release folder: the command line verifies the folder with
+    it before it opens a port, and the server in the same process then finds those models loaded."""
+    return Loader()
 
 
 def check_lineage(models: dict[str, ServedModel]) -> None:
